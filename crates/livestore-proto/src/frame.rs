@@ -28,7 +28,6 @@ impl RequestId {
 
 /// A decoded client message.
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum ClientMessage {
     /// An RPC request. `call` is an error when the tag is unknown or the payload does not decode; the server must
     /// then fail this request only.

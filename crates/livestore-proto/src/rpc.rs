@@ -95,7 +95,6 @@ pub struct PingArgs {
 
 /// A decoded RPC call, by tag.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub enum RpcCall {
     /// `SyncWsRpc.Pull`: a stream of pull pages, live or not.
     WsPull(PullArgs),

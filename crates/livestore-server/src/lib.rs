@@ -1,1 +1,39 @@
-//! Placeholder.
+//! A self-hosted sync backend for LiveStore that speaks the `@livestore/sync-cf` 0.4 wire protocol.
+//!
+//! Real JavaScript clients (`makeWsSync` / `makeHttpSync` from `@livestore/sync-cf/client`) and our Rust client
+//! connect to it unchanged. This crate owns the transports (WebSocket and HTTP on axum), authentication, the
+//! per-store fan-out of accepted events, persistence behind the [`storage::EventStorage`] trait (SQLite by default),
+//! and metrics. The meaning of every frame lives in `livestore-proto`; this crate never parses protocol JSON by hand.
+//!
+//! Features:
+//! - one totally ordered log per store, pushes admitted only on `parentSeqNum == head`;
+//! - durable group commits: a push is acknowledged only after its transaction is on disk;
+//! - exactly-once, ascending, gap-free delivery per pull subscription, backlog before live;
+//! - static bearer tokens or JWT HS256 with a store-id claim, checked before the WebSocket upgrade;
+//! - Prometheus metrics at `/metrics`, liveness at `/healthz`, graceful shutdown that closes sockets with 1012.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), livestore_server::ServerError> {
+//! use livestore_server::{Server, ServerConfig};
+//! let server = Server::bind(ServerConfig::default()).await?;
+//! println!("listening on {}", server.local_addr());
+//! server.run_until(async { tokio::signal::ctrl_c().await.ok(); }).await
+//! # }
+//! ```
+
+mod app;
+pub mod auth;
+pub mod config;
+mod error;
+mod http_transport;
+mod hub;
+mod metrics;
+mod pull;
+mod push;
+mod server;
+pub mod storage;
+mod ws;
+
+pub use config::ServerConfig;
+pub use error::ServerError;
+pub use server::Server;

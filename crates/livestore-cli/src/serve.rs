@@ -1,0 +1,87 @@
+//! `livestore serve`: resolves flags, environment and config file into a `ServerConfig`, then runs the server
+//! until SIGINT or SIGTERM.
+//!
+//! Precedence, lowest first: built-in defaults, the config file, environment variables, command-line flags.
+//! Secrets (tokens, JWT secret) come only from the config file or the environment, never from flags, so they do
+//! not show up in process listings or shell history.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use livestore_server::config::{Secret, TokenEntry};
+use livestore_server::{Server, ServerConfig};
+
+/// Flags of `livestore serve`, as given.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8787].
+    #[arg(long, env = "LIVESTORE_ADDR")]
+    addr: Option<SocketAddr>,
+    /// Directory for the event database [default: ./livestore-data].
+    #[arg(long, env = "LIVESTORE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML config file (see README); flags and environment override it.
+    #[arg(long, env = "LIVESTORE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// Runs the server until a shutdown signal.
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = resolve(args)?;
+    raise_open_file_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    runtime.block_on(async move {
+        let server = Server::bind(config).await?;
+        server.run_until(shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn resolve(args: ServeArgs) -> anyhow::Result<ServerConfig> {
+    let mut config = match &args.config {
+        Some(path) => ServerConfig::from_file(path)?,
+        None => ServerConfig::default(),
+    };
+    if let Ok(tokens) = std::env::var("LIVESTORE_AUTH_TOKENS") {
+        let tokens = tokens.split(',').map(str::trim).filter(|token| !token.is_empty());
+        config.auth.tokens.extend(tokens.map(|token| TokenEntry::AllStores(Secret(token.to_owned()))));
+    }
+    if let Ok(secret) = std::env::var("LIVESTORE_JWT_SECRET") {
+        config.auth.jwt_secret = Some(Secret(secret));
+    }
+    if let Some(addr) = args.addr {
+        config.addr = addr;
+    }
+    if let Some(data_dir) = args.data_dir {
+        config.data_dir = data_dir;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// Each WebSocket client holds a file descriptor; the default soft limit (often 1024) is far too low for a server.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open file limit"),
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler works on Unix");
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,1 @@
+//! LiveStore client store (work in progress).

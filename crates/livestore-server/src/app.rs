@@ -1,0 +1,142 @@
+//! The HTTP surface: routes, the sync endpoint's request checks, and the shared application state.
+//!
+//! The sync endpoint answers on any path whose query carries `storeId` and `transport`, as the reference worker
+//! does. Everything it checks (store id, transport, payload, credentials) is checked before a WebSocket upgrade, so
+//! a refused client sees an HTTP status, never a half-open socket.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use livestore_proto::url::{Transport, decode_url_payload, validate_store_id};
+use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::auth::{AuthRejection, Authenticator};
+use crate::config::Limits;
+use crate::hub::Hubs;
+use crate::metrics::Metrics;
+use crate::storage::EventStorage;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) storage: Arc<dyn EventStorage>,
+    pub(crate) hubs: Arc<Hubs>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) auth: Arc<Authenticator>,
+    pub(crate) limits: Limits,
+    /// Cancelled when the server shuts down; every socket then closes with 1012.
+    pub(crate) shutdown: CancellationToken,
+    /// Tracks WebSocket sessions so shutdown can wait for their close frames.
+    pub(crate) sessions: TaskTracker,
+}
+
+/// The text `GET /` answers with, as the reference worker does.
+const INFO_TEXT: &str = "Info: Sync backend endpoint for @livestore/sync-cf (livestore-rs).";
+
+/// Builds the router.
+pub(crate) fn app(state: AppState) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::HEAD, Method::OPTIONS])
+        .allow_headers(Any)
+        .expose_headers([header::ETAG]);
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .fallback(sync_endpoint)
+        .layer(cors)
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"))],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+fn plain(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message.into()).into_response()
+}
+
+pub(crate) fn rejection_response(rejection: &AuthRejection) -> Response {
+    let status = StatusCode::from_u16(rejection.status).unwrap_or(StatusCode::UNAUTHORIZED);
+    plain(status, rejection.message.clone())
+}
+
+/// The bearer token of an `Authorization` header, if any.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+async fn sync_endpoint(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    body: Body,
+) -> Response {
+    let Ok(Query(query)) = query else { return plain(StatusCode::BAD_REQUEST, "malformed query string") };
+    let (Some(store_id), Some(transport)) = (query.get("storeId"), query.get("transport")) else {
+        return if method == Method::GET && uri.path() == "/" {
+            plain(StatusCode::OK, INFO_TEXT)
+        } else {
+            plain(StatusCode::BAD_REQUEST, "Invalid path: the sync endpoint needs ?storeId=...&transport=ws|http")
+        };
+    };
+    if let Err(error) = validate_store_id(store_id) {
+        return plain(StatusCode::BAD_REQUEST, error.to_string());
+    }
+    let transport = match Transport::parse(transport) {
+        Ok(transport) => transport,
+        Err(error) => return plain(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    let url_payload: Option<Box<RawValue>> = match query.get("payload").map(|value| decode_url_payload(value)) {
+        None => None,
+        Some(Ok(payload)) => Some(payload),
+        Some(Err(error)) => return plain(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    let bearer = bearer_token(&headers).map(str::to_owned);
+    match transport {
+        Transport::WebSocket => {
+            if let Err(rejection) = state.auth.authorize(store_id, url_payload.as_deref(), bearer.as_deref()) {
+                tracing::info!(store_id, status = rejection.status, "refused WebSocket connection");
+                return rejection_response(&rejection);
+            }
+            let Ok(upgrade) = upgrade else {
+                return plain(StatusCode::UPGRADE_REQUIRED, "transport=ws needs a WebSocket upgrade request");
+            };
+            let max_message_bytes = state.limits.max_message_bytes;
+            let store_id = store_id.clone();
+            upgrade
+                .max_message_size(max_message_bytes)
+                .max_frame_size(max_message_bytes)
+                // Small buffers keep idle connections cheap; they grow on demand for large frames.
+                .read_buffer_size(4 * 1024)
+                .write_buffer_size(16 * 1024)
+                .on_upgrade(move |socket| {
+                    let sessions = state.sessions.clone();
+                    sessions.track_future(crate::ws::serve_socket(state, socket, store_id, url_payload))
+                })
+        }
+        Transport::Http => {
+            if method != Method::POST {
+                return plain(StatusCode::METHOD_NOT_ALLOWED, "transport=http expects POST");
+            }
+            crate::http_transport::handle(state, store_id.clone(), url_payload, bearer, body).await
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Server configuration: listening address, data directory, authentication and limits.
+//!
+//! Configuration comes from a TOML file, then environment variables and command-line flags override it (the CLI
+//! crate applies the overrides). Secrets are redacted from `Debug` output so that logging a config never leaks them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::ServerError;
+
+/// Default listening address: loopback only, so the no-auth default is safe.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8787";
+
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./livestore-data";
+
+/// Everything `livestore serve` needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// Where the event database lives.
+    pub data_dir: PathBuf,
+    /// Who may connect.
+    pub auth: AuthConfig,
+    /// Size limits for frames and bodies.
+    pub limits: Limits,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: DEFAULT_ADDR.parse().expect("the default address is valid"),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            auth: AuthConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads a TOML config file; unknown keys are errors so typos do not silently fall back to defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ServerError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ServerError::ConfigRead { path: path.to_owned(), source })?;
+        toml::from_str(&text).map_err(|source| ServerError::ConfigParse { path: path.to_owned(), source })
+    }
+
+    /// Checks the rules that span several fields.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        if !self.auth.is_enabled() && !self.addr.ip().is_loopback() {
+            return Err(ServerError::InvalidConfig(format!(
+                "refusing to listen on {} without authentication: anyone on the network could read and write every \
+                 store. Configure auth tokens (LIVESTORE_AUTH_TOKENS or [auth] tokens) or a JWT secret \
+                 (LIVESTORE_JWT_SECRET or [auth] jwt_secret), or bind to a loopback address such as 127.0.0.1",
+                self.addr
+            )));
+        }
+        if self.limits.max_message_bytes < 1024 * 1024 {
+            return Err(ServerError::InvalidConfig(
+                "limits.max_message_bytes must be at least 1 MiB: sync-cf clients send frames of up to ~900 KB".into(),
+            ));
+        }
+        for entry in &self.auth.tokens {
+            if entry.token().is_empty() {
+                return Err(ServerError::InvalidConfig("auth.tokens contains an empty token".into()));
+            }
+        }
+        if let Some(secret) = &self.auth.jwt_secret
+            && secret.0.len() < 16
+        {
+            return Err(ServerError::InvalidConfig("auth.jwt_secret must be at least 16 bytes".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Authentication settings. With no tokens and no JWT secret, the server runs without auth (loopback only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Static bearer tokens, each valid for all stores or for a list of stores.
+    pub tokens: Vec<TokenEntry>,
+    /// HS256 secret for JWTs.
+    pub jwt_secret: Option<Secret>,
+    /// The JWT claim listing the store ids a token may use (`"*"` for all).
+    pub jwt_stores_claim: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { tokens: Vec::new(), jwt_secret: None, jwt_stores_claim: "storeIds".to_owned() }
+    }
+}
+
+impl AuthConfig {
+    /// Whether any credential is required.
+    pub fn is_enabled(&self) -> bool {
+        !self.tokens.is_empty() || self.jwt_secret.is_some()
+    }
+}
+
+/// A static token, either bare (all stores) or with the stores it may use.
+#[derive(Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TokenEntry {
+    /// A token valid for every store.
+    AllStores(Secret),
+    /// A token valid for the listed stores only.
+    Scoped {
+        /// The token.
+        token: Secret,
+        /// Store ids it may use; `"*"` means all.
+        stores: Vec<String>,
+    },
+}
+
+impl TokenEntry {
+    /// The token text.
+    pub fn token(&self) -> &str {
+        match self {
+            TokenEntry::AllStores(secret) | TokenEntry::Scoped { token: secret, .. } => &secret.0,
+        }
+    }
+
+    /// Whether the token may use `store_id`.
+    pub fn allows_store(&self, store_id: &str) -> bool {
+        match self {
+            TokenEntry::AllStores(_) => true,
+            TokenEntry::Scoped { stores, .. } => stores.iter().any(|store| store == "*" || store == store_id),
+        }
+    }
+}
+
+impl std::fmt::Debug for TokenEntry {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenEntry::AllStores(_) => formatter.write_str("TokenEntry(<redacted>, all stores)"),
+            TokenEntry::Scoped { stores, .. } => write!(formatter, "TokenEntry(<redacted>, stores: {stores:?})"),
+        }
+    }
+}
+
+/// A secret string whose `Debug` output is redacted.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("<redacted>")
+    }
+}
+
+/// Size limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest WebSocket message and HTTP sync body, in bytes. Clients send up to ~900 KB per request.
+    pub max_message_bytes: usize,
+    /// Outgoing frames buffered per connection before a slow client is disconnected.
+    pub outbound_queue_frames: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_message_bytes: 4 * 1024 * 1024, outbound_queue_frames: 256 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_all_token_forms_and_redacts_them() {
+        let config: ServerConfig = toml::from_str(
+            r#"
+            addr = "0.0.0.0:9000"
+            [auth]
+            tokens = ["plain-token", { token = "scoped-token", stores = ["a", "b"] }]
+            jwt_secret = "0123456789abcdef0123"
+            "#,
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert!(config.auth.tokens[0].allows_store("z"));
+        assert!(config.auth.tokens[1].allows_store("a") && !config.auth.tokens[1].allows_store("z"));
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("plain-token") && !debug.contains("scoped-token") && !debug.contains("0123456789"));
+    }
+
+    #[test]
+    fn refuses_public_bind_without_auth() {
+        let config = ServerConfig { addr: "0.0.0.0:8787".parse().unwrap(), ..ServerConfig::default() };
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("without authentication"), "{message}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(toml::from_str::<ServerConfig>("adress = \"127.0.0.1:1\"").is_err());
+    }
+}

@@ -1,0 +1,73 @@
+//! The crate's error type: why the server could not start, or why storage failed.
+//!
+//! Per-request protocol failures are not errors here: they are frames sent back to the client (see `ws` and
+//! `http_transport`).
+
+use std::path::PathBuf;
+
+/// Everything that can make the server fail to start or storage fail to work.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The configuration file could not be read.
+    #[error("cannot read config file {path}")]
+    ConfigRead {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML of the expected shape.
+    #[error("invalid config file {path}: {source}")]
+    ConfigParse {
+        /// The file.
+        path: PathBuf,
+        /// The parse error, with line and column.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// The configuration is well-formed but unusable.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// Binding the listening socket failed.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process holds the data directory.
+    #[error(
+        "data directory {0} is in use by another livestore process (lock file {0}/livestore.lock); stop it or pick another --data-dir"
+    )]
+    DataDirLocked(PathBuf),
+    /// Creating or opening files in the data directory failed.
+    #[error("cannot use data directory {path}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database file exists but is not ours, is corrupt, or was written by a newer version.
+    #[error("database {path} cannot be used: {reason}")]
+    ForeignDatabase {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// SQLite failed.
+    #[error("SQLite error")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The storage writer thread is gone (the server is shutting down or the writer failed).
+    #[error("storage writer is not running")]
+    StorageClosed,
+    /// Serving failed.
+    #[error("server failed")]
+    Serve(#[source] std::io::Error),
+}

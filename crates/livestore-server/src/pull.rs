@@ -1,0 +1,169 @@
+//! One pull request from start to end: backlog pages, then (for live pulls) every later batch, in order.
+//!
+//! The per-subscription sequencer lives here. It registers with the store's hub first, which fixes the head `H`
+//! that splits "read from the database" from "arrives live"; it sends `(cursor, H]` from storage page by page, and
+//! then forwards live batches, dropping anything at or below what it already sent. A gap would mean a broken
+//! invariant; rather than deliver a corrupt chain, it closes the socket so the client reconnects and resumes.
+//! Live pulls never end with an `Exit`; to make a client retry, the connection is closed.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use livestore_proto::encode;
+use livestore_proto::page::{PageBuilder, StoredEventRef, empty_page};
+use livestore_proto::rpc::PullCursor;
+use tokio::sync::mpsc;
+
+use crate::hub::Hubs;
+use crate::metrics::Metrics;
+use crate::storage::EventStorage;
+
+/// Events read from storage per round trip while streaming a backlog.
+const BACKLOG_READ_BATCH: usize = 2_000;
+
+/// WebSocket close code "try again later": the client fell too far behind the live stream.
+pub(crate) const CLOSE_LAGGING: u16 = 1013;
+/// WebSocket close code "internal error".
+pub(crate) const CLOSE_INTERNAL: u16 = 1011;
+
+/// A frame on its way to a client connection.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// A text frame (one JSON message).
+    Text(String),
+    /// Close the connection with this code and reason.
+    Close { code: u16, reason: String },
+}
+
+/// What a pull needs; built by a transport.
+pub(crate) struct PullJob {
+    pub(crate) storage: Arc<dyn EventStorage>,
+    pub(crate) hubs: Arc<Hubs>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) store_id: String,
+    pub(crate) request_id: String,
+    pub(crate) cursor: Option<PullCursor>,
+    pub(crate) live: bool,
+    pub(crate) out: mpsc::Sender<Outbound>,
+}
+
+/// Runs a pull until its backlog is sent (non-live), or until the connection goes away (live).
+pub(crate) async fn run_pull(job: PullJob) {
+    let started = Instant::now();
+    let log = match job.storage.open_store(&job.store_id).await {
+        Ok(log) => log,
+        Err(error) => {
+            tracing::error!(store_id = %job.store_id, error = %error, "cannot open store for pull");
+            fail(&job, &error.to_string()).await;
+            return;
+        }
+    };
+    if let Some(cursor) = &job.cursor
+        && cursor.backend_id != *log.backend_id
+    {
+        let error = encode::backend_id_mismatch_error(&log.backend_id, &cursor.backend_id);
+        let _ = job.out.send(Outbound::Text(encode::exit_fail(&job.request_id, &error))).await;
+        return;
+    }
+    let hub = job.hubs.get(&job.store_id).expect("open_store creates the hub");
+    let mut subscription = job.live.then(|| hub.subscribe());
+    let target_head = subscription.as_ref().map_or_else(|| hub.head(), |subscription| subscription.head_at_subscribe);
+    let cursor_seq_num = job.cursor.as_ref().map_or(0, |cursor| cursor.event_sequence_number.0);
+
+    let mut last_sent = cursor_seq_num;
+    match send_backlog(&job, &log.backend_id, cursor_seq_num, target_head).await {
+        Ok(Some(sent_up_to)) => last_sent = last_sent.max(sent_up_to),
+        Ok(None) => return,
+        Err(message) => {
+            fail(&job, &message).await;
+            return;
+        }
+    }
+    job.metrics.pull_backlog_seconds.observe(started.elapsed().as_secs_f64());
+    let Some(subscription) = subscription.as_mut() else {
+        let _ = job.out.send(Outbound::Text(encode::exit_stream_done(&job.request_id))).await;
+        return;
+    };
+    job.metrics.live_subscriptions.inc();
+    forward_live(&job, subscription, last_sent).await;
+    job.metrics.live_subscriptions.dec();
+}
+
+/// Sends `(after, up_to]` as pages; returns the last sequence number sent, or `None` if the client is gone.
+async fn send_backlog(job: &PullJob, backend_id: &str, after: u64, up_to: u64) -> Result<Option<u64>, String> {
+    if after >= up_to {
+        return Ok(send_frame(job, encode::chunk(&job.request_id, &[empty_page(backend_id).json])).await.then_some(after));
+    }
+    let mut builder = PageBuilder::new(backend_id, up_to);
+    let mut read_after = after;
+    while read_after < up_to {
+        let events = job
+            .storage
+            .read_events(&job.store_id, read_after, up_to, BACKLOG_READ_BATCH)
+            .await
+            .map_err(|error| error.to_string())?;
+        let Some(last) = events.last() else {
+            return Err(format!("the log of {} ends at {read_after}, before its head {up_to}", job.store_id));
+        };
+        read_after = last.seq_num;
+        for event in &events {
+            let page = builder.add(StoredEventRef {
+                seq_num: event.seq_num,
+                encoded_json: &event.encoded_json,
+                created_at: &event.created_at,
+            });
+            if let Some(page) = page
+                && !send_frame(job, encode::chunk(&job.request_id, &[page.json])).await
+            {
+                return Ok(None);
+            }
+        }
+    }
+    if let Some(page) = builder.finish()
+        && !send_frame(job, encode::chunk(&job.request_id, &[page.json])).await
+    {
+        return Ok(None);
+    }
+    Ok(Some(up_to))
+}
+
+async fn forward_live(job: &PullJob, subscription: &mut crate::hub::Subscription, mut last_sent: u64) {
+    loop {
+        let Some(batch) = subscription.receiver.recv().await else {
+            tracing::warn!(store_id = %job.store_id, "subscriber fell behind the live stream; closing its connection");
+            let _ = job.out.send(Outbound::Close { code: CLOSE_LAGGING, reason: "subscriber lagging".into() }).await;
+            return;
+        };
+        if batch.last_seq_num <= last_sent {
+            continue;
+        }
+        if batch.first_seq_num != last_sent + 1 {
+            tracing::error!(
+                store_id = %job.store_id, last_sent, first = batch.first_seq_num,
+                "live batch does not follow the last delivered event; closing so the client resumes"
+            );
+            let _ = job.out.send(Outbound::Close { code: CLOSE_INTERNAL, reason: "subscription out of sequence".into() }).await;
+            return;
+        }
+        for page in &batch.pages {
+            if !send_frame(job, encode::chunk(&job.request_id, &[page.json.as_str()])).await {
+                return;
+            }
+        }
+        last_sent = batch.last_seq_num;
+    }
+}
+
+async fn send_frame(job: &PullJob, frame: String) -> bool {
+    job.out.send(Outbound::Text(frame)).await.is_ok()
+}
+
+/// Reports a failure: live pulls must not end with an `Exit`, so they close the socket instead.
+async fn fail(job: &PullJob, message: &str) {
+    if job.live {
+        let _ = job.out.send(Outbound::Close { code: CLOSE_INTERNAL, reason: "storage error".into() }).await;
+    } else {
+        let error = encode::unknown_error(message);
+        let _ = job.out.send(Outbound::Text(encode::exit_fail(&job.request_id, &error))).await;
+    }
+}

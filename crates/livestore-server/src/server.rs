@@ -1,0 +1,91 @@
+//! Starting, running and stopping the server: storage, listener, router, and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::{AppState, app};
+use crate::auth::Authenticator;
+use crate::config::ServerConfig;
+use crate::error::ServerError;
+use crate::hub::Hubs;
+use crate::metrics::Metrics;
+use crate::storage::EventStorage;
+use crate::storage::sqlite::SqliteStorage;
+
+/// How long shutdown waits for sockets to take their close frames.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A bound, not yet running, server.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    state: AppStateHandle,
+}
+
+/// `AppState` holds trait objects without `Debug`; this wrapper keeps `Server: Debug` honest.
+struct AppStateHandle(AppState);
+
+impl std::fmt::Debug for AppStateHandle {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("AppState")
+    }
+}
+
+impl Server {
+    /// Validates the config, opens storage and binds the listener.
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        config.validate()?;
+        let hubs = Arc::new(Hubs::default());
+        let metrics = Arc::new(Metrics::new());
+        let storage: Arc<dyn EventStorage> = Arc::new(SqliteStorage::open(&config.data_dir, hubs.clone(), metrics.clone())?);
+        let listener =
+            TcpListener::bind(config.addr).await.map_err(|source| ServerError::Bind { addr: config.addr, source })?;
+        if !config.auth.is_enabled() {
+            tracing::warn!("authentication is off: any local process can read and write every store");
+        }
+        let state = AppState {
+            storage,
+            hubs,
+            metrics,
+            auth: Arc::new(Authenticator::new(config.auth.clone())),
+            limits: config.limits.clone(),
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+        };
+        Ok(Server { listener, state: AppStateHandle(state) })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound TCP listener has a local address")
+    }
+
+    /// Serves until `shutdown` resolves, then closes every socket with 1012 and flushes storage.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+        let addr = self.local_addr();
+        let state = self.state.0;
+        let token = state.shutdown.clone();
+        let router = app(state.clone());
+        tracing::info!(target: "livestore_server::_events::listening", %addr, "listening");
+        let serving = axum::serve(self.listener, router).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing sockets so clients reconnect");
+            token.cancel();
+        });
+        let result = serving.await.map_err(ServerError::Serve);
+        state.shutdown.cancel();
+        state.sessions.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, state.sessions.wait()).await.is_err() {
+            tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
+        }
+        state.storage.shutdown().await;
+        tracing::info!("stopped");
+        result
+    }
+}

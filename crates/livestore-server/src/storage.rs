@@ -1,0 +1,83 @@
+//! Persistence of store logs behind a trait, so the SQLite default and a future Postgres backend are
+//! interchangeable.
+//!
+//! A backend owns three duties: it admits pushes (backendId and head checks, atomically with the append), it makes
+//! them durable before acknowledging, and it publishes every accepted batch to the store's hub in commit order.
+//! Transports never write to the database directly.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use livestore_proto::rpc::PushArgs;
+
+use crate::error::ServerError;
+
+pub mod sqlite;
+
+/// A store's identity as the log sees it.
+#[derive(Debug, Clone)]
+pub struct StoreLog {
+    /// Random id of this log's lifetime; a new one means the log was reset or lost.
+    pub backend_id: Arc<str>,
+    /// The last committed global sequence number (0 when empty).
+    pub head: u64,
+}
+
+/// What happened to a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// The batch is durable; the head is now `head`.
+    Appended {
+        /// The new head.
+        head: u64,
+    },
+    /// The batch was empty.
+    Empty,
+    /// The batch's first parent is not the head.
+    ServerAhead {
+        /// The head at admission.
+        head: u64,
+        /// The batch's first parent.
+        provided_parent: u64,
+    },
+    /// The push names another backendId.
+    BackendIdMismatch {
+        /// This log's id.
+        expected: String,
+        /// The client's.
+        received: String,
+    },
+}
+
+/// One stored event as read back for a pull.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Its global sequence number.
+    pub seq_num: u64,
+    /// The event's compact JSON as first accepted.
+    pub encoded_json: String,
+    /// When it was accepted (ISO-8601).
+    pub created_at: String,
+}
+
+/// A log store. Implementations must be cheap to share (`Arc`) and safe to call from any task.
+pub trait EventStorage: Send + Sync + 'static {
+    /// Opens a store's log, creating it (with a fresh `backendId`) on first use, and makes sure its hub exists.
+    fn open_store(&self, store_id: &str) -> BoxFuture<'static, Result<StoreLog, ServerError>>;
+
+    /// Submits a validated push. Submission happens before this returns, so the order of calls is the order of
+    /// admission; callers may pipeline several pushes and await the replies later.
+    fn append(&self, store_id: &str, push: PushArgs) -> BoxFuture<'static, Result<AppendOutcome, ServerError>>;
+
+    /// Reads up to `limit` events with `after < seqNum <= up_to`, ascending.
+    fn read_events(
+        &self,
+        store_id: &str,
+        after: u64,
+        up_to: u64,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<StoredEvent>, ServerError>>;
+
+    /// Finishes queued writes and releases the database.
+    fn shutdown(&self) -> BoxFuture<'static, ()>;
+}
