@@ -1,0 +1,16 @@
+//! Integration tests of the `livestore` binary: real processes, real sockets on 127.0.0.1, real SQLite files.
+//!
+//! - `support`: starting and stopping the server, a raw WebSocket protocol client, the JS driver;
+//! - `protocol`: the sync-cf wire protocol spoken frame by frame, including every bad-input case;
+//! - `auth`: static tokens and JWTs, before the upgrade and on the HTTP transport;
+//! - `lifecycle`: restarts, backendId persistence, graceful shutdown, the data-dir lock, config refusal;
+//! - `js_clients`: real `@livestore/*` 0.4.0 Node clients syncing through the server.
+
+#![allow(unreachable_pub)]
+
+mod auth;
+mod js_clients;
+mod lifecycle;
+mod protocol;
+#[allow(dead_code)]
+mod support;
