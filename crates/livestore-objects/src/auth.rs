@@ -1,0 +1,157 @@
+//! How the signer decides who may touch which keys.
+//!
+//! The signer only knows bearer tokens and store ids; what a token means is
+//! decided by a [`TokenAuthority`] supplied by the embedding server (the sync
+//! server plugs in its own authenticator: static tokens, JWT HS256 with a
+//! store-id claim, or a loopback-only no-auth mode). This module provides the
+//! trait, the bearer-token extraction shared by all routes, and two small
+//! authorities used by tests and simple deployments.
+//!
+//! The embedded object store does not use this module: it authenticates S3
+//! requests by SigV4 signature only (see `store::sigv4`).
+
+use std::collections::{HashMap, HashSet};
+
+use axum::http::HeaderMap;
+
+/// Decides whether a bearer token may touch keys of a store.
+///
+/// Called once per signer request, after the key was validated, with the
+/// store id taken from the key's first segment. Implementations must be cheap
+/// (the signer aims at thousands of signatures per second on one core), so
+/// anything slow (key fetching, database lookups) belongs in a cache.
+pub trait TokenAuthority: Send + Sync + 'static {
+    /// `bearer` is the token from `Authorization: Bearer <token>` (or the
+    /// upstream-compatible `X-Worker-Auth` header), `None` when absent.
+    fn authorize(&self, bearer: Option<&str>, store_id: &str) -> Result<(), AuthRejection>;
+}
+
+/// Closures are authorities too, which keeps small embeddings short.
+impl<F> TokenAuthority for F
+where
+    F: Fn(Option<&str>, &str) -> Result<(), AuthRejection> + Send + Sync + 'static,
+{
+    fn authorize(&self, bearer: Option<&str>, store_id: &str) -> Result<(), AuthRejection> {
+        self(bearer, store_id)
+    }
+}
+
+/// A refusal, carrying the message sent as `{"error": message}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthRejection {
+    /// 401: no token, or a token that is not valid at all (unknown, expired,
+    /// bad signature).
+    Unauthorized(String),
+    /// 403: a valid token that does not grant this store.
+    Forbidden(String),
+}
+
+/// Static bearer tokens, each granting a list of store ids or every store.
+#[derive(Debug, Clone, Default)]
+pub struct StaticTokens {
+    /// token -> granted store ids; `None` grants every store.
+    grants: HashMap<String, Option<HashSet<String>>>,
+}
+
+impl StaticTokens {
+    /// An authority that knows no tokens (every request is 401).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Grants `token` access to the listed stores only.
+    #[must_use]
+    pub fn with_token<I, S>(mut self, token: impl Into<String>, store_ids: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let stores = store_ids.into_iter().map(Into::into).collect();
+        self.grants.insert(token.into(), Some(stores));
+        self
+    }
+
+    /// Grants `token` access to every store.
+    #[must_use]
+    pub fn with_admin_token(mut self, token: impl Into<String>) -> Self {
+        self.grants.insert(token.into(), None);
+        self
+    }
+}
+
+impl TokenAuthority for StaticTokens {
+    fn authorize(&self, bearer: Option<&str>, store_id: &str) -> Result<(), AuthRejection> {
+        let Some(token) = bearer else {
+            return Err(AuthRejection::Unauthorized("Unauthorized: missing bearer token".into()));
+        };
+        match self.grants.get(token) {
+            None => Err(AuthRejection::Unauthorized("Unauthorized: unknown token".into())),
+            Some(None) => Ok(()),
+            Some(Some(stores)) if stores.contains(store_id) => Ok(()),
+            Some(Some(_)) => Err(AuthRejection::Forbidden(format!(
+                "Forbidden: token does not grant store '{store_id}'"
+            ))),
+        }
+    }
+}
+
+/// Lets every request through. Only for loopback development servers: the
+/// embedding server is responsible for refusing it on public listeners.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl TokenAuthority for AllowAll {
+    fn authorize(&self, _bearer: Option<&str>, _store_id: &str) -> Result<(), AuthRejection> {
+        Ok(())
+    }
+}
+
+/// The caller's token: `Authorization: Bearer <token>` (scheme matched
+/// case-insensitively, token trimmed), else the `X-Worker-Auth` header that
+/// the upstream Worker helpers also accept. Empty tokens count as absent.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let from_authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let (scheme, token) = value.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|token| !token.is_empty());
+    from_authorization.or_else(|| {
+        headers
+            .get("x-worker-auth")
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_tokens_grant_by_store() {
+        let authority = StaticTokens::new().with_token("t1", ["s1"]).with_admin_token("root");
+        assert_eq!(authority.authorize(Some("t1"), "s1"), Ok(()));
+        assert!(matches!(authority.authorize(Some("t1"), "s2"), Err(AuthRejection::Forbidden(_))));
+        assert!(matches!(
+            authority.authorize(Some("zz"), "s1"),
+            Err(AuthRejection::Unauthorized(_))
+        ));
+        assert!(matches!(authority.authorize(None, "s1"), Err(AuthRejection::Unauthorized(_))));
+        assert_eq!(authority.authorize(Some("root"), "anything"), Ok(()));
+    }
+
+    #[test]
+    fn bearer_extraction() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer_token(&headers), None);
+        headers.insert("authorization", "bearer  abc ".parse().expect("header"));
+        assert_eq!(bearer_token(&headers), Some("abc"));
+        headers.insert("authorization", "Basic abc".parse().expect("header"));
+        headers.insert("x-worker-auth", "w".parse().expect("header"));
+        assert_eq!(bearer_token(&headers), Some("w"));
+    }
+}

@@ -1,0 +1,493 @@
+//! The object store as the signer sees it: where presigned URLs point and how
+//! the few server-side operations (health, delete, existence check,
+//! multipart create/complete/abort/list) are carried out.
+//!
+//! Two implementations: the embedded store (URLs point at this server's
+//! `/s3` routes; server-side operations call the store directly) and an
+//! external S3 service (URLs point at it; server-side operations are
+//! presigned requests sent with reqwest). Presigning itself is done by the
+//! `rusty-s3` crate for both, so the embedded store verifies signatures made
+//! by an independent implementation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusty_s3::{Bucket, Credentials, Method, UrlStyle};
+use url::Url;
+
+use crate::config::ExternalS3Config;
+use crate::signer::ApiError;
+use crate::store::{S3Error, Store};
+
+/// Lifetime of the presigned URLs the signer uses for its own calls.
+const SERVER_SIDE_TTL_SECONDS: u64 = 60;
+/// Timeout of server-side calls to an external S3 service.
+const EXTERNAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the existence check reports about an object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ObjectInfo {
+    pub(crate) size: u64,
+    pub(crate) etag: Option<String>,
+    pub(crate) sha256_hex: Option<String>,
+    pub(crate) content_type: Option<String>,
+}
+
+/// A part as the multipart `parts` call reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PartSummary {
+    pub(crate) part_number: u32,
+    pub(crate) etag: String,
+    pub(crate) size: u64,
+}
+
+#[derive(Debug)]
+pub(crate) enum Backend {
+    Embedded {
+        store: Arc<Store>,
+        /// Built once when `public_url` is configured; otherwise per request
+        /// from the `Host` header.
+        fixed_bucket: Option<Bucket>,
+        bucket_name: String,
+        region: String,
+        credentials: Credentials,
+    },
+    External {
+        bucket: Bucket,
+        credentials: Credentials,
+        region: String,
+        http: reqwest::Client,
+    },
+}
+
+/// Everything needed to presign one request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SignSpec<'a> {
+    pub(crate) method: Method,
+    pub(crate) key: &'a str,
+    pub(crate) ttl_seconds: u64,
+    /// Unix seconds the signature starts at.
+    pub(crate) signed_at: i64,
+    /// Sorted by name, lowercase names.
+    pub(crate) headers: &'a [(&'a str, &'a str)],
+    /// Sorted by name.
+    pub(crate) query: &'a [(&'a str, &'a str)],
+}
+
+impl Backend {
+    pub(crate) fn embedded(
+        store: Arc<Store>,
+        public_url: Option<&Url>,
+        bucket_name: &str,
+        region: &str,
+    ) -> Result<Self, crate::Error> {
+        let (access_key_id, secret) = store.credentials();
+        let credentials = Credentials::new(access_key_id, secret);
+        let fixed_bucket = public_url
+            .map(|url| embedded_bucket(url.clone(), bucket_name, region))
+            .transpose()
+            .map_err(|message| crate::Error::Config(format!("public_url: {message}")))?;
+        Ok(Self::Embedded {
+            store,
+            fixed_bucket,
+            bucket_name: bucket_name.to_owned(),
+            region: region.to_owned(),
+            credentials,
+        })
+    }
+
+    pub(crate) fn external(
+        config: &ExternalS3Config,
+        bucket_name: &str,
+        region: &str,
+    ) -> Result<Self, crate::Error> {
+        let endpoint: Url = config
+            .endpoint
+            .parse()
+            .map_err(|source| crate::Error::Url { field: "endpoint", source })?;
+        if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
+            return Err(crate::Error::Config(format!(
+                "endpoint {:?} must be an http(s) URL with a host",
+                config.endpoint
+            )));
+        }
+        let style = if config.force_path_style { UrlStyle::Path } else { UrlStyle::VirtualHost };
+        let bucket = Bucket::new(endpoint, style, bucket_name.to_owned(), region.to_owned())
+            .map_err(|error| {
+                crate::Error::Config(format!("endpoint and bucket do not form a URL: {error}"))
+            })?;
+        let credentials = match &config.session_token {
+            Some(token) => {
+                Credentials::new_with_token(&config.access_key_id, &config.secret_access_key, token)
+            }
+            None => Credentials::new(&config.access_key_id, &config.secret_access_key),
+        };
+        let http = reqwest::Client::builder()
+            .timeout(EXTERNAL_TIMEOUT)
+            .build()
+            .map_err(crate::Error::HttpClient)?;
+        Ok(Self::External { bucket, credentials, region: region.to_owned(), http })
+    }
+
+    /// A presigned URL for `spec`. `host` is the `Host` of the signing request,
+    /// used for embedded-store URLs when no public URL is configured.
+    pub(crate) fn presign(&self, host: Option<&str>, spec: SignSpec<'_>) -> Result<Url, ApiError> {
+        let (bucket, credentials, region) = match self {
+            Self::Embedded { fixed_bucket: Some(bucket), credentials, region, .. } => {
+                (std::borrow::Cow::Borrowed(bucket), credentials, region)
+            }
+            Self::Embedded { fixed_bucket: None, bucket_name, credentials, region, .. } => {
+                let host = host.ok_or_else(|| {
+                    ApiError::internal(
+                        "cannot build object URLs: no Host header and no files.public_url",
+                    )
+                })?;
+                let base: Url = format!("http://{host}/").parse().map_err(|_| {
+                    ApiError::bad_request("Invalid request: Host header is not a valid host")
+                })?;
+                let bucket = embedded_bucket(base, bucket_name, region).map_err(|_| {
+                    ApiError::bad_request("Invalid request: Host header is not a valid host")
+                })?;
+                (std::borrow::Cow::Owned(bucket), credentials, region)
+            }
+            Self::External { bucket, credentials, region, .. } => {
+                (std::borrow::Cow::Borrowed(bucket), credentials, region)
+            }
+        };
+        let timestamp = jiff::Timestamp::from_second(spec.signed_at)
+            .map_err(|_| ApiError::internal("system clock is out of range"))?;
+        Ok(rusty_s3::signing::sign(
+            &timestamp,
+            spec.method,
+            bucket.object_url(spec.key),
+            credentials.key(),
+            credentials.secret(),
+            credentials.token(),
+            region,
+            spec.ttl_seconds,
+            spec.query.iter().copied(),
+            spec.headers.iter().copied(),
+        ))
+    }
+
+    /// `true` when the bucket answers.
+    pub(crate) async fn health(&self) -> bool {
+        match self {
+            Self::Embedded { .. } => true,
+            Self::External { http, .. } => {
+                let Ok(url) = self.server_side_url(Method::Head, None, &[], &[]) else {
+                    return false;
+                };
+                http.head(url).send().await.is_ok_and(|response| response.status().is_success())
+            }
+        }
+    }
+
+    /// Deletes `key`; a missing object is not an error.
+    pub(crate) async fn delete(&self, key: &str) -> Result<(), ApiError> {
+        match self {
+            Self::Embedded { store, .. } => store.delete(key).await.map(drop).map_err(|error| {
+                tracing::error!(%error, "embedded delete failed");
+                ApiError::internal("Delete failed")
+            }),
+            Self::External { http, .. } => {
+                let url = self.server_side_url(Method::Delete, Some(key), &[], &[])?;
+                let response = http.delete(url).send().await.map_err(|error| {
+                    tracing::warn!(%error, "external delete failed");
+                    ApiError::internal("Delete failed")
+                })?;
+                let status = response.status();
+                if status.is_success() || status == reqwest::StatusCode::NOT_FOUND {
+                    Ok(())
+                } else {
+                    tracing::warn!(%status, "external delete refused");
+                    Err(ApiError::internal("Delete failed"))
+                }
+            }
+        }
+    }
+
+    /// The object's size and checksums, `None` when absent.
+    pub(crate) async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, ApiError> {
+        match self {
+            Self::Embedded { store, .. } => {
+                let meta = store.stat(key).await.map_err(|error| {
+                    tracing::error!(%error, "embedded stat failed");
+                    ApiError::internal("Existence check failed")
+                })?;
+                Ok(meta.map(|meta| ObjectInfo {
+                    size: meta.size,
+                    etag: Some(meta.etag),
+                    sha256_hex: Some(meta.sha256),
+                    content_type: Some(meta.content_type),
+                }))
+            }
+            Self::External { http, .. } => {
+                let headers = [("x-amz-checksum-mode", "ENABLED")];
+                let url = self.server_side_url(Method::Head, Some(key), &headers, &[])?;
+                let response = http
+                    .head(url)
+                    .header("x-amz-checksum-mode", "ENABLED")
+                    .send()
+                    .await
+                    .map_err(|error| upstream_failure("existence check", &error))?;
+                match response.status() {
+                    reqwest::StatusCode::NOT_FOUND => Ok(None),
+                    status if status.is_success() => {
+                        let header = |name: &str| {
+                            response
+                                .headers()
+                                .get(name)
+                                .and_then(|value| value.to_str().ok())
+                                .map(str::to_owned)
+                        };
+                        let sha256_hex = header("x-amz-checksum-sha256").and_then(|value| {
+                            use base64::Engine as _;
+                            base64::engine::general_purpose::STANDARD
+                                .decode(value)
+                                .ok()
+                                .filter(|bytes| bytes.len() == 32)
+                                .map(hex::encode)
+                        });
+                        Ok(Some(ObjectInfo {
+                            size: header("content-length")
+                                .and_then(|value| value.parse().ok())
+                                .unwrap_or(0),
+                            etag: header("etag").map(|etag| etag.trim_matches('"').to_owned()),
+                            sha256_hex,
+                            content_type: header("content-type"),
+                        }))
+                    }
+                    status => Err(upstream_status("existence check", status)),
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn create_multipart(
+        &self,
+        key: &str,
+        content_type: Option<&str>,
+    ) -> Result<String, ApiError> {
+        match self {
+            Self::Embedded { store, .. } => store
+                .create_multipart(key, content_type.unwrap_or("application/octet-stream"))
+                .await
+                .map_err(|error| {
+                    tracing::error!(%error, "embedded multipart create failed");
+                    ApiError::internal("Multipart create failed")
+                }),
+            Self::External { http, .. } => {
+                let headers: Vec<(&str, &str)> =
+                    content_type.map(|value| ("content-type", value)).into_iter().collect();
+                let url =
+                    self.server_side_url(Method::Post, Some(key), &headers, &[("uploads", "")])?;
+                let mut request = http.post(url);
+                if let Some(content_type) = content_type {
+                    request = request.header("content-type", content_type);
+                }
+                let response = request
+                    .send()
+                    .await
+                    .map_err(|error| upstream_failure("multipart create", &error))?;
+                let body = success_text(response, "multipart create").await?;
+                crate::store::xml_element(&body, "UploadId").ok_or_else(|| {
+                    ApiError::bad_gateway(
+                        "Multipart create failed: the object store sent no UploadId",
+                    )
+                })
+            }
+        }
+    }
+
+    /// Completes the upload; returns the object's ETag.
+    pub(crate) async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[(u32, String)],
+    ) -> Result<String, ApiError> {
+        match self {
+            Self::Embedded { store, .. } => {
+                let parts = parts
+                    .iter()
+                    .map(|(part_number, etag)| crate::store::CompletedPart {
+                        part_number: *part_number,
+                        etag: etag.trim_matches('"').to_owned(),
+                    })
+                    .collect();
+                let meta = store
+                    .complete_multipart(key, upload_id, parts)
+                    .await
+                    .map_err(ApiError::from_s3)?;
+                Ok(meta.etag)
+            }
+            Self::External { http, .. } => {
+                let url =
+                    self.server_side_url(Method::Post, Some(key), &[], &[("uploadId", upload_id)])?;
+                let mut body = String::from("<CompleteMultipartUpload>");
+                for (part_number, etag) in parts {
+                    body.push_str(&format!(
+                        "<Part><PartNumber>{part_number}</PartNumber><ETag>\"{}\"</ETag></Part>",
+                        crate::store::xml_escape(etag.trim_matches('"'))
+                    ));
+                }
+                body.push_str("</CompleteMultipartUpload>");
+                let response = http
+                    .post(url)
+                    .header("content-type", "application/xml")
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|error| upstream_failure("multipart complete", &error))?;
+                let text = success_text(response, "multipart complete").await?;
+                // S3 can answer 200 with an <Error> body when assembly fails late.
+                if let Some(code) = crate::store::xml_element(&text, "Code") {
+                    return Err(ApiError::bad_request(format!(
+                        "Invalid request: multipart complete failed: {code}"
+                    )));
+                }
+                let etag = crate::store::xml_element(&text, "ETag").unwrap_or_default();
+                Ok(etag.replace("&quot;", "").trim_matches('"').to_owned())
+            }
+        }
+    }
+
+    pub(crate) async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), ApiError> {
+        match self {
+            Self::Embedded { store, .. } => {
+                store.abort_multipart(key, upload_id).await.map_err(ApiError::from_s3)
+            }
+            Self::External { http, .. } => {
+                let url = self.server_side_url(
+                    Method::Delete,
+                    Some(key),
+                    &[],
+                    &[("uploadId", upload_id)],
+                )?;
+                let response = http
+                    .delete(url)
+                    .send()
+                    .await
+                    .map_err(|error| upstream_failure("multipart abort", &error))?;
+                success_text(response, "multipart abort").await.map(drop)
+            }
+        }
+    }
+
+    pub(crate) async fn list_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Vec<PartSummary>, ApiError> {
+        match self {
+            Self::Embedded { store, .. } => {
+                let parts = store.list_parts(key, upload_id).await.map_err(ApiError::from_s3)?;
+                Ok(parts
+                    .into_iter()
+                    .map(|part| PartSummary {
+                        part_number: part.part_number,
+                        etag: part.etag,
+                        size: part.size,
+                    })
+                    .collect())
+            }
+            Self::External { http, .. } => {
+                let url =
+                    self.server_side_url(Method::Get, Some(key), &[], &[("uploadId", upload_id)])?;
+                let response = http
+                    .get(url)
+                    .send()
+                    .await
+                    .map_err(|error| upstream_failure("list parts", &error))?;
+                let text = success_text(response, "list parts").await?;
+                Ok(crate::store::xml_elements(&text, "Part")
+                    .into_iter()
+                    .filter_map(|part| {
+                        Some(PartSummary {
+                            part_number: crate::store::xml_element(part, "PartNumber")?
+                                .trim()
+                                .parse()
+                                .ok()?,
+                            etag: crate::store::xml_element(part, "ETag")?
+                                .replace("&quot;", "")
+                                .trim_matches('"')
+                                .to_owned(),
+                            size: crate::store::xml_element(part, "Size")?.trim().parse().ok()?,
+                        })
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// A short-lived presigned URL for a call the signer makes itself.
+    fn server_side_url(
+        &self,
+        method: Method,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        query: &[(&str, &str)],
+    ) -> Result<Url, ApiError> {
+        let Self::External { bucket, credentials, region, .. } = self else {
+            return Err(ApiError::internal("server-side URLs are only for external stores"));
+        };
+        let url = match key {
+            Some(key) => bucket.object_url(key),
+            None => bucket.base_url().clone(),
+        };
+        let timestamp = jiff::Timestamp::now();
+        Ok(rusty_s3::signing::sign(
+            &timestamp,
+            method,
+            url,
+            credentials.key(),
+            credentials.secret(),
+            credentials.token(),
+            region,
+            SERVER_SIDE_TTL_SECONDS,
+            query.iter().copied(),
+            headers.iter().copied(),
+        ))
+    }
+}
+
+/// The embedded store's endpoint is `<base>/s3`, always path-style.
+fn embedded_bucket(base: Url, bucket_name: &str, region: &str) -> Result<Bucket, String> {
+    let endpoint = base.join("s3").map_err(|error| error.to_string())?;
+    Bucket::new(endpoint, UrlStyle::Path, bucket_name.to_owned(), region.to_owned())
+        .map_err(|error| error.to_string())
+}
+
+fn upstream_failure(operation: &str, error: &reqwest::Error) -> ApiError {
+    tracing::warn!(%error, operation, "object store unreachable");
+    ApiError::bad_gateway(format!("Object store unreachable during {operation}"))
+}
+
+fn upstream_status(operation: &str, status: reqwest::StatusCode) -> ApiError {
+    tracing::warn!(%status, operation, "object store refused");
+    match status {
+        reqwest::StatusCode::NOT_FOUND => {
+            ApiError::not_found(format!("Not found: {operation} (no such upload or object)"))
+        }
+        status if status.is_client_error() => ApiError::bad_request(format!(
+            "Invalid request: object store refused {operation} ({status})"
+        )),
+        _ => ApiError::bad_gateway(format!("Object store failed during {operation} ({status})")),
+    }
+}
+
+async fn success_text(response: reqwest::Response, operation: &str) -> Result<String, ApiError> {
+    let status = response.status();
+    if !status.is_success() {
+        return Err(upstream_status(operation, status));
+    }
+    response.text().await.map_err(|error| upstream_failure(operation, &error))
+}
+
+impl ApiError {
+    /// Maps an embedded-store refusal to the signer's JSON error.
+    pub(crate) fn from_s3(error: S3Error) -> Self {
+        Self::new(error.status, format!("{}: {}", error.code, error.message))
+    }
+}

@@ -1,0 +1,375 @@
+//! One function per signer route. Every mutating route runs the same steps
+//! in the same order: parse the JSON body (400), check the key rules (400),
+//! ask the token authority about the key's store (401/403), then sign or
+//! call the backend.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use rusty_s3::Method;
+use serde::de::DeserializeOwned;
+
+use super::wire::{
+    HeadResponse, KeyRequest, MultipartCompleteRequest, MultipartCompleteResponse,
+    MultipartCreateRequest, MultipartCreateResponse, PartEntry, PartsResponse,
+    SignDownloadResponse, SignPartRequest, SignUploadRequest, SignUploadResponse, UploadReference,
+};
+use super::{ApiError, SignerState};
+use crate::auth::{AuthRejection, bearer_token};
+use crate::backend::SignSpec;
+use crate::key::ObjectKey;
+use crate::store::{MAX_PUT_BYTES, MIN_PART_BYTES};
+
+type Body = Result<Bytes, BytesRejection>;
+type Shared = State<Arc<SignerState>>;
+
+/// Most parts one upload may have (S3's limit).
+const MAX_PARTS: usize = 10_000;
+/// Longest upload id accepted; real ids are far shorter.
+const MAX_UPLOAD_ID_BYTES: usize = 1024;
+
+pub(super) async fn health(State(state): Shared) -> Response {
+    if state.backend.health().await {
+        (StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))).into_response()
+    } else {
+        (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "status": "error" })))
+            .into_response()
+    }
+}
+
+pub(super) async fn sign_upload(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<SignUploadResponse>, ApiError> {
+    let request: SignUploadRequest = parse(&state, body)?;
+    let key = authorize(&state, &headers, &request.key)?;
+    let content_type = checked_content_type(request.content_type)?;
+    if let Some(length) = request.content_length
+        && length > MAX_PUT_BYTES
+    {
+        return Err(ApiError::bad_request(
+            "Invalid request: contentLength exceeds the 5 GiB single-upload limit; use multipart",
+        ));
+    }
+    let binding = checksum_binding(
+        request.sha256.as_deref(),
+        request.content_length,
+        content_type.as_deref(),
+    )?;
+    sign_put(&state, &headers, &key, &binding, &[]).map(Json)
+}
+
+pub(super) async fn sign_download(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<SignDownloadResponse>, ApiError> {
+    let request: KeyRequest = parse(&state, body)?;
+    let key = authorize(&state, &headers, &request.key)?;
+    let signed_at = now_seconds();
+    let url = state.backend.presign(
+        host(&headers),
+        SignSpec {
+            method: Method::Get,
+            key: key.as_str(),
+            ttl_seconds: state.ttl_seconds,
+            signed_at,
+            headers: &[],
+            query: &[],
+        },
+    )?;
+    Ok(Json(SignDownloadResponse {
+        url: url.into(),
+        headers: None,
+        expires_at: iso_timestamp(signed_at + ttl_as_i64(state.ttl_seconds)),
+    }))
+}
+
+pub(super) async fn delete(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let request: KeyRequest = parse(&state, body)?;
+    let key = authorize(&state, &headers, &request.key)?;
+    state.backend.delete(key.as_str()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Extension: does the object exist, and with which size and checksum, so a
+/// client can skip uploading content that is already there.
+pub(super) async fn head(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<HeadResponse>, ApiError> {
+    let request: KeyRequest = parse(&state, body)?;
+    let key = authorize(&state, &headers, &request.key)?;
+    let info = state.backend.head(key.as_str()).await?;
+    Ok(Json(match info {
+        None => {
+            HeadResponse { exists: false, size: None, etag: None, sha256: None, content_type: None }
+        }
+        Some(info) => HeadResponse {
+            exists: true,
+            size: Some(info.size),
+            etag: info.etag,
+            sha256: info.sha256_hex,
+            content_type: info.content_type,
+        },
+    }))
+}
+
+pub(super) async fn multipart_create(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<MultipartCreateResponse>, ApiError> {
+    let request: MultipartCreateRequest = parse(&state, body)?;
+    let key = authorize(&state, &headers, &request.key)?;
+    let content_type = checked_content_type(request.content_type)?;
+    let upload_id = state.backend.create_multipart(key.as_str(), content_type.as_deref()).await?;
+    Ok(Json(MultipartCreateResponse {
+        key: key.as_str().to_owned(),
+        upload_id,
+        min_part_size: MIN_PART_BYTES,
+    }))
+}
+
+pub(super) async fn multipart_sign_part(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<SignUploadResponse>, ApiError> {
+    let request: SignPartRequest = parse(&state, body)?;
+    let key = authorize(&state, &headers, &request.key)?;
+    check_upload_id(&request.upload_id)?;
+    if !(1..=10_000).contains(&request.part_number) {
+        return Err(ApiError::bad_request(
+            "Invalid request: partNumber must be between 1 and 10000",
+        ));
+    }
+    if let Some(length) = request.content_length
+        && length > MAX_PUT_BYTES
+    {
+        return Err(ApiError::bad_request(
+            "Invalid request: contentLength exceeds the 5 GiB part limit",
+        ));
+    }
+    let binding = checksum_binding(request.sha256.as_deref(), request.content_length, None)?;
+    let part_number = request.part_number.to_string();
+    let query = [("partNumber", part_number.as_str()), ("uploadId", request.upload_id.as_str())];
+    sign_put(&state, &headers, &key, &binding, &query).map(Json)
+}
+
+pub(super) async fn multipart_complete(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<MultipartCompleteResponse>, ApiError> {
+    let request: MultipartCompleteRequest = parse(&state, body)?;
+    let key = authorize(&state, &headers, &request.key)?;
+    check_upload_id(&request.upload_id)?;
+    if request.parts.is_empty() || request.parts.len() > MAX_PARTS {
+        return Err(ApiError::bad_request(
+            "Invalid request: parts must list between 1 and 10000 parts",
+        ));
+    }
+    if request.parts.iter().any(|part| part.etag.is_empty() || part.etag.len() > 256) {
+        return Err(ApiError::bad_request("Invalid request: every part needs a non-empty etag"));
+    }
+    let parts: Vec<(u32, String)> =
+        request.parts.into_iter().map(|part| (part.part_number, part.etag)).collect();
+    let etag = state.backend.complete_multipart(key.as_str(), &request.upload_id, &parts).await?;
+    Ok(Json(MultipartCompleteResponse { key: key.as_str().to_owned(), etag }))
+}
+
+pub(super) async fn multipart_abort(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let request: UploadReference = parse(&state, body)?;
+    let key = authorize(&state, &headers, &request.key)?;
+    check_upload_id(&request.upload_id)?;
+    state.backend.abort_multipart(key.as_str(), &request.upload_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Extension: the parts uploaded so far, so an interrupted upload can resume.
+pub(super) async fn multipart_parts(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<PartsResponse>, ApiError> {
+    let request: UploadReference = parse(&state, body)?;
+    let key = authorize(&state, &headers, &request.key)?;
+    check_upload_id(&request.upload_id)?;
+    let parts = state.backend.list_parts(key.as_str(), &request.upload_id).await?;
+    Ok(Json(PartsResponse {
+        parts: parts
+            .into_iter()
+            .map(|part| PartEntry {
+                part_number: part.part_number,
+                etag: part.etag,
+                size: part.size,
+            })
+            .collect(),
+    }))
+}
+
+/// Headers bound into an upload URL: `(signed lowercase name, value, name as returned)`.
+type Binding = Vec<(&'static str, String, &'static str)>;
+
+/// With `sha256`, the URL signs `content-length`, `content-type` (when
+/// known) and `x-amz-checksum-sha256`, so the object store rejects other
+/// bytes; without it, nothing but `host` is signed, exactly like upstream.
+fn checksum_binding(
+    sha256: Option<&str>,
+    content_length: Option<u64>,
+    content_type: Option<&str>,
+) -> Result<Binding, ApiError> {
+    let Some(sha256) = sha256 else { return Ok(Vec::new()) };
+    let mut digest = [0u8; 32];
+    if sha256.len() != 64 || hex::decode_to_slice(sha256, &mut digest).is_err() {
+        return Err(ApiError::bad_request("Invalid request: sha256 must be 64 hex digits"));
+    }
+    let length = content_length.ok_or_else(|| {
+        ApiError::bad_request("Invalid request: contentLength is required when sha256 is given")
+    })?;
+    // Sorted by signed name, as SigV4 requires.
+    let mut binding = vec![("content-length", length.to_string(), "Content-Length")];
+    if let Some(content_type) = content_type {
+        binding.push(("content-type", content_type.to_owned(), "Content-Type"));
+    }
+    binding.push((
+        "x-amz-checksum-sha256",
+        base64::engine::general_purpose::STANDARD.encode(digest),
+        "x-amz-checksum-sha256",
+    ));
+    Ok(binding)
+}
+
+fn sign_put(
+    state: &SignerState,
+    headers: &HeaderMap,
+    key: &ObjectKey,
+    binding: &Binding,
+    query: &[(&str, &str)],
+) -> Result<SignUploadResponse, ApiError> {
+    let signed: Vec<(&str, &str)> =
+        binding.iter().map(|(name, value, _)| (*name, value.as_str())).collect();
+    let signed_at = now_seconds();
+    let url = state.backend.presign(
+        host(headers),
+        SignSpec {
+            method: Method::Put,
+            key: key.as_str(),
+            ttl_seconds: state.ttl_seconds,
+            signed_at,
+            headers: &signed,
+            query,
+        },
+    )?;
+    let returned: BTreeMap<&'static str, String> =
+        binding.iter().map(|(_, value, returned_name)| (*returned_name, value.clone())).collect();
+    Ok(SignUploadResponse {
+        method: "PUT",
+        url: url.into(),
+        headers: (!returned.is_empty()).then_some(returned),
+        expires_at: iso_timestamp(signed_at + ttl_as_i64(state.ttl_seconds)),
+    })
+}
+
+/// Decodes the JSON body, naming the offending field on failure.
+fn parse<T: DeserializeOwned>(state: &SignerState, body: Body) -> Result<T, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Request body too large (limit {} bytes)", state.max_request_bytes),
+            )
+        } else {
+            ApiError::bad_request(format!("Invalid request: {}", rejection.body_text()))
+        }
+    })?;
+    let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        if path == "." {
+            ApiError::bad_request(format!("Invalid request: {}", error.inner()))
+        } else {
+            ApiError::bad_request(format!("Invalid request: {path}: {}", error.inner()))
+        }
+    })?;
+    deserializer.end().map_err(|error| {
+        ApiError::bad_request(format!("Invalid request: trailing data after JSON ({error})"))
+    })?;
+    Ok(value)
+}
+
+/// Key rules first (400), then the token authority on the key's store (401/403).
+fn authorize(
+    state: &SignerState,
+    headers: &HeaderMap,
+    raw_key: &str,
+) -> Result<ObjectKey, ApiError> {
+    let key = ObjectKey::parse(raw_key)
+        .map_err(|error| ApiError::bad_request(format!("Invalid key: {error}")))?;
+    state.authority.authorize(bearer_token(headers), key.store_id()).map_err(|rejection| {
+        match rejection {
+            AuthRejection::Unauthorized(message) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, message)
+            }
+            AuthRejection::Forbidden(message) => ApiError::new(StatusCode::FORBIDDEN, message),
+        }
+    })?;
+    Ok(key)
+}
+
+fn checked_content_type(content_type: Option<String>) -> Result<Option<String>, ApiError> {
+    match content_type.filter(|value| !value.is_empty()) {
+        Some(value) if value.len() > 256 || HeaderValue::from_str(&value).is_err() => {
+            Err(ApiError::bad_request("Invalid request: contentType is not a valid header value"))
+        }
+        other => Ok(other),
+    }
+}
+
+fn check_upload_id(upload_id: &str) -> Result<(), ApiError> {
+    if upload_id.is_empty()
+        || upload_id.len() > MAX_UPLOAD_ID_BYTES
+        || upload_id.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad_request("Invalid request: uploadId is empty or malformed"));
+    }
+    Ok(())
+}
+
+fn host(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::HOST).and_then(|value| value.to_str().ok())
+}
+
+fn now_seconds() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+fn ttl_as_i64(ttl_seconds: u64) -> i64 {
+    // The configuration caps the TTL at 3600 s.
+    i64::try_from(ttl_seconds).unwrap_or(i64::MAX)
+}
+
+/// Like JavaScript's `Date.prototype.toISOString`: `2024-01-01T00:00:00.000Z`.
+fn iso_timestamp(unix_seconds: i64) -> String {
+    jiff::Timestamp::from_second(unix_seconds)
+        .map(|timestamp| timestamp.strftime("%Y-%m-%dT%H:%M:%S.000Z").to_string())
+        .unwrap_or_default()
+}
