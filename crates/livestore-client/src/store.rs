@@ -1,0 +1,587 @@
+//! The store: open, commit, query, subscribe, client documents, sync status and shutdown.
+//!
+//! A [`Store`] is a cheap `Clone` handle. All database work happens under one mutex around a single SQLite
+//! connection (eventlog as `main`, state as `state`, see [`crate::db`]), which serializes writers the way
+//! LiveStore's leader thread does; operations are short (microseconds to a few milliseconds), so a mutex is
+//! simpler than an actor thread and cheaper per commit. Subscription callbacks run after the mutex is released.
+//!
+//! Upstream application (pull, rebase, backend reset) lives in [`upstream`]; rebuilding state from the eventlog
+//! lives in [`rebuild`].
+
+mod rebuild;
+mod upstream;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use livestore_core::event::LocalEvent;
+use livestore_core::seq_num::EventSeqNum;
+use livestore_core::sync_state::{MergeResult, Payload, SyncState, merge};
+use rusqlite::Connection;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::db::open::Storage;
+use crate::db::query::{Row, query_rows, rows_to_typed, tables_read};
+use crate::db::{eventlog, state, undo};
+use crate::error::StoreError;
+use crate::schema::{DocumentDefaultId, DocumentSetArgs, Event, Query, Schema};
+use crate::subscription::{
+    RowsCallback, SubscriptionEntry, SubscriptionHandle, SubscriptionStream,
+};
+
+pub use upstream::{ApplyOutcome, UpstreamEvent};
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The store id (`^[a-zA-Z0-9_-]+$`), shared by every client of the same data.
+    pub store_id: String,
+    /// Where the databases live.
+    pub storage: Storage,
+    /// This client's id; `None` uses an id generated once and persisted in the eventlog database.
+    pub client_id: Option<String>,
+    /// This session's id (LiveStore's Node adapter uses `static`).
+    pub session_id: String,
+}
+
+impl StoreOptions {
+    /// Options for a store with the given id and storage, a persisted client id and session `static`.
+    pub fn new(store_id: impl Into<String>, storage: Storage) -> Self {
+        StoreOptions {
+            store_id: store_id.into(),
+            storage,
+            client_id: None,
+            session_id: "static".to_owned(),
+        }
+    }
+}
+
+/// An event ready to commit: a name and encoded args.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// The event name.
+    pub name: String,
+    /// The encoded args as JSON text.
+    pub args_json: String,
+}
+
+impl NewEvent {
+    /// Encodes a typed event.
+    pub fn new<E: Event>(event: &E) -> Result<Self, StoreError> {
+        let args_json = serde_json::to_string(event)
+            .map_err(|source| StoreError::InvalidArgs { event: E::NAME.to_owned(), source })?;
+        Ok(NewEvent { name: E::NAME.to_owned(), args_json })
+    }
+
+    /// An event from a name and already-encoded JSON args (validated against the schema at commit).
+    pub fn from_json(name: impl Into<String>, args: &serde_json::Value) -> Self {
+        NewEvent { name: name.into(), args_json: args.to_string() }
+    }
+}
+
+/// Where the store stands relative to the sync backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatus {
+    /// The last local event, e.g. `e4r1`.
+    pub local_head: String,
+    /// The last event the backend confirmed, e.g. `e3`.
+    pub upstream_head: String,
+    /// Events not yet confirmed (synced and client-only).
+    pub pending_count: usize,
+    /// Synced events not yet confirmed; these are what a push sends.
+    pub pending_synced_count: usize,
+    /// Whether the sync driver currently has a live connection.
+    pub connected: bool,
+    /// The backend identity this store synced with, if any.
+    pub backend_id: Option<String>,
+}
+
+/// A handle to an open store.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Store")
+            .field("store_id", &self.shared.store_id)
+            .field("client_id", &self.shared.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) store_id: String,
+    pub(crate) client_id: String,
+    pub(crate) session_id: String,
+    pub(crate) schema: Arc<Schema>,
+    core: Mutex<Core>,
+    pub(crate) connected: AtomicBool,
+    /// Wakes the sync driver after a local commit.
+    pub(crate) local_commits: tokio::sync::Notify,
+    /// Bumped whenever upstream events are applied; the driver's watchdog reads it.
+    pub(crate) upstream_progress: AtomicU64,
+    pub(crate) shut_down: AtomicBool,
+}
+
+pub(crate) struct Core {
+    pub(crate) conn: Option<Connection>,
+    pub(crate) sync_state: SyncState,
+    pub(crate) backend_id: Option<String>,
+    pub(crate) changed_tables: Arc<Mutex<BTreeSet<String>>>,
+    subscriptions: BTreeMap<u64, SubscriptionEntry>,
+    next_subscription_id: u64,
+    _lock: Option<File>,
+}
+
+type Notification = (RowsCallback, Vec<Row>);
+
+impl Store {
+    /// Opens (or creates) a store: locks the directory, checks the files, replays or rebuilds state as needed.
+    pub fn open(options: StoreOptions, schema: Schema) -> Result<Store, StoreError> {
+        livestore_proto::url::validate_store_id(&options.store_id)
+            .map_err(|error| StoreError::InvalidSchema(error.to_string()))?;
+        let schema = Arc::new(schema);
+        let opened =
+            crate::db::open::open(&options.storage, &options.store_id, schema.state_hash())?;
+        let conn = opened.conn;
+        conn.execute_batch("PRAGMA recursive_triggers = ON")?;
+        state::create_user_tables(&conn, &schema)?;
+        undo::install(&conn, &schema)?;
+
+        let client_id = match options.client_id {
+            Some(client_id) => client_id,
+            None => match eventlog::meta_get(&conn, "clientId")? {
+                Some(client_id) => client_id,
+                None => {
+                    let client_id = random_id(12);
+                    eventlog::meta_set(&conn, "clientId", &client_id)?;
+                    client_id
+                }
+            },
+        };
+
+        let (upstream_global, backend_id) = eventlog::sync_status(&conn)?;
+        let upstream_head = EventSeqNum::from_global(upstream_global);
+        let last = eventlog::last_seq_num(&conn)?;
+        let local_head = last.map_or(upstream_head, |last| last.max_position(upstream_head));
+        rebuild::bring_state_up_to_date(&conn, &schema, opened.state_is_new, upstream_head, last)?;
+        if opened.state_is_new
+            && let Some(store_dir) = &opened.store_dir
+        {
+            rebuild::remove_stale_state_files(store_dir, opened.state_path.as_deref());
+        }
+
+        let pending = eventlog::load_after(&conn, upstream_head)?;
+        let sync_state = SyncState::from_parts(pending, upstream_head, local_head)
+            .map_err(|error| StoreError::InvalidEventlog(error.to_string()))?;
+
+        let changed_tables = Arc::new(Mutex::new(BTreeSet::new()));
+        install_update_hook(&conn, &changed_tables);
+        let core = Core {
+            conn: Some(conn),
+            sync_state,
+            backend_id,
+            changed_tables,
+            subscriptions: BTreeMap::new(),
+            next_subscription_id: 1,
+            _lock: opened.lock,
+        };
+        Ok(Store {
+            shared: Arc::new(Shared {
+                store_id: options.store_id,
+                client_id,
+                session_id: options.session_id,
+                schema,
+                core: Mutex::new(core),
+                connected: AtomicBool::new(false),
+                local_commits: tokio::sync::Notify::new(),
+                upstream_progress: AtomicU64::new(0),
+                shut_down: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The store id.
+    pub fn store_id(&self) -> &str {
+        &self.shared.store_id
+    }
+
+    /// This client's id.
+    pub fn client_id(&self) -> &str {
+        &self.shared.client_id
+    }
+
+    /// This session's id.
+    pub fn session_id(&self) -> &str {
+        &self.shared.session_id
+    }
+
+    /// The schema the store was opened with.
+    pub fn schema(&self) -> &Schema {
+        &self.shared.schema
+    }
+
+    /// Commits one typed event; returns its sequence number.
+    pub fn commit<E: Event>(&self, event: &E) -> Result<EventSeqNum, StoreError> {
+        let mut seq_nums = self.commit_batch(vec![NewEvent::new(event)?])?;
+        seq_nums.pop().ok_or(StoreError::Shutdown)
+    }
+
+    /// Commits events atomically: validates all, numbers them, appends and materializes in one transaction, then
+    /// notifies subscribers once. On any error nothing is written.
+    pub fn commit_batch(&self, events: Vec<NewEvent>) -> Result<Vec<EventSeqNum>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let schema = &self.shared.schema;
+        // Validate before touching the database, so a bad payload never opens a transaction.
+        let mut client_only_flags = Vec::with_capacity(events.len());
+        for event in &events {
+            let definition = schema
+                .definition(&event.name)
+                .ok_or_else(|| StoreError::UnknownEvent(event.name.clone()))?;
+            (definition.validate)(&event.args_json)
+                .map_err(|source| StoreError::InvalidArgs { event: event.name.clone(), source })?;
+            client_only_flags.push(definition.meta.client_only);
+        }
+        let (notifications, seq_nums) = {
+            let mut core = self.shared.lock_core()?;
+            let mut head = core.sync_state.local_head();
+            let mut local_events = Vec::with_capacity(events.len());
+            for (event, client_only) in events.into_iter().zip(client_only_flags) {
+                let (seq_num, parent) = head.next_pair(client_only);
+                head = seq_num;
+                local_events.push(LocalEvent::new(
+                    seq_num,
+                    parent,
+                    event.name,
+                    event.args_json,
+                    self.shared.client_id.as_str(),
+                    self.shared.session_id.as_str(),
+                    client_only,
+                ));
+            }
+            let MergeResult::Advance(advance) =
+                merge(&core.sync_state, Payload::LocalPush(local_events), true)?
+            else {
+                return Err(StoreError::InvalidEventlog(
+                    "local push chained from the local head was rejected".into(),
+                ));
+            };
+            let conn = core.conn()?;
+            let result = in_transaction(conn, |conn| {
+                for event in &advance.new_events {
+                    eventlog::insert(
+                        conn,
+                        event,
+                        schema_hash_of(schema, &event.name),
+                        eventlog::NO_SYNC_METADATA,
+                    )?;
+                    undo::start_recording(conn, event.seq_num)?;
+                    state::materialize(conn, schema, event)?;
+                }
+                undo::stop_recording(conn)?;
+                if let Some(last) = advance.new_events.last() {
+                    state::set_head(conn, last.seq_num)?;
+                }
+                Ok(())
+            });
+            if let Err(error) = result {
+                core.take_changed_tables();
+                return Err(error);
+            }
+            let seq_nums = advance.new_events.iter().map(|event| event.seq_num).collect();
+            core.sync_state = advance.new_state;
+            (core.collect_notifications(), seq_nums)
+        };
+        deliver(notifications);
+        self.shared.local_commits.notify_one();
+        Ok(seq_nums)
+    }
+
+    /// Runs a query and returns rows as JSON objects.
+    pub fn query_rows(&self, query: &Query) -> Result<Vec<Row>, StoreError> {
+        let core = self.shared.lock_core()?;
+        query_rows(core.conn()?, query)
+    }
+
+    /// Runs a query and decodes each row into `T`.
+    pub fn query<T: DeserializeOwned>(&self, query: &Query) -> Result<Vec<T>, StoreError> {
+        rows_to_typed(self.query_rows(query)?)
+    }
+
+    /// Subscribes a callback to a query's rows: called now with the current rows, then after every commit batch
+    /// that changes them. Dropping the handle unsubscribes.
+    pub fn subscribe(
+        &self,
+        query: Query,
+        callback: impl Fn(&[Row]) + Send + Sync + 'static,
+    ) -> Result<SubscriptionHandle, StoreError> {
+        let callback: RowsCallback = Arc::new(callback);
+        let (id, rows) = {
+            let mut core = self.shared.lock_core()?;
+            let conn = core.conn()?;
+            let tables = tables_read(conn, &query)?;
+            let rows = query_rows(conn, &query)?;
+            let id = core.next_subscription_id;
+            core.next_subscription_id += 1;
+            core.subscriptions.insert(
+                id,
+                SubscriptionEntry {
+                    query,
+                    tables,
+                    last_rows: rows.clone(),
+                    callback: Arc::clone(&callback),
+                },
+            );
+            (id, rows)
+        };
+        callback(&rows);
+        Ok(SubscriptionHandle { store: Arc::downgrade(&self.shared), id })
+    }
+
+    /// Subscribes with rows decoded into `T`.
+    pub fn subscribe_typed<T: DeserializeOwned + 'static>(
+        &self,
+        query: Query,
+        callback: impl Fn(Result<Vec<T>, StoreError>) + Send + Sync + 'static,
+    ) -> Result<SubscriptionHandle, StoreError> {
+        self.subscribe(query, move |rows| callback(rows_to_typed(rows.to_vec())))
+    }
+
+    /// Subscribes as an async stream of decoded results.
+    pub fn subscribe_stream<T: DeserializeOwned + Send + 'static>(
+        &self,
+        query: Query,
+    ) -> Result<SubscriptionStream<T>, StoreError> {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let handle = self.subscribe(query, move |rows| {
+            let _ = sender.send(rows_to_typed(rows.to_vec()));
+        })?;
+        Ok(SubscriptionStream { receiver, _handle: handle })
+    }
+
+    /// Sets (merges into) a client document via its derived `<name>Set` event; `id` defaults per the document.
+    pub fn set_document(
+        &self,
+        name: &str,
+        id: Option<&str>,
+        value: serde_json::Value,
+    ) -> Result<EventSeqNum, StoreError> {
+        let document = self
+            .shared
+            .schema
+            .document(name)
+            .ok_or_else(|| StoreError::UnknownDocument(name.to_owned()))?;
+        let id = self.document_id(&document.default_id, id);
+        let args = DocumentSetArgs { id, value };
+        let args_json = serde_json::to_string(&args).map_err(|source| StoreError::InvalidArgs {
+            event: document.set_event_name(),
+            source,
+        })?;
+        let mut seq_nums =
+            self.commit_batch(vec![NewEvent { name: document.set_event_name(), args_json }])?;
+        seq_nums.pop().ok_or(StoreError::Shutdown)
+    }
+
+    /// A client document's value, or its default when it was never set.
+    pub fn get_document(
+        &self,
+        name: &str,
+        id: Option<&str>,
+    ) -> Result<serde_json::Value, StoreError> {
+        let document = self
+            .shared
+            .schema
+            .document(name)
+            .ok_or_else(|| StoreError::UnknownDocument(name.to_owned()))?;
+        let id = self.document_id(&document.default_id, id);
+        let rows = self.query_rows(&Query::select(name).columns(["value"]).where_eq("id", id))?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .and_then(|mut row| row.remove("value"))
+            .unwrap_or_else(|| document.default_value.clone()))
+    }
+
+    fn document_id(&self, default_id: &DocumentDefaultId, id: Option<&str>) -> String {
+        match (id, default_id) {
+            (Some(id), _) => id.to_owned(),
+            (None, DocumentDefaultId::Session) => self.shared.session_id.clone(),
+            (None, DocumentDefaultId::Fixed(id)) => id.clone(),
+        }
+    }
+
+    /// Heads, pending counts and connection state.
+    pub fn sync_status(&self) -> Result<SyncStatus, StoreError> {
+        let core = self.shared.lock_core()?;
+        Ok(SyncStatus {
+            local_head: core.sync_state.local_head().to_string(),
+            upstream_head: core.sync_state.upstream_head().to_string(),
+            pending_count: core.sync_state.pending().len(),
+            pending_synced_count: core.sync_state.pending_synced().count(),
+            connected: self.shared.connected.load(Ordering::Relaxed),
+            backend_id: core.backend_id.clone(),
+        })
+    }
+
+    /// Every event in the eventlog, in order (for inspection and tests).
+    pub fn events(&self) -> Result<Vec<LocalEvent>, StoreError> {
+        let core = self.shared.lock_core()?;
+        eventlog::load_after(core.conn()?, EventSeqNum::ROOT)
+    }
+
+    /// Drops and re-materializes all state from the eventlog.
+    pub fn rebuild(&self) -> Result<(), StoreError> {
+        let notifications = {
+            let mut core = self.shared.lock_core()?;
+            let upstream_head = core.sync_state.upstream_head();
+            rebuild::rebuild(core.conn()?, &self.shared.schema, upstream_head)?;
+            core.mark_all_tables_changed(&self.shared.schema);
+            core.collect_notifications()
+        };
+        deliver(notifications);
+        Ok(())
+    }
+
+    /// Closes the databases and releases the directory lock. Later calls fail with [`StoreError::Shutdown`].
+    pub fn shutdown(&self) -> Result<(), StoreError> {
+        self.shared.shut_down.store(true, Ordering::SeqCst);
+        self.shared.local_commits.notify_waiters();
+        let mut core = self.shared.core.lock().map_err(|_| StoreError::Shutdown)?;
+        core.subscriptions.clear();
+        if let Some(conn) = core.conn.take() {
+            conn.close().map_err(|(_, error)| StoreError::Sqlite(error))?;
+        }
+        core._lock = None;
+        Ok(())
+    }
+
+    /// Whether [`Store::shutdown`] was called (by the application or a backend-id policy).
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.shut_down.load(Ordering::SeqCst)
+    }
+}
+
+impl Shared {
+    pub(crate) fn lock_core(&self) -> Result<MutexGuard<'_, Core>, StoreError> {
+        // A panic while holding the lock can only come from a bug in a callback-free section; the connection is
+        // still consistent (SQLite rolled back the open transaction), so keep serving.
+        let core = self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if core.conn.is_none() {
+            return Err(StoreError::Shutdown);
+        }
+        Ok(core)
+    }
+
+    pub(crate) fn unsubscribe(&self, id: u64) {
+        let mut core = self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        core.subscriptions.remove(&id);
+    }
+}
+
+impl Core {
+    pub(crate) fn conn(&self) -> Result<&Connection, StoreError> {
+        self.conn.as_ref().ok_or(StoreError::Shutdown)
+    }
+
+    pub(crate) fn take_changed_tables(&self) -> BTreeSet<String> {
+        self.changed_tables
+            .lock()
+            .map(|mut tables| std::mem::take(&mut *tables))
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn mark_all_tables_changed(&self, schema: &Schema) {
+        if let Ok(mut tables) = self.changed_tables.lock() {
+            tables.extend(schema.tables().iter().map(|table| table.name().to_owned()));
+        }
+    }
+
+    /// Re-runs subscriptions affected by the tables written since the last call; returns those whose rows changed.
+    pub(crate) fn collect_notifications(&mut self) -> Vec<Notification> {
+        let changed = self.take_changed_tables();
+        if changed.is_empty() || self.subscriptions.is_empty() {
+            return Vec::new();
+        }
+        let Some(conn) = self.conn.as_ref() else { return Vec::new() };
+        let mut notifications = Vec::new();
+        for entry in self.subscriptions.values_mut() {
+            if entry.tables.is_disjoint(&changed) {
+                continue;
+            }
+            match query_rows(conn, &entry.query) {
+                Ok(rows) if rows != entry.last_rows => {
+                    entry.last_rows = rows.clone();
+                    notifications.push((Arc::clone(&entry.callback), rows));
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(target: "livestore_client::_events::subscription", %error, "subscription query failed")
+                }
+            }
+        }
+        notifications
+    }
+}
+
+pub(crate) fn deliver(notifications: Vec<Notification>) {
+    for (callback, rows) in notifications {
+        callback(&rows);
+    }
+}
+
+/// Runs `work` in one transaction; rolls back on error.
+pub(crate) fn in_transaction<T>(
+    conn: &Connection,
+    work: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    match work(conn) {
+        Ok(value) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(value)
+        }
+        Err(error) => {
+            // Recording may have been left on by the failed step; the rollback restores the control row too.
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(error)
+        }
+    }
+}
+
+pub(crate) fn schema_hash_of(schema: &Schema, name: &str) -> i64 {
+    match schema.event_meta(name) {
+        Some(meta) => (crate::schema::fnv1a_64(meta.name.as_bytes()) >> 12) as i64,
+        None => eventlog::UNKNOWN_SCHEMA_HASH,
+    }
+}
+
+fn install_update_hook(conn: &Connection, changed: &Arc<Mutex<BTreeSet<String>>>) {
+    let sink = Arc::clone(changed);
+    conn.update_hook(Some(move |_action, database: &str, table: &str, _rowid| {
+        if database == "state"
+            && !table.starts_with("__")
+            && let Ok(mut tables) = sink.lock()
+            && !tables.contains(table)
+        {
+            tables.insert(table.to_owned());
+        }
+    }));
+}
+
+/// A random id of URL-safe characters (client ids, todo ids).
+pub fn random_id(length: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_-";
+    let mut rng = rand::rng();
+    (0..length).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
