@@ -29,6 +29,7 @@
 //! ```
 
 pub mod admission;
+pub mod client;
 pub mod encode;
 pub mod error;
 pub mod event;
