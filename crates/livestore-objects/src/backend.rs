@@ -37,7 +37,8 @@ pub(crate) struct ObjectInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PartSummary {
     pub(crate) part_number: u32,
-    pub(crate) etag: String,
+    /// Some S3 servers (s3s-fs 0.14) omit part ETags from ListParts.
+    pub(crate) etag: Option<String>,
     pub(crate) size: u64,
 }
 
@@ -84,7 +85,7 @@ impl Backend {
         let (access_key_id, secret) = store.credentials();
         let credentials = Credentials::new(access_key_id, secret);
         let fixed_bucket = public_url
-            .map(|url| embedded_bucket(url.clone(), bucket_name, region))
+            .map(|url| embedded_bucket(url, bucket_name, region))
             .transpose()
             .map_err(|message| crate::Error::Config(format!("public_url: {message}")))?;
         Ok(Self::Embedded {
@@ -145,7 +146,7 @@ impl Backend {
                 let base: Url = format!("http://{host}/").parse().map_err(|_| {
                     ApiError::bad_request("Invalid request: Host header is not a valid host")
                 })?;
-                let bucket = embedded_bucket(base, bucket_name, region).map_err(|_| {
+                let bucket = embedded_bucket(&base, bucket_name, region).map_err(|_| {
                     ApiError::bad_request("Invalid request: Host header is not a valid host")
                 })?;
                 (std::borrow::Cow::Owned(bucket), credentials, region)
@@ -387,7 +388,7 @@ impl Backend {
                     .into_iter()
                     .map(|part| PartSummary {
                         part_number: part.part_number,
-                        etag: part.etag,
+                        etag: Some(part.etag),
                         size: part.size,
                     })
                     .collect())
@@ -409,10 +410,9 @@ impl Backend {
                                 .trim()
                                 .parse()
                                 .ok()?,
-                            etag: crate::store::xml_element(part, "ETag")?
-                                .replace("&quot;", "")
-                                .trim_matches('"')
-                                .to_owned(),
+                            etag: crate::store::xml_element(part, "ETag").map(|etag| {
+                                etag.replace("&quot;", "").trim_matches('"').to_owned()
+                            }),
                             size: crate::store::xml_element(part, "Size")?.trim().parse().ok()?,
                         })
                     })
@@ -453,7 +453,7 @@ impl Backend {
 }
 
 /// The embedded store's endpoint is `<base>/s3`, always path-style.
-fn embedded_bucket(base: Url, bucket_name: &str, region: &str) -> Result<Bucket, String> {
+fn embedded_bucket(base: &Url, bucket_name: &str, region: &str) -> Result<Bucket, String> {
     let endpoint = base.join("s3").map_err(|error| error.to_string())?;
     Bucket::new(endpoint, UrlStyle::Path, bucket_name.to_owned(), region.to_owned())
         .map_err(|error| error.to_string())
@@ -488,6 +488,7 @@ async fn success_text(response: reqwest::Response, operation: &str) -> Result<St
 impl ApiError {
     /// Maps an embedded-store refusal to the signer's JSON error.
     pub(crate) fn from_s3(error: S3Error) -> Self {
-        Self::new(error.status, format!("{}: {}", error.code, error.message))
+        let S3Error { status, code, message } = error;
+        Self::new(status, format!("{code}: {message}"))
     }
 }

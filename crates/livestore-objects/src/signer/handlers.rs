@@ -301,10 +301,15 @@ fn parse<T: DeserializeOwned>(state: &SignerState, body: Body) -> Result<T, ApiE
             ApiError::bad_request(format!("Invalid request: {}", rejection.body_text()))
         }
     })?;
+    // Serde would also accept a JSON array for a struct; the contract is an object.
+    let first = bytes.iter().find(|byte| !byte.is_ascii_whitespace());
+    if first.is_some_and(|byte| *byte != b'{') {
+        return Err(ApiError::bad_request("Invalid request: body must be a JSON object"));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
-        if path == "." {
+        if path == "." || path == "?" {
             ApiError::bad_request(format!("Invalid request: {}", error.inner()))
         } else {
             ApiError::bad_request(format!("Invalid request: {path}: {}", error.inner()))

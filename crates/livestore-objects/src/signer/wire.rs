@@ -132,7 +132,9 @@ pub(crate) struct MultipartCompleteResponse {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PartEntry {
     pub(crate) part_number: u32,
-    pub(crate) etag: String,
+    /// Absent when the object store does not report it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) etag: Option<String>,
     pub(crate) size: u64,
 }
 

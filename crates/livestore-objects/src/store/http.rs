@@ -508,7 +508,7 @@ async fn create_multipart(
         .create_multipart(key, content_type)
         .await
         .map_err(|error| S3Error::internal(&error))?;
-    Ok(xml_response(format!(
+    Ok(xml_response(&format!(
         "<InitiateMultipartUploadResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Bucket>{}</Bucket><Key>{}</Key><UploadId>{upload_id}</UploadId></InitiateMultipartUploadResult>",
         escape(&store.bucket),
         escape(key)
@@ -533,7 +533,7 @@ async fn complete_multipart(
     let text = std::str::from_utf8(&bytes).map_err(|_| malformed())?;
     let parts = parse_complete_multipart(text).ok_or_else(malformed)?;
     let meta = store.complete_multipart(key, upload_id, parts).await?;
-    Ok(xml_response(format!(
+    Ok(xml_response(&format!(
         "<CompleteMultipartUploadResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Bucket>{}</Bucket><Key>{}</Key><ETag>&quot;{}&quot;</ETag></CompleteMultipartUploadResult>",
         escape(&store.bucket),
         escape(key),
@@ -561,10 +561,10 @@ async fn list_parts(store: &Store, key: &str, upload_id: &str) -> Result<Respons
         ));
     }
     body.push_str("</ListPartsResult>");
-    Ok(xml_response(body))
+    Ok(xml_response(&body))
 }
 
-fn xml_response(body: String) -> Response {
+fn xml_response(body: &str) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/xml")],
