@@ -10,6 +10,7 @@
 
 mod auth;
 mod js_clients;
+mod js_driver;
 mod lifecycle;
 mod protocol;
 #[allow(dead_code)]
