@@ -271,10 +271,7 @@ async fn connection(
         last_ping: now,
         backlog_done: false,
     };
-    let (cursor_head, backend_id) = match store.upstream_cursor() {
-        Ok(cursor) => cursor,
-        Err(_) => return ConnectionEnd::Stop,
-    };
+    let Ok((cursor_head, backend_id)) = store.upstream_cursor() else { return ConnectionEnd::Stop };
     conn.pull_id = conn.next_id();
     let cursor = match (&backend_id, cursor_head) {
         (Some(backend_id), head) if head > 0 => Some((backend_id.as_str(), head)),
@@ -519,10 +516,7 @@ async fn try_push(
     if conn.push_in_flight.is_some() || conn.parked_since.is_some() {
         return Ok(());
     }
-    let candidates = match store.push_candidates(usize::MAX) {
-        Ok(candidates) => candidates,
-        Err(_) => return Err(ConnectionEnd::Stop),
-    };
+    let Ok(candidates) = store.push_candidates(usize::MAX) else { return Err(ConnectionEnd::Stop) };
     let mut batch = Vec::new();
     let mut bytes = 0;
     for event in candidates.into_iter().filter(|event| event.seq_num.global > conn.accepted_through)
