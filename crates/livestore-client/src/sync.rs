@@ -220,6 +220,9 @@ struct Connection {
     pull_id: String,
     /// The unanswered push: request id, last global number in it, when it was sent.
     push_in_flight: Option<(String, u64, Instant)>,
+    /// Pull pages applied on this connection, and how many had been applied when the in-flight push was sent.
+    pages_applied: u64,
+    pages_at_push: u64,
     /// Events up to this global number were accepted by the server but not yet echoed.
     accepted_through: u64,
     accepted_at: Option<Instant>,
@@ -264,6 +267,8 @@ async fn connection(
         next_request_id: 0,
         pull_id: String::new(),
         push_in_flight: None,
+        pages_applied: 0,
+        pages_at_push: 0,
         accepted_through: 0,
         accepted_at: None,
         parked_since: None,
@@ -423,7 +428,12 @@ async fn handle_frame(
                 }
                 Err(RpcFailure::ServerAhead { .. }) => {
                     conn.accepted_through = 0;
-                    conn.parked_since = Some(Instant::now());
+                    conn.accepted_at = None;
+                    // Wait for the page that carries what we are behind on, unless it already arrived while the
+                    // push was in flight (then the pending events are rebased and can go out right away).
+                    if conn.pages_applied == conn.pages_at_push {
+                        conn.parked_since = Some(Instant::now());
+                    }
                     Ok(())
                 }
                 Err(RpcFailure::BackendIdMismatch { expected, received }) => {
@@ -473,6 +483,7 @@ fn apply_page(
             }
             // Any pulled page ends a `ServerAheadError` wait: it carries what we were behind on.
             conn.parked_since = None;
+            conn.pages_applied += 1;
             if page.page_info == PageInfo::NoMore {
                 conn.backlog_done = true;
             }
@@ -539,6 +550,7 @@ async fn try_push(
         .await
         .map_err(|error| ConnectionEnd::Retry(format!("send failed: {error}")))?;
     conn.push_in_flight = Some((id, last_global, Instant::now()));
+    conn.pages_at_push = conn.pages_applied;
     Ok(())
 }
 

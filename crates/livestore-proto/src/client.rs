@@ -38,6 +38,9 @@ pub fn sync_url(base: &str, store_id: &str, payload_json: Option<&str>) -> Strin
     } else {
         base.to_owned()
     };
+    // `ws://host:port?query` has an empty path, which some HTTP stacks refuse; use `/`.
+    let authority_start = base.find("://").map_or(0, |idx| idx + 3);
+    let base = if base[authority_start..].contains(['/', '?']) { base } else { format!("{base}/") };
     let separator = if base.contains('?') { '&' } else { '?' };
     let mut url =
         format!("{base}{separator}storeId={}", utf8_percent_encode(store_id, URI_COMPONENT));
@@ -313,6 +316,12 @@ pub fn decode_pull_response(value: &RawValue) -> Result<PullResponse, ProtoError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_gets_a_path() {
+        assert_eq!(sync_url("ws://h:1", "s", None), "ws://h:1/?storeId=s&transport=ws");
+        assert_eq!(sync_url("ws://h:1/x?a=b", "s", None), "ws://h:1/x?a=b&storeId=s&transport=ws");
+    }
 
     #[test]
     fn url_double_encodes_the_payload() {

@@ -34,7 +34,7 @@ struct Args {
     #[arg(long)]
     token: Option<String>,
     /// Do not contact the server for `list`.
-    #[arg(long)]
+    #[arg(long, global = true)]
     offline: bool,
     /// How long `sync` and `list` may take, in seconds.
     #[arg(long, default_value_t = 20)]
