@@ -1,0 +1,273 @@
+//! End-to-end tests against the real `livestore serve` binary: the `todo` CLI, a real JavaScript LiveStore
+//! 0.4.0 client (tests/js/driver.mjs), offline commits, server restarts and a backend reset.
+//!
+//! The server binary is built on demand (`cargo build -p livestore-cli`). The JavaScript half runs only when
+//! `tests/js/node_modules` is installed (`npm ci` in tests/js); otherwise the test says so and checks the Rust
+//! clients alone.
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use livestore_client::schema::Query;
+use livestore_client::todo::{self, Todo};
+use livestore_client::{Storage, Store, StoreOptions};
+use serde_json::{Value, json};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn server_binary() -> PathBuf {
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .args(["build", "-q", "-p", "livestore-cli", "--bin", "livestore"])
+        .current_dir(&root)
+        .status()
+        .unwrap();
+    assert!(status.success(), "building livestore-cli failed");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    target.join("debug/livestore")
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    data_dir: PathBuf,
+    binary: PathBuf,
+}
+
+impl Server {
+    fn start(binary: &Path, data_dir: &Path, port: Option<u16>) -> Server {
+        let port = port.unwrap_or_else(|| {
+            TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        });
+        let child = Command::new(binary)
+            .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(data_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server { child, port, data_dir: data_dir.to_owned(), binary: binary.to_owned() }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        *self = Server::start(&self.binary.clone(), &self.data_dir.clone(), Some(self.port));
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs the `todo` binary; returns (exit success, stdout).
+fn todo_cli(data_dir: &Path, store: &str, url: &str, args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_todo"))
+        .args(["--store", store, "--server", url, "--data-dir"])
+        .arg(data_dir)
+        .args(["--timeout", "30"])
+        .args(args)
+        .output()
+        .unwrap();
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+fn rust_state(data_dir: &Path, store: &str) -> (Vec<Todo>, Vec<Value>) {
+    let store =
+        Store::open(StoreOptions::new(store, Storage::Dir(data_dir.to_owned())), todo::schema())
+            .unwrap();
+    let todos: Vec<Todo> = store.query(&Query::select("todos").order_by("id")).unwrap();
+    let events = store
+        .events()
+        .unwrap()
+        .into_iter()
+        .filter(|event| !event.client_only)
+        .map(|event| {
+            json!({
+                "seqNum": event.seq_num.global, "parentSeqNum": event.parent_seq_num.global, "name": &*event.name,
+                "args": serde_json::from_str::<Value>(&event.args_json).unwrap(),
+                "clientId": &*event.client_id, "sessionId": &*event.session_id,
+            })
+        })
+        .collect();
+    store.shutdown().unwrap();
+    (todos, events)
+}
+
+struct JsDriver {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    next_id: u64,
+}
+
+impl JsDriver {
+    fn start() -> Option<JsDriver> {
+        let js_dir = workspace_root().join("tests/js");
+        if !js_dir.join("node_modules").exists() {
+            eprintln!(
+                "tests/js/node_modules missing: skipping the JavaScript client (run `npm ci` in tests/js)"
+            );
+            return None;
+        }
+        let mut child = Command::new("node")
+            .arg("driver.mjs")
+            .current_dir(&js_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let stdin = child.stdin.take()?;
+        let stdout = BufReader::new(child.stdout.take()?);
+        Some(JsDriver { child, stdin, stdout, next_id: 1 })
+    }
+
+    fn call(&mut self, mut command: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        command["id"] = json!(id);
+        writeln!(self.stdin, "{command}").unwrap();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(self.stdout.read_line(&mut line).unwrap() > 0, "driver exited");
+            let response: Value = serde_json::from_str(&line).unwrap();
+            if response["id"] == json!(id) {
+                assert_eq!(
+                    response["ok"],
+                    json!(true),
+                    "driver command {command} failed: {response}"
+                );
+                return response["result"].clone();
+            }
+        }
+    }
+}
+
+impl Drop for JsDriver {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, r#"{{"id":0,"cmd":"exit"}}"#);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+fn create(id: &str, text: &str) -> Value {
+    json!({ "name": "v1.TodoCreated", "args": { "id": id, "text": text } })
+}
+
+#[test]
+fn rust_and_js_clients_converge_through_offline_restart_and_backend_reset() {
+    let binary = server_binary();
+    let server_dir = tempfile::tempdir().unwrap();
+    let rust_dir = tempfile::tempdir().unwrap();
+    let rust_b_dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&binary, server_dir.path(), None);
+    let store = "interop";
+    let url = server.url();
+    let mut js = JsDriver::start();
+    if let Some(js) = &mut js {
+        js.call(
+            json!({"cmd": "open", "name": "js", "storeId": store, "url": url, "storage": "memory"}),
+        );
+    }
+
+    // Concurrent commits on both sides, then sync: conflicts are rebased, nobody loses an event.
+    let (ok, rust_id) = todo_cli(rust_dir.path(), store, &url, &["add", "from rust"]);
+    assert!(ok);
+    todo_cli(rust_b_dir.path(), store, &url, &["add", "from rust b"]);
+    if let Some(js) = &mut js {
+        js.call(json!({"cmd": "commit", "name": "js", "events": [create("js-1", "from js"), create("js-2", "second")]}));
+    }
+    let (ok, status) = todo_cli(rust_dir.path(), store, &url, &["sync"]);
+    assert!(ok, "sync failed: {status}");
+    assert!(todo_cli(rust_b_dir.path(), store, &url, &["sync"]).0);
+
+    // Offline: the server goes away; both sides keep committing.
+    server.stop();
+    assert!(todo_cli(rust_dir.path(), store, &url, &["complete", &rust_id]).0);
+    assert!(todo_cli(rust_dir.path(), store, &url, &["add", "offline rust"]).0);
+    let (ok, _) = todo_cli(rust_dir.path(), store, &url, &["--timeout", "2", "sync"]);
+    assert!(!ok, "sync must fail while the server is down");
+    if let Some(js) = &mut js {
+        js.call(json!({"cmd": "commit", "name": "js", "events": [
+            {"name": "v1.TodoCompleted", "args": {"id": "js-1"}},
+            {"name": "v1.TodoDeleted", "args": {"id": "js-2", "deletedAt": "2026-01-02T03:04:05.678Z"}},
+        ]}));
+    }
+
+    // Back online (same data, same backend id): everything converges.
+    server.restart();
+    assert!(todo_cli(rust_dir.path(), store, &url, &["sync"]).0);
+    if let Some(js) = &mut js {
+        js.call(json!({"cmd": "waitSynced", "name": "js", "timeoutMs": 60000}));
+    }
+    assert!(todo_cli(rust_dir.path(), store, &url, &["sync"]).0);
+    assert!(todo_cli(rust_b_dir.path(), store, &url, &["sync"]).0);
+    let (rust_todos, rust_events) = rust_state(rust_dir.path(), store);
+    let (rust_b_todos, rust_b_events) = rust_state(rust_b_dir.path(), store);
+    assert_eq!(rust_todos, rust_b_todos);
+    assert_eq!(rust_events, rust_b_events);
+    let expected = if js.is_some() { 5 } else { 3 };
+    assert_eq!(rust_todos.len(), expected, "{rust_todos:?}");
+    if let Some(js) = &mut js {
+        let js_todos: Vec<Todo> =
+            serde_json::from_value(js.call(json!({"cmd": "todos", "name": "js"}))).unwrap();
+        assert_eq!(js_todos, rust_todos);
+        let js_events = js.call(json!({"cmd": "eventlog", "name": "js"}));
+        assert_eq!(js_events, Value::Array(rust_events.clone()));
+        assert!(
+            rust_todos
+                .iter()
+                .any(|todo| todo.id == "js-2" && todo.deleted_at == Some(1_767_323_045_678))
+        );
+    }
+    let (_, listed) = todo_cli(rust_dir.path(), store, &url, &["list", "--offline"]);
+    let listed: Vec<Todo> = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed, rust_todos);
+
+    // Backend reset: the server loses its data and gets a new backend id; the Rust client wipes and resyncs.
+    drop(js);
+    server.stop();
+    std::fs::remove_dir_all(server_dir.path()).unwrap();
+    std::fs::create_dir_all(server_dir.path()).unwrap();
+    server.restart();
+    let (ok, status) = todo_cli(rust_dir.path(), store, &url, &["sync"]);
+    assert!(ok, "sync after reset failed: {status}");
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["upstreamHead"], "e0");
+    let (todos_after_reset, events_after_reset) = rust_state(rust_dir.path(), store);
+    assert!(todos_after_reset.is_empty() && events_after_reset.is_empty());
+    assert!(todo_cli(rust_dir.path(), store, &url, &["add", "fresh start"]).0);
+    assert!(todo_cli(rust_dir.path(), store, &url, &["sync"]).0);
+}
