@@ -46,20 +46,24 @@ pub(crate) async fn receive_body(
     body: Body,
     want_md5: bool,
 ) -> Result<(TempObject, BodyDigests), ReceiveError> {
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
+    // Chunks from hyper are often only a few KiB; handing them over in
+    // batches of about `CHUNK_BYTES` keeps channel wake-ups per GiB low.
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<Bytes>>(CHANNEL_CHUNKS);
     let writer = tokio::task::spawn_blocking(move || {
         let mut sha256 = Sha256::new();
         let mut md5 = want_md5.then(Md5::new);
         let mut size = 0u64;
         let result = (|| {
             let mut output = BufWriter::with_capacity(CHUNK_BYTES, temp.file());
-            while let Some(chunk) = receiver.blocking_recv() {
-                sha256.update(&chunk);
-                if let Some(md5) = md5.as_mut() {
-                    md5.update(&chunk);
+            while let Some(batch) = receiver.blocking_recv() {
+                for chunk in batch {
+                    sha256.update(&chunk);
+                    if let Some(md5) = md5.as_mut() {
+                        md5.update(&chunk);
+                    }
+                    output.write_all(&chunk)?;
+                    size += chunk.len() as u64;
                 }
-                output.write_all(&chunk)?;
-                size += chunk.len() as u64;
             }
             output.flush()
         })();
@@ -73,19 +77,33 @@ pub(crate) async fn receive_body(
 
     let mut stream = body.into_data_stream();
     let mut body_error = None;
-    while let Some(next) = stream.next().await {
-        match next {
-            Ok(chunk) => {
-                // A send error means the writer stopped on an IO error, which
-                // its result reports below.
-                if sender.send(chunk).await.is_err() {
-                    break;
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0usize;
+    loop {
+        match stream.next().await {
+            Some(Ok(chunk)) => {
+                batch_bytes += chunk.len();
+                batch.push(chunk);
+                if batch_bytes < CHUNK_BYTES {
+                    continue;
                 }
             }
-            Err(error) => {
+            Some(Err(error)) => {
                 body_error = Some(error);
                 break;
             }
+            None => {
+                // A send error means the writer stopped on an IO error,
+                // which its result reports below.
+                if !batch.is_empty() {
+                    let _ = sender.send(batch).await;
+                }
+                break;
+            }
+        }
+        batch_bytes = 0;
+        if sender.send(std::mem::take(&mut batch)).await.is_err() {
+            break;
         }
     }
     drop(sender);
