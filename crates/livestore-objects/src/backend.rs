@@ -492,3 +492,64 @@ impl ApiError {
         Self::new(status, format!("{code}: {message}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn external(force_path_style: bool) -> Backend {
+        let config = ExternalS3Config {
+            endpoint: "http://s3.example.test:9000".into(),
+            access_key_id: "AK".into(),
+            secret_access_key: "SK".into(),
+            session_token: None,
+            force_path_style,
+        };
+        Backend::external(&config, "files", "eu-central-1").expect("valid external config")
+    }
+
+    fn spec(key: &str) -> SignSpec<'_> {
+        SignSpec {
+            method: Method::Get,
+            key,
+            ttl_seconds: 900,
+            signed_at: 1_700_000_000,
+            headers: &[],
+            query: &[],
+        }
+    }
+
+    #[test]
+    fn url_styles_and_expiry() {
+        let virtual_host = external(false).presign(None, spec("s/a b")).expect("signed");
+        assert_eq!(virtual_host.host_str(), Some("files.s3.example.test"));
+        assert_eq!(virtual_host.path(), "/s/a%20b");
+        let path_style = external(true).presign(None, spec("s/ü")).expect("signed");
+        assert_eq!(path_style.host_str(), Some("s3.example.test"));
+        assert_eq!(path_style.path(), "/files/s/%C3%BC");
+        let query: std::collections::HashMap<_, _> = path_style.query_pairs().collect();
+        assert_eq!(query["X-Amz-Expires"], "900");
+        assert_eq!(query["X-Amz-Date"], "20231114T221320Z");
+        assert!(query["X-Amz-Credential"].ends_with("/20231114/eu-central-1/s3/aws4_request"));
+    }
+
+    #[test]
+    fn bad_endpoints_are_config_errors() {
+        let mut config = ExternalS3Config {
+            endpoint: "not a url".into(),
+            access_key_id: "AK".into(),
+            secret_access_key: "SK".into(),
+            session_token: None,
+            force_path_style: true,
+        };
+        assert!(matches!(
+            Backend::external(&config, "files", "us-east-1"),
+            Err(crate::Error::Url { field: "endpoint", .. })
+        ));
+        config.endpoint = "ftp://host".into();
+        assert!(matches!(
+            Backend::external(&config, "files", "us-east-1"),
+            Err(crate::Error::Config(_))
+        ));
+    }
+}

@@ -252,3 +252,27 @@ async fn foreign_prefix_cannot_be_reached_through_multipart() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{json}");
     assert!(error_of(&json).starts_with("NoSuchUpload"), "{json}");
 }
+
+#[tokio::test]
+async fn public_url_is_used_in_embedded_urls_and_validated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = livestore_objects::FilesConfig::embedded(dir.path());
+    config.public_url = Some("https://files.example.test".into());
+    let server = crate::harness::serve(config.clone(), None, dir.path().to_path_buf()).await;
+    let client = Client::new(&server, Some(TOKEN_A));
+    let json = client.sign_upload(json!({ "key": "store-a/x" })).await;
+    let url = json["url"].as_str().expect("url");
+    assert!(url.starts_with("https://files.example.test/s3/livestore-files/store-a/x?"), "{url}");
+
+    config.public_url = Some("https://files.example.test/prefix".into());
+    let authority = std::sync::Arc::new(livestore_objects::AllowAll);
+    let error = livestore_objects::FileServices::start(config.clone(), authority.clone())
+        .await
+        .expect_err("path refused");
+    assert!(matches!(error, livestore_objects::Error::Config(_)), "{error}");
+    config.public_url = None;
+    config.ttl_seconds = 7200;
+    let error =
+        livestore_objects::FileServices::start(config, authority).await.expect_err("ttl refused");
+    assert!(error.to_string().contains("ttl_seconds"), "{error}");
+}
