@@ -174,7 +174,7 @@ impl Backend {
     /// `true` when the bucket answers.
     pub(crate) async fn health(&self) -> bool {
         match self {
-            Self::Embedded { .. } => true,
+            Self::Embedded { store, .. } => store.is_healthy().await,
             Self::External { http, .. } => {
                 let Ok(url) = self.server_side_url(Method::Head, None, &[], &[]) else {
                     return false;

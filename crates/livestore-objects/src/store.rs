@@ -9,7 +9,8 @@
 //! Layout of the data directory:
 //! - `objects/<h[0..2]>/<h>` with `h` = hex SHA-256 of the key: one file per
 //!   object (`object_file` describes the format);
-//! - `multipart/<uploadId>/upload.json` and `part-<n>` files;
+//! - `multipart/<uploadId>/upload.json` and `part-<n>` files (uploads older
+//!   than seven days are removed on start);
 //! - `tmp/`: files being written, deleted on start;
 //! - `credentials.json`: the generated key pair when none is configured.
 
@@ -84,6 +85,7 @@ impl Store {
             let path = entry.map_err(io_error(&tmp_dir))?.path();
             std::fs::remove_file(&path).map_err(io_error(&path))?;
         }
+        multipart::sweep_expired_uploads(&multipart_dir, now_ms());
         let (access_key_id, secret_access_key) = match configured {
             Some(pair) => pair,
             None => load_or_create_credentials(&data_dir.join("credentials.json"))?,
@@ -123,6 +125,13 @@ impl Store {
             .await
             .map_err(std::io::Error::other)??;
         Ok(opened.map(|opened| opened.meta))
+    }
+
+    /// `true` while the object and temp directories are reachable.
+    pub(crate) async fn is_healthy(&self) -> bool {
+        let objects = tokio::fs::metadata(&self.objects_dir).await;
+        let tmp = tokio::fs::metadata(&self.tmp_dir).await;
+        objects.is_ok_and(|meta| meta.is_dir()) && tmp.is_ok_and(|meta| meta.is_dir())
     }
 
     /// Deletes `key`; `Ok(false)` if it was not there.

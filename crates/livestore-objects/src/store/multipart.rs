@@ -6,7 +6,8 @@
 //! atomically like an object. Completion copies the parts, in order, into a
 //! fresh temp object and publishes it with the same fsync + rename as a single
 //! PUT, so a crash mid-completion leaves the upload intact and no object.
-//! Abandoned uploads are kept until aborted (there is no expiry sweep yet).
+//! Abandoned uploads are removed when the store opens if they are older than
+//! [`UPLOAD_EXPIRY_MS`] (S3 leaves that to lifecycle rules; we have none).
 
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
@@ -18,6 +19,9 @@ use sha2::{Digest, Sha256};
 use super::object_file::{ObjectMeta, TempObject, open_object};
 use super::xml::CompletedPart;
 use super::{MIN_PART_BYTES, S3Error, Store, now_ms};
+
+/// Uploads older than this are deleted when the store opens.
+pub(crate) const UPLOAD_EXPIRY_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// S3's highest part number.
 pub(crate) const MAX_PART_NUMBER: u32 = 10_000;
@@ -162,6 +166,24 @@ impl Store {
     }
 }
 
+/// Deletes uploads older than [`UPLOAD_EXPIRY_MS`] and directories left by a
+/// crash during create (no `upload.json`). Runs before the store serves, so
+/// no request can race it; failures are logged, never fatal.
+pub(crate) fn sweep_expired_uploads(multipart_dir: &std::path::Path, now_ms: i64) {
+    let Ok(entries) = std::fs::read_dir(multipart_dir) else { return };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let expired = match std::fs::read(dir.join("upload.json")) {
+            Ok(bytes) => serde_json::from_slice::<UploadRecord>(&bytes)
+                .map_or(true, |record| now_ms - record.created_ms > UPLOAD_EXPIRY_MS),
+            Err(error) => error.kind() == io::ErrorKind::NotFound,
+        };
+        if expired && let Err(error) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(%error, dir = %dir.display(), "could not remove expired multipart upload");
+        }
+    }
+}
+
 fn part_path(dir: &std::path::Path, part_number: u32) -> PathBuf {
     dir.join(format!("part-{part_number:05}"))
 }
@@ -280,4 +302,35 @@ fn assemble(
         tracing::warn!(%error, dir = %dir.display(), "could not remove completed upload");
     }
     Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_removes_expired_and_broken_uploads_only() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, created_ms: Option<i64>| {
+            let dir = root.path().join(name);
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            if let Some(created_ms) = created_ms {
+                let record =
+                    UploadRecord { key: "s/k".into(), content_type: "x/y".into(), created_ms };
+                std::fs::write(dir.join("upload.json"), serde_json::to_vec(&record).expect("json"))
+                    .expect("write");
+            }
+        };
+        let now = 10 * UPLOAD_EXPIRY_MS;
+        write("fresh", Some(now - 1000));
+        write("old", Some(now - UPLOAD_EXPIRY_MS - 1));
+        write("broken", None);
+        sweep_expired_uploads(root.path(), now);
+        let mut left: Vec<String> = std::fs::read_dir(root.path())
+            .expect("read_dir")
+            .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["fresh"]);
+    }
 }

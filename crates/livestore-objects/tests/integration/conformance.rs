@@ -49,6 +49,34 @@ impl Ctx {
     fn client(&self) -> Client {
         Client::new(&self.server, Some(TOKEN_A))
     }
+
+    /// The object store seen by a plain S3 tool (rusty-s3, path-style).
+    fn tool(&self) -> (rusty_s3::Bucket, rusty_s3::Credentials) {
+        let (endpoint, bucket, region, credentials) = match &self.s3s {
+            Some(s3s) => (
+                s3s.endpoint.clone(),
+                crate::harness::S3S_BUCKET.to_owned(),
+                "us-east-1".to_owned(),
+                rusty_s3::Credentials::new(
+                    crate::harness::S3S_ACCESS_KEY,
+                    crate::harness::S3S_SECRET_KEY,
+                ),
+            ),
+            None => {
+                let info = self.server.services.embedded_store().expect("embedded store");
+                (
+                    format!("{}/s3", self.server.base),
+                    info.bucket,
+                    info.region,
+                    rusty_s3::Credentials::new(info.access_key_id, info.secret_access_key),
+                )
+            }
+        };
+        let url = endpoint.parse().expect("endpoint url");
+        let bucket =
+            rusty_s3::Bucket::new(url, rusty_s3::UrlStyle::Path, bucket, region).expect("bucket");
+        (bucket, credentials)
+    }
 }
 
 macro_rules! conformance {
@@ -75,6 +103,7 @@ macro_rules! conformance {
 
 conformance!(
     round_trip,
+    presigned_head_and_delete,
     unicode_keys,
     expires_at_matches_signed_url,
     tampered_signature_rejected,
@@ -107,6 +136,28 @@ async fn round_trip(ctx: &Ctx) {
     let (status, _) = client.post("/v1/delete", json!({ "key": key })).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(client.download(&key).await, None, "object must be gone after delete");
+}
+
+async fn presigned_head_and_delete(ctx: &Ctx) {
+    use rusty_s3::S3Action as _;
+    let client = ctx.client();
+    let key = "store-a/ünï head";
+    client.upload(key, &pattern(777, 8)).await;
+    let (bucket, credentials) = ctx.tool();
+    let ttl = std::time::Duration::from_secs(60);
+    let head = bucket.head_object(Some(&credentials), key).sign(ttl);
+    let response = client.http.head(head.clone()).send().await.expect("HEAD");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-length"], "777");
+    assert!(response.headers().contains_key("etag"));
+    let delete = bucket.delete_object(Some(&credentials), key).sign(ttl);
+    let response = client.http.delete(delete.clone()).send().await.expect("DELETE");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let response = client.http.head(head).send().await.expect("HEAD");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    // Deleting again is still a success, as in S3.
+    let response = client.http.delete(delete).send().await.expect("DELETE");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
 }
 
 async fn unicode_keys(ctx: &Ctx) {
