@@ -8,7 +8,7 @@
 //! are written, so checksums cost no second pass.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -20,7 +20,7 @@ use super::object_file::TempObject;
 
 /// Chunks in flight between the HTTP task and the disk thread, per request.
 const CHANNEL_CHUNKS: usize = 8;
-/// Read size when sending objects (and write buffer when receiving).
+/// Read size when sending objects, and batch size when receiving.
 const CHUNK_BYTES: usize = 1024 * 1024;
 
 /// What the body turned out to be.
@@ -54,18 +54,18 @@ pub(crate) async fn receive_body(
         let mut md5 = want_md5.then(Md5::new);
         let mut size = 0u64;
         let result = (|| {
-            let mut output = BufWriter::with_capacity(CHUNK_BYTES, temp.file());
+            let file = temp.file();
             while let Some(batch) = receiver.blocking_recv() {
-                for chunk in batch {
-                    sha256.update(&chunk);
+                for chunk in &batch {
+                    sha256.update(chunk);
                     if let Some(md5) = md5.as_mut() {
-                        md5.update(&chunk);
+                        md5.update(chunk);
                     }
-                    output.write_all(&chunk)?;
                     size += chunk.len() as u64;
                 }
+                write_all_vectored(file, &batch)?;
             }
-            output.flush()
+            Ok(())
         })();
         let digests = BodyDigests {
             size,
@@ -116,6 +116,21 @@ pub(crate) async fn receive_body(
     }
     let digests = written.map_err(ReceiveError::Io)?;
     Ok((temp, digests))
+}
+
+/// Writes every chunk of `batch` with as few `writev` calls as the kernel
+/// allows, instead of copying small chunks into a buffer first.
+fn write_all_vectored(file: &mut File, batch: &[Bytes]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|chunk| IoSlice::new(chunk)).collect();
+    let mut remaining = &mut slices[..];
+    while !remaining.is_empty() {
+        let written = file.write_vectored(remaining)?;
+        if written == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "the file accepted no bytes"));
+        }
+        IoSlice::advance_slices(&mut remaining, written);
+    }
+    Ok(())
 }
 
 /// A response body streaming `length` bytes of `file` from `offset`.
