@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::hub::Hubs;
 use crate::metrics::Metrics;
-use crate::storage::EventStorage;
+use crate::storage::{EventStorage, StoreLog};
 
 /// Events read from storage per round trip while streaming a backlog.
 const BACKLOG_READ_BATCH: usize = 2_000;
@@ -50,7 +50,13 @@ pub(crate) struct PullJob {
 /// Runs a pull until its backlog is sent (non-live), or until the connection goes away (live).
 pub(crate) async fn run_pull(job: PullJob) {
     let started = Instant::now();
-    let log = match job.storage.open_store(&job.store_id).await {
+    // A store whose hub exists was opened by the writer before; its hub holds the authoritative identity.
+    let known = job.hubs.get(&job.store_id).map(|hub| StoreLog { backend_id: hub.backend_id().clone(), head: hub.head() });
+    let opened = match known {
+        Some(log) => Ok(log),
+        None => job.storage.open_store(&job.store_id).await,
+    };
+    let log = match opened {
         Ok(log) => log,
         Err(error) => {
             tracing::error!(store_id = %job.store_id, error = %error, "cannot open store for pull");
