@@ -221,17 +221,21 @@ struct PutChecks {
 }
 
 fn put_checks(headers: &HeaderMap, payload: PayloadCheck) -> Result<PutChecks, S3Error> {
-    let declared_length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok())
-        .ok_or_else(|| {
-            S3Error::new(
-                StatusCode::LENGTH_REQUIRED,
-                "MissingContentLength",
-                "You must provide the Content-Length HTTP header.",
-            )
-        })?;
+    // Without Content-Length and Transfer-Encoding an HTTP/1.1 request has an
+    // empty body (RFC 9112 6.3), so clients that omit the header for empty
+    // uploads are fine; a chunked body of unknown length is refused like S3 does.
+    let declared_length = match headers.get(header::CONTENT_LENGTH) {
+        Some(value) => value.to_str().ok().and_then(|value| value.parse::<u64>().ok()),
+        None if !headers.contains_key(header::TRANSFER_ENCODING) => Some(0),
+        None => None,
+    }
+    .ok_or_else(|| {
+        S3Error::new(
+            StatusCode::LENGTH_REQUIRED,
+            "MissingContentLength",
+            "You must provide the Content-Length HTTP header.",
+        )
+    })?;
     if declared_length > MAX_PUT_BYTES {
         return Err(S3Error::new(
             StatusCode::BAD_REQUEST,

@@ -104,6 +104,7 @@ macro_rules! conformance {
 conformance!(
     round_trip,
     presigned_head_and_delete,
+    interesting_sizes,
     unicode_keys,
     expires_at_matches_signed_url,
     tampered_signature_rejected,
@@ -136,6 +137,32 @@ async fn round_trip(ctx: &Ctx) {
     let (status, _) = client.post("/v1/delete", json!({ "key": key })).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(client.download(&key).await, None, "object must be gone after delete");
+}
+
+/// Sizes around the store's 1 MiB streaming chunk, plus the empty object.
+const INTERESTING_SIZES: [usize; 6] = [
+    0,               // empty object: no body chunks at all
+    1,               // smallest body
+    1024 * 1024 - 1, // one byte short of a read chunk
+    1024 * 1024,     // exactly one chunk
+    1024 * 1024 + 1, // one byte into the second chunk
+    3 * 1024 * 1024 + 17,
+];
+
+async fn interesting_sizes(ctx: &Ctx) {
+    let client = ctx.client();
+    for size in INTERESTING_SIZES {
+        let body = pattern(size, 11);
+        let digest = sha256_hex(&body);
+        let key = format!("store-a/{digest}");
+        let signed = client
+            .sign_upload(json!({ "key": key, "contentLength": size, "sha256": digest }))
+            .await;
+        let response = client.put_signed(&signed, body.clone()).await;
+        assert_eq!(response.status(), StatusCode::OK, "size {size}");
+        let downloaded = client.download(&key).await.expect("object exists");
+        assert!(downloaded == body, "size {size}: got {} bytes back", downloaded.len());
+    }
 }
 
 async fn presigned_head_and_delete(ctx: &Ctx) {

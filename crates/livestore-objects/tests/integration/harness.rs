@@ -225,13 +225,18 @@ impl Client {
 
     /// PUTs `body` to a signed upload, sending the signer's headers.
     pub(crate) async fn put_signed(&self, signed: &Value, body: Vec<u8>) -> reqwest::Response {
+        let body_len = body.len();
         let mut request = self.http.put(signed["url"].as_str().expect("url")).body(body);
         if let Some(headers) = signed["headers"].as_object() {
             for (name, value) in headers {
-                // reqwest derives Content-Length from the body itself.
-                if !name.eq_ignore_ascii_case("content-length") {
-                    request = request.header(name, value.as_str().expect("header value"));
+                let value = value.as_str().expect("header value");
+                // The signed length is sent as given (reqwest omits the
+                // header for empty bodies); a body of another length is
+                // what the short/long tests want, so then let reqwest set it.
+                if name.eq_ignore_ascii_case("content-length") && value != body_len.to_string() {
+                    continue;
                 }
+                request = request.header(name, value);
             }
         }
         request.send().await.expect("PUT")

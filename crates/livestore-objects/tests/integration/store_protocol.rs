@@ -353,3 +353,29 @@ async fn anonymous_and_malformed_auth_get_s3_errors() {
         assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
     }
 }
+
+#[tokio::test]
+async fn empty_and_chunked_bodies() {
+    let server = embedded(900).await;
+    let client = Client::new(&server, Some(TOKEN_A));
+    // No Content-Length on an empty PUT means an empty body.
+    let signed = client.sign_upload(serde_json::json!({ "key": "store-a/empty" })).await;
+    let response = client.http.put(signed["url"].as_str().expect("url")).send().await.expect("PUT");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(client.download("store-a/empty").await.map(|body| body.len()), Some(0));
+
+    // A chunked body of unknown length is refused, as S3 does.
+    let signed = client.sign_upload(serde_json::json!({ "key": "store-a/chunked" })).await;
+    let stream =
+        futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"abc"))]);
+    let response = client
+        .http
+        .put(signed["url"].as_str().expect("url"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(response.status(), StatusCode::LENGTH_REQUIRED);
+    assert!(response.text().await.expect("body").contains("MissingContentLength"));
+    assert_eq!(client.download("store-a/chunked").await, None);
+}
