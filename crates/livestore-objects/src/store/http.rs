@@ -428,7 +428,10 @@ async fn get(
         .header(header::CONTENT_LENGTH, length)
         .header(header::ETAG, etag)
         .header(header::LAST_MODIFIED, last_modified)
-        .header(header::ACCEPT_RANGES, "bytes");
+        .header(header::ACCEPT_RANGES, "bytes")
+        // Pages that are cross-origin isolated (COEP) may only embed
+        // cross-origin bytes that opt in; the upstream R2 handler sends it too.
+        .header("cross-origin-resource-policy", "cross-origin");
     if range.is_some() {
         builder = builder.header(
             header::CONTENT_RANGE,

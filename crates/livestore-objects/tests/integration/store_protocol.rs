@@ -141,6 +141,7 @@ async fn rusty_s3_tool_round_trip_head_and_checksum_mode() {
     assert_eq!(headers["content-type"], "text/csv");
     assert_eq!(headers["etag"].to_str().expect("etag"), etag);
     assert!(headers.contains_key("last-modified"));
+    assert_eq!(headers["cross-origin-resource-policy"], "cross-origin");
     let expected = {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&body))
