@@ -61,6 +61,13 @@ pub(crate) enum Backend {
     },
 }
 
+/// How the signing request reached the server.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestOrigin<'a> {
+    pub(crate) host: &'a str,
+    pub(crate) https: bool,
+}
+
 /// Everything needed to presign one request.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SignSpec<'a> {
@@ -132,18 +139,23 @@ impl Backend {
 
     /// A presigned URL for `spec`. `host` is the `Host` of the signing request,
     /// used for embedded-store URLs when no public URL is configured.
-    pub(crate) fn presign(&self, host: Option<&str>, spec: SignSpec<'_>) -> Result<Url, ApiError> {
+    pub(crate) fn presign(
+        &self,
+        origin: Option<RequestOrigin<'_>>,
+        spec: SignSpec<'_>,
+    ) -> Result<Url, ApiError> {
         let (bucket, credentials, region) = match self {
             Self::Embedded { fixed_bucket: Some(bucket), credentials, region, .. } => {
                 (std::borrow::Cow::Borrowed(bucket), credentials, region)
             }
             Self::Embedded { fixed_bucket: None, bucket_name, credentials, region, .. } => {
-                let host = host.ok_or_else(|| {
+                let origin = origin.ok_or_else(|| {
                     ApiError::internal(
                         "cannot build object URLs: no Host header and no files.public_url",
                     )
                 })?;
-                let base: Url = format!("http://{host}/").parse().map_err(|_| {
+                let scheme = if origin.https { "https" } else { "http" };
+                let base: Url = format!("{scheme}://{}/", origin.host).parse().map_err(|_| {
                     ApiError::bad_request("Invalid request: Host header is not a valid host")
                 })?;
                 let bucket = embedded_bucket(&base, bucket_name, region).map_err(|_| {

@@ -38,8 +38,9 @@ pub struct FilesConfig {
     /// Base URL of this server as clients reach it, e.g.
     /// `https://sync.example.com`; embedded-store URLs become
     /// `<public_url>/s3/<bucket>/<key>`. When unset, the signer uses
-    /// `http://<Host header of the signing request>`, which is right for
-    /// direct (non-proxied) deployments.
+    /// `http://<Host header of the signing request>` (`https` when
+    /// `X-Forwarded-Proto: https`), which is right unless a proxy rewrites
+    /// the `Host` header.
     #[serde(default)]
     pub public_url: Option<String>,
     /// Largest signer request body in bytes (JSON); larger bodies get 413.

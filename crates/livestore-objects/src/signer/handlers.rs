@@ -23,7 +23,7 @@ use super::wire::{
 };
 use super::{ApiError, SignerState};
 use crate::auth::{AuthRejection, bearer_token};
-use crate::backend::SignSpec;
+use crate::backend::{RequestOrigin, SignSpec};
 use crate::key::ObjectKey;
 use crate::store::{MAX_PUT_BYTES, MIN_PART_BYTES};
 
@@ -359,8 +359,17 @@ fn check_upload_id(upload_id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn host(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::HOST).and_then(|value| value.to_str().ok())
+/// Where the caller reached us, for embedded-store URLs when no `public_url`
+/// is configured: the `Host` header, and `https` when a TLS-terminating proxy
+/// says so in `X-Forwarded-Proto` (the scheme is not part of the signature,
+/// the host is).
+fn host(headers: &HeaderMap) -> Option<RequestOrigin<'_>> {
+    let host = headers.get(header::HOST).and_then(|value| value.to_str().ok())?;
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
+    Some(RequestOrigin { host, https })
 }
 
 fn now_seconds() -> i64 {

@@ -276,3 +276,22 @@ async fn public_url_is_used_in_embedded_urls_and_validated() {
         livestore_objects::FileServices::start(config, authority).await.expect_err("ttl refused");
     assert!(error.to_string().contains("ttl_seconds"), "{error}");
 }
+
+#[tokio::test]
+async fn forwarded_proto_https_is_honoured_without_public_url() {
+    let server = embedded(900).await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/sign/download", server.base))
+        .bearer_auth(TOKEN_A)
+        .header("x-forwarded-proto", "https")
+        .body(json!({ "key": "store-a/x" }).to_string())
+        .send()
+        .await
+        .expect("POST");
+    let json: Value = response.json().await.expect("json");
+    let host = server.base.trim_start_matches("http://");
+    assert!(
+        json["url"].as_str().expect("url").starts_with(&format!("https://{host}/s3/")),
+        "{json}"
+    );
+}
