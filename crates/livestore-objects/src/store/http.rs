@@ -431,7 +431,11 @@ async fn get(
         .header(header::ACCEPT_RANGES, "bytes")
         // Pages that are cross-origin isolated (COEP) may only embed
         // cross-origin bytes that opt in; the upstream R2 handler sends it too.
-        .header("cross-origin-resource-policy", "cross-origin");
+        .header("cross-origin-resource-policy", "cross-origin")
+        // Objects share the server's origin and their content type is chosen
+        // by the uploader: an uploaded HTML page must not run scripts there.
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::CONTENT_SECURITY_POLICY, "default-src 'none'; sandbox");
     if range.is_some() {
         builder = builder.header(
             header::CONTENT_RANGE,

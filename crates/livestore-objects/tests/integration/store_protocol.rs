@@ -142,6 +142,8 @@ async fn rusty_s3_tool_round_trip_head_and_checksum_mode() {
     assert_eq!(headers["etag"].to_str().expect("etag"), etag);
     assert!(headers.contains_key("last-modified"));
     assert_eq!(headers["cross-origin-resource-policy"], "cross-origin");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["content-security-policy"], "default-src 'none'; sandbox");
     let expected = {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&body))
