@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use livestore_core::event::LocalEvent;
 use livestore_core::seq_num::EventSeqNum;
-use livestore_core::sync_state::{MergeResult, Payload, SyncState, merge};
+use livestore_core::sync_state::SyncState;
 use rusqlite::Connection;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -153,6 +153,9 @@ impl Store {
             crate::db::open::open(&options.storage, &options.store_id, schema.state_hash())?;
         let conn = opened.conn;
         conn.execute_batch("PRAGMA recursive_triggers = ON")?;
+        // Every commit runs a handful of fixed statements plus each materializer's SQL; the default cache of 16
+        // statements would thrash and re-prepare on every commit.
+        conn.set_prepared_statement_cache_capacity(256);
         state::create_user_tables(&conn, &schema)?;
         undo::install(&conn, &schema)?;
 
@@ -269,16 +272,9 @@ impl Store {
                     client_only,
                 ));
             }
-            let MergeResult::Advance(advance) =
-                merge(&core.sync_state, Payload::LocalPush(local_events), true)?
-            else {
-                return Err(StoreError::InvalidEventlog(
-                    "local push chained from the local head was rejected".into(),
-                ));
-            };
             let conn = core.conn()?;
             let result = in_transaction(conn, |conn| {
-                for event in &advance.new_events {
+                for event in &local_events {
                     eventlog::insert(
                         conn,
                         event,
@@ -289,7 +285,7 @@ impl Store {
                     state::materialize(conn, schema, event)?;
                 }
                 undo::stop_recording(conn)?;
-                if let Some(last) = advance.new_events.last() {
+                if let Some(last) = local_events.last() {
                     state::set_head(conn, last.seq_num)?;
                 }
                 Ok(())
@@ -298,8 +294,14 @@ impl Store {
                 core.take_changed_tables();
                 return Err(error);
             }
-            let seq_nums = advance.new_events.iter().map(|event| event.seq_num).collect();
-            core.sync_state = advance.new_state;
+            let seq_nums = local_events.iter().map(|event| event.seq_num).collect();
+            // Numbered from the local head under the lock, so the push cannot be rejected.
+            core.sync_state.push_local(local_events).map_err(|rejected| {
+                StoreError::InvalidEventlog(format!(
+                    "local push rejected, expected {}",
+                    rejected.expected_minimum
+                ))
+            })?;
             (core.collect_notifications(), seq_nums)
         };
         deliver(notifications);

@@ -49,6 +49,13 @@ pub enum Payload {
     },
 }
 
+/// A local push whose events are not after the local head (see [`SyncState::push_local`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushRejected {
+    /// The smallest sequence number the rejected events should have started at.
+    pub expected_minimum: EventSeqNum,
+}
+
 /// What [`merge`] decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MergeResult {
@@ -138,6 +145,23 @@ impl SyncState {
     /// Pending events that go to the sync backend: the synced ones, in order.
     pub fn pending_synced(&self) -> impl Iterator<Item = &LocalEvent> {
         self.pending.iter().filter(|event| !event.client_only)
+    }
+
+    /// `merge(LocalPush)` applied in place: appends to pending without copying it (the commit hot path).
+    ///
+    /// On rejection nothing changes and the error carries the smallest acceptable sequence number.
+    pub fn push_local(&mut self, new_events: Vec<LocalEvent>) -> Result<(), PushRejected> {
+        let Some(first) = new_events.first() else { return Ok(()) };
+        let ascending =
+            new_events.windows(2).all(|pair| pair[1].seq_num.is_greater_than(pair[0].seq_num));
+        if !ascending || !first.seq_num.is_greater_than(self.local_head) {
+            return Err(PushRejected { expected_minimum: self.local_head.next_pair(true).0 });
+        }
+        if let Some(last) = new_events.last() {
+            self.local_head = last.seq_num;
+        }
+        self.pending.extend(new_events);
+        Ok(())
     }
 
     /// Drops leading upstream events this node already has (at or below the upstream head).

@@ -37,6 +37,21 @@ fn local_push_advances_and_rejects_stale_events() {
 }
 
 #[test]
+fn push_local_matches_merge_local_push() {
+    let state = SyncState::new(EventSeqNum::ROOT);
+    let events = vec![synced(1, 0, "a", "c"), synced(2, 0, "b", "c")];
+    let mut in_place = state.clone();
+    in_place.push_local(events.clone()).unwrap();
+    assert_eq!(in_place, push(&state, events));
+    let before = in_place.clone();
+    assert_eq!(
+        in_place.push_local(vec![synced(2, 0, "c", "c")]),
+        Err(PushRejected { expected_minimum: EventSeqNum::new(2, 1, 0) })
+    );
+    assert_eq!(in_place, before);
+}
+
+#[test]
 fn upstream_advance_confirms_a_prefix_of_pending() {
     let state = push(
         &SyncState::new(EventSeqNum::ROOT),
