@@ -580,4 +580,50 @@ mod tests {
         assert_eq!(canonical_uri("/s3/b/a!b(c)"), "/s3/b/a%21b%28c%29");
         assert_eq!(canonical_uri("/s3/b/a%2fb"), "/s3/b/a%2Fb");
     }
+
+    /// Whatever key rusty-s3 presigns (any non-control text, reserved
+    /// characters included), our verifier accepts it, and rejects the URL
+    /// for any other key.
+    mod against_rusty_s3 {
+        use proptest::prelude::*;
+        use rusty_s3::S3Action as _;
+
+        use super::*;
+
+        fn presigned(key: &str) -> url::Url {
+            let bucket = rusty_s3::Bucket::new(
+                "http://127.0.0.1:8787/s3".parse().expect("endpoint"),
+                rusty_s3::UrlStyle::Path,
+                "files",
+                "us-east-1",
+            )
+            .expect("bucket");
+            let credentials = rusty_s3::Credentials::new("AK", "SK");
+            let mut action = bucket.put_object(Some(&credentials), key);
+            action.headers_mut().insert("content-length", "5");
+            let time = jiff::Timestamp::from_second(SIGNED_AT).expect("timestamp");
+            action.sign_with_time(std::time::Duration::from_secs(900), &time)
+        }
+
+        fn check(url: &url::Url, path: &str) -> Result<PayloadCheck, AuthError> {
+            let mut headers = HeaderMap::new();
+            headers.insert("host", HeaderValue::from_static("127.0.0.1:8787"));
+            headers.insert("content-length", HeaderValue::from_static("5"));
+            let credentials =
+                Credentials { access_key_id: "AK".into(), secret_access_key: "SK".into() };
+            let request =
+                SignedRequest { method: "PUT", path, query: url.query(), headers: &headers };
+            verify(request, &credentials, "us-east-1", SIGNED_AT + 1)
+        }
+
+        proptest! {
+            #[test]
+            fn accepts_its_urls_and_only_for_that_key(key in "[^\\p{Cc}]{1,40}", other in "[a-z]{1,8}") {
+                let url = presigned(&key);
+                prop_assert_eq!(check(&url, url.path()), Ok(PayloadCheck::Unsigned));
+                let moved = format!("{}{other}", url.path());
+                prop_assert!(matches!(check(&url, &moved), Err(AuthError::SignatureMismatch(_))));
+            }
+        }
+    }
 }
