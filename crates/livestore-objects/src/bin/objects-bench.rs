@@ -112,11 +112,13 @@ fn run_in(data_dir: &std::path::Path, options: &Options) -> Result<(), String> {
         Ok::<_, String>(format!("http://{address}"))
     })?;
 
+    let in_process = bench_signing_in_process(data_dir, options.sign_seconds)?;
     let report = client_runtime.block_on(async {
         let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().map_err(|error| error.to_string())?;
         let signing = bench_signing(&http, &base, options).await?;
         let transfer = bench_transfer(&http, &base, options.size_mib).await?;
         Ok::<_, String>(serde_json::json!({
+            "signer_in_process_one_core": in_process,
             "signer": signing,
             "embedded_store": transfer,
             "data_dir_filesystem_note": "PUT includes fsync of the whole object before the response",
@@ -127,19 +129,87 @@ fn run_in(data_dir: &std::path::Path, options: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// Signing cost without TCP: requests go straight into the router on a
+/// current-thread runtime, i.e. exactly one core of server work.
+fn bench_signing_in_process(
+    data_dir: &std::path::Path,
+    seconds: u64,
+) -> Result<serde_json::Value, String> {
+    use tower::ServiceExt as _;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| error.to_string())?;
+    runtime.block_on(async {
+        let mut config = FilesConfig::embedded(data_dir.join("in-process"));
+        config.public_url = Some("http://127.0.0.1:8787".into());
+        let services = FileServices::start(config, Arc::new(AllowAll))
+            .await
+            .map_err(|error| error.to_string())?;
+        let router = services.router();
+        let body = sign_request_body();
+        let request = || {
+            axum::http::Request::post("/api/v1/sign/upload")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body.clone()))
+                .map_err(|error| error.to_string())
+        };
+        let mut latencies = Vec::with_capacity(200_000);
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let started = Instant::now();
+        while Instant::now() < deadline {
+            let begun = Instant::now();
+            let response =
+                router.clone().oneshot(request()?).await.map_err(|error| error.to_string())?;
+            if !response.status().is_success() {
+                return Err(format!("in-process sign failed: {}", response.status()));
+            }
+            axum::body::to_bytes(response.into_body(), 64 * 1024)
+                .await
+                .map_err(|error| error.to_string())?;
+            latencies.push(begun.elapsed());
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        Ok(latency_report(latencies, elapsed, "in-process router, current-thread runtime"))
+    })
+}
+
+fn sign_request_body() -> String {
+    serde_json::json!({
+        "key": "bench-store/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "contentType": "application/octet-stream",
+        "contentLength": 1_048_576,
+        "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    })
+    .to_string()
+}
+
+fn latency_report(
+    mut latencies: Vec<Duration>,
+    elapsed_seconds: f64,
+    transport: &str,
+) -> serde_json::Value {
+    latencies.sort_unstable();
+    let percentile = |fraction: f64| {
+        let index = ((latencies.len() as f64 - 1.0) * fraction).round() as usize;
+        latencies.get(index).map_or(0.0, |latency| latency.as_secs_f64() * 1000.0)
+    };
+    serde_json::json!({
+        "transport": transport,
+        "signatures": latencies.len(),
+        "signatures_per_second": (latencies.len() as f64 / elapsed_seconds).round(),
+        "latency_median_ms": percentile(0.5),
+        "latency_p99_ms": percentile(0.99),
+    })
+}
+
 async fn bench_signing(
     http: &reqwest::Client,
     base: &str,
     options: &Options,
 ) -> Result<serde_json::Value, String> {
     let url = format!("{base}/api/v1/sign/upload");
-    let body = serde_json::json!({
-        "key": "bench-store/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-        "contentType": "application/octet-stream",
-        "contentLength": 1_048_576,
-        "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-    })
-    .to_string();
+    let body = sign_request_body();
     // Warm up connections and code paths.
     for _ in 0..200 {
         sign_once(http, &url, &body).await?;
@@ -165,19 +235,11 @@ async fn bench_signing(
         latencies.extend(worker.await.map_err(|error| error.to_string())??);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    let percentile = |fraction: f64| {
-        let index = ((latencies.len() as f64 - 1.0) * fraction).round() as usize;
-        latencies.get(index).map_or(0.0, |latency| latency.as_secs_f64() * 1000.0)
-    };
-    Ok(serde_json::json!({
-        "transport": "HTTP/1.1 keep-alive over loopback, checksum-bound upload signatures",
-        "concurrency": options.sign_concurrency,
-        "signatures": latencies.len(),
-        "signatures_per_second": (latencies.len() as f64 / elapsed).round(),
-        "latency_median_ms": percentile(0.5),
-        "latency_p99_ms": percentile(0.99),
-    }))
+    let transport = format!(
+        "HTTP/1.1 keep-alive over loopback, {} concurrent clients, checksum-bound upload signatures",
+        options.sign_concurrency
+    );
+    Ok(latency_report(latencies, elapsed, &transport))
 }
 
 async fn sign_once(http: &reqwest::Client, url: &str, body: &str) -> Result<(), String> {
