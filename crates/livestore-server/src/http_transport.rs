@@ -79,6 +79,7 @@ pub(crate) async fn handle(
                 cursor: args.cursor.into_option(),
                 live: false,
                 out,
+                lagging: tokio_util::sync::CancellationToken::new(),
             };
             tokio::spawn(run_pull(job));
             streamed_json_array(frames)
@@ -108,7 +109,7 @@ fn streamed_json_array(frames: mpsc::Receiver<Outbound>) -> Response {
                 Some(Ok::<Bytes, Infallible>(Bytes::from(format!("{separator}{text}"))))
             }
             // A non-live pull never asks to close; there is no socket to close on HTTP anyway.
-            Outbound::Close { .. } => None,
+            Outbound::Close { .. } | Outbound::Live { .. } => None,
         };
         std::future::ready(part)
     });

@@ -1,22 +1,28 @@
 //! Per-store fan-out of accepted batches to live pull subscriptions.
 //!
 //! A [`StoreHub`] holds a store's committed head and its subscribers under one lock. Only the storage writer
-//! creates hubs and publishes to them, in commit order, and it does so after the batch is durable. A subscription
+//! creates hubs and publishes to them, in commit order, and only after the batch is durable. A subscription
 //! registers under the same lock and learns the head at that instant: every event up to that head is in the
-//! database (the backlog), every later event will arrive through its channel. That is what makes delivery
-//! exactly-once and gap-free without re-reading the database per push.
+//! database (the backlog), every later event is buffered in the subscriber's entry until the backlog has been sent.
+//! Then [`StoreHub::go_live`] flushes the buffer and from there on `publish` hands each batch straight to the
+//! connection's outbound queue. Because every step runs under the hub lock and in commit order, delivery is
+//! exactly-once and gap-free without re-reading the database per push, and a live batch costs one queue push per
+//! subscriber — no extra task hop on the fan-out path.
 //!
-//! A subscriber whose channel is full is dropped from the hub; its task sees the closed channel and closes the
-//! client's socket, so the client reconnects and resumes from its cursor instead of silently missing events.
+//! A subscriber whose connection queue is full is dropped and its connection told to close (1013), so the client
+//! reconnects and resumes from its cursor instead of silently missing events.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use livestore_proto::page::Page;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-/// How many published batches may wait for one slow subscriber before it is disconnected.
-pub(crate) const SUBSCRIBER_QUEUE_BATCHES: usize = 1024;
+use crate::pull::Outbound;
+
+/// How many published batches may wait for a subscriber that is still sending its backlog.
+pub(crate) const BACKLOG_BUFFER_BATCHES: usize = 4096;
 
 /// One accepted push, paginated once and shared by every subscriber.
 #[derive(Debug)]
@@ -58,6 +64,29 @@ impl Hubs {
     }
 }
 
+/// Where a subscriber's live batches go: its connection's queue, under its request id.
+#[derive(Debug, Clone)]
+pub(crate) struct SubscriberTarget {
+    pub(crate) request_id: Arc<str>,
+    pub(crate) out: mpsc::Sender<Outbound>,
+    /// Cancelled to make the connection close with 1013 when this subscriber cannot keep up.
+    pub(crate) lagging: CancellationToken,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// The backlog is being sent; live batches wait here.
+    Backlog(Vec<Arc<LiveBatch>>),
+    /// Live batches go straight to the connection.
+    Live { last_sent: u64 },
+}
+
+#[derive(Debug)]
+struct Subscriber {
+    target: SubscriberTarget,
+    phase: Phase,
+}
+
 /// One store's head and live subscribers.
 #[derive(Debug)]
 pub(crate) struct StoreHub {
@@ -68,9 +97,13 @@ pub(crate) struct StoreHub {
 #[derive(Debug)]
 struct HubState {
     head: u64,
-    subscribers: HashMap<u64, mpsc::Sender<Arc<LiveBatch>>>,
+    subscribers: HashMap<u64, Subscriber>,
     next_subscriber_id: u64,
 }
+
+/// The subscriber could not keep up and was dropped; its connection is closing.
+#[derive(Debug)]
+pub(crate) struct Lagging;
 
 impl StoreHub {
     /// The store's `backendId`.
@@ -88,29 +121,76 @@ impl StoreHub {
         !self.state.lock().expect("hub lock poisoned").subscribers.is_empty()
     }
 
-    /// Registers a subscriber; batches after the returned head arrive on its channel.
-    pub(crate) fn subscribe(self: &Arc<Self>) -> Subscription {
-        let (sender, receiver) = mpsc::channel(SUBSCRIBER_QUEUE_BATCHES);
+    /// Registers a subscriber in backlog phase; batches after the returned head are kept for it.
+    pub(crate) fn subscribe(self: &Arc<Self>, target: SubscriberTarget) -> Subscription {
         let mut state = self.state.lock().expect("hub lock poisoned");
         let id = state.next_subscriber_id;
         state.next_subscriber_id += 1;
-        state.subscribers.insert(id, sender);
-        Subscription { hub: self.clone(), id, head_at_subscribe: state.head, receiver }
+        state.subscribers.insert(id, Subscriber { target, phase: Phase::Backlog(Vec::new()) });
+        Subscription { hub: self.clone(), id, head_at_subscribe: state.head }
+    }
+
+    /// Ends the backlog phase: sends what was buffered after `sent_up_to`, then delivers live.
+    pub(crate) fn go_live(&self, subscription: &Subscription, sent_up_to: u64) -> Result<(), Lagging> {
+        let mut state = self.state.lock().expect("hub lock poisoned");
+        let Some(subscriber) = state.subscribers.get_mut(&subscription.id) else { return Err(Lagging) };
+        let Phase::Backlog(buffered) = std::mem::replace(&mut subscriber.phase, Phase::Live { last_sent: sent_up_to })
+        else {
+            return Ok(());
+        };
+        for batch in buffered {
+            if deliver(subscriber, &batch).is_err() {
+                let subscriber = state.subscribers.remove(&subscription.id).expect("present above");
+                subscriber.target.lagging.cancel();
+                return Err(Lagging);
+            }
+        }
+        Ok(())
     }
 
     /// Advances the head and hands the batch to every subscriber. Writer only, in commit order.
     pub(crate) fn publish(&self, last_seq_num: u64, batch: Option<Arc<LiveBatch>>) {
         let mut state = self.state.lock().expect("hub lock poisoned");
         state.head = last_seq_num;
-        if let Some(batch) = batch {
-            // A full or closed channel drops the subscriber; its task then closes the client's socket.
-            state.subscribers.retain(|_, sender| sender.try_send(batch.clone()).is_ok());
-        }
+        let Some(batch) = batch else { return };
+        state.subscribers.retain(|_, subscriber| {
+            let kept = match &mut subscriber.phase {
+                Phase::Backlog(buffered) if buffered.len() < BACKLOG_BUFFER_BATCHES => {
+                    buffered.push(batch.clone());
+                    true
+                }
+                Phase::Backlog(_) => false,
+                Phase::Live { .. } => deliver(subscriber, &batch).is_ok(),
+            };
+            if !kept {
+                subscriber.target.lagging.cancel();
+            }
+            kept
+        });
     }
 
     fn unsubscribe(&self, id: u64) {
         self.state.lock().expect("hub lock poisoned").subscribers.remove(&id);
     }
+}
+
+/// Queues one batch for a live subscriber, skipping what it already has; a gap or a full queue is an error.
+fn deliver(subscriber: &mut Subscriber, batch: &Arc<LiveBatch>) -> Result<(), Lagging> {
+    let Phase::Live { last_sent } = &mut subscriber.phase else { return Ok(()) };
+    if batch.last_seq_num <= *last_sent {
+        return Ok(());
+    }
+    if batch.first_seq_num != *last_sent + 1 {
+        tracing::error!(
+            last_sent = *last_sent, first = batch.first_seq_num,
+            "live batch does not follow the last delivered event; closing so the client resumes"
+        );
+        return Err(Lagging);
+    }
+    let frame = Outbound::Live { request_id: subscriber.target.request_id.clone(), batch: batch.clone() };
+    subscriber.target.out.try_send(frame).map_err(|_| Lagging)?;
+    *last_sent = batch.last_seq_num;
+    Ok(())
 }
 
 /// A live pull's registration; dropping it unsubscribes.
@@ -120,8 +200,6 @@ pub(crate) struct Subscription {
     id: u64,
     /// Every event up to here is durable and must come from the backlog.
     pub(crate) head_at_subscribe: u64,
-    /// Batches after `head_at_subscribe`, in order. `None` means this subscriber was dropped for lagging.
-    pub(crate) receiver: mpsc::Receiver<Arc<LiveBatch>>,
 }
 
 impl Drop for Subscription {
@@ -138,36 +216,56 @@ mod tests {
         Arc::new(LiveBatch { first_seq_num: first, last_seq_num: last, pages: Vec::new() })
     }
 
-    #[test]
-    fn subscribers_see_batches_after_their_head_only() {
-        let hubs = Hubs::default();
-        let hub = hubs.ensure("s", &Arc::from("b"), 3);
-        hub.publish(4, Some(batch(4, 4)));
-        let mut subscription = hub.subscribe();
-        assert_eq!(subscription.head_at_subscribe, 4);
-        hub.publish(6, Some(batch(5, 6)));
-        let received = subscription.receiver.try_recv().unwrap();
-        assert_eq!((received.first_seq_num, received.last_seq_num), (5, 6));
-        assert!(subscription.receiver.try_recv().is_err());
+    fn target(capacity: usize) -> (SubscriberTarget, mpsc::Receiver<Outbound>) {
+        let (out, receiver) = mpsc::channel(capacity);
+        (SubscriberTarget { request_id: Arc::from("1"), out, lagging: CancellationToken::new() }, receiver)
+    }
+
+    fn received_ranges(receiver: &mut mpsc::Receiver<Outbound>) -> Vec<(u64, u64)> {
+        let mut ranges = Vec::new();
+        while let Ok(Outbound::Live { batch, .. }) = receiver.try_recv() {
+            ranges.push((batch.first_seq_num, batch.last_seq_num));
+        }
+        ranges
     }
 
     #[test]
-    fn lagging_subscribers_are_dropped_and_dropping_unsubscribes() {
+    fn backlog_then_buffered_then_live_without_duplicates() {
+        let hubs = Hubs::default();
+        let hub = hubs.ensure("s", &Arc::from("b"), 3);
+        let (target, mut receiver) = target(16);
+        let subscription = hub.subscribe(target);
+        assert_eq!(subscription.head_at_subscribe, 3);
+        hub.publish(5, Some(batch(4, 5)));
+        hub.publish(6, Some(batch(6, 6)));
+        assert!(received_ranges(&mut receiver).is_empty(), "nothing live before the backlog is sent");
+        // The backlog reader happened to see event 4 and 5 already (it read up to 5).
+        hub.go_live(&subscription, 5).unwrap();
+        hub.publish(7, Some(batch(7, 7)));
+        assert_eq!(received_ranges(&mut receiver), [(6, 6), (7, 7)]);
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_subscriber_and_signals_its_connection() {
         let hubs = Hubs::default();
         let hub = hubs.ensure("s", &Arc::from("b"), 0);
-        let mut lagging = hub.subscribe();
-        for seq in 1..=(SUBSCRIBER_QUEUE_BATCHES as u64 + 1) {
-            hub.publish(seq, Some(batch(seq, seq)));
-        }
+        let (target, _receiver) = target(1);
+        let lagging = target.lagging.clone();
+        let subscription = hub.subscribe(target);
+        hub.go_live(&subscription, 0).unwrap();
+        hub.publish(1, Some(batch(1, 1)));
+        assert!(!lagging.is_cancelled());
+        hub.publish(2, Some(batch(2, 2)));
+        assert!(lagging.is_cancelled());
         assert!(!hub.has_subscribers());
-        let mut received = 0;
-        while let Ok(_batch) = lagging.receiver.try_recv() {
-            received += 1;
-        }
-        assert_eq!(received, SUBSCRIBER_QUEUE_BATCHES);
-        assert!(matches!(lagging.receiver.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)));
-        let other = hub.subscribe();
-        drop(other);
+    }
+
+    #[test]
+    fn dropping_a_subscription_unsubscribes() {
+        let hubs = Hubs::default();
+        let hub = hubs.ensure("s", &Arc::from("b"), 0);
+        let (target, _receiver) = target(1);
+        drop(hub.subscribe(target));
         assert!(!hub.has_subscribers());
     }
 }

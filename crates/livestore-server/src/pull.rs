@@ -1,9 +1,9 @@
-//! One pull request from start to end: backlog pages, then (for live pulls) every later batch, in order.
+//! One pull request from start to end: backlog pages, then (for live pulls) the hand-over to live delivery.
 //!
-//! The per-subscription sequencer lives here. It registers with the store's hub first, which fixes the head `H`
-//! that splits "read from the database" from "arrives live"; it sends `(cursor, H]` from storage page by page, and
-//! then forwards live batches, dropping anything at or below what it already sent. A gap would mean a broken
-//! invariant; rather than deliver a corrupt chain, it closes the socket so the client reconnects and resumes.
+//! A live pull registers with the store's hub first, which fixes the head `H` that splits "read from the database"
+//! from "arrives live"; it sends `(cursor, H]` from storage page by page, then asks the hub to go live, which
+//! flushes whatever was published meanwhile and from then on queues each batch straight to the connection. The
+//! per-subscription sequencing rules (ascending, exactly once, no gaps) are enforced in `hub`.
 //! Live pulls never end with an `Exit`; to make a client retry, the connection is closed.
 
 use std::sync::Arc;
@@ -13,8 +13,9 @@ use livestore_proto::encode;
 use livestore_proto::page::{PageBuilder, StoredEventRef, empty_page};
 use livestore_proto::rpc::PullCursor;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use crate::hub::Hubs;
+use crate::hub::{Hubs, LiveBatch, SubscriberTarget};
 use crate::metrics::Metrics;
 use crate::storage::{EventStorage, StoreLog};
 
@@ -33,6 +34,8 @@ pub(crate) enum Outbound {
     Text(String),
     /// Close the connection with this code and reason.
     Close { code: u16, reason: String },
+    /// A live batch for one subscription; the connection's writer turns its pages into `Chunk` frames.
+    Live { request_id: Arc<str>, batch: Arc<LiveBatch> },
 }
 
 /// What a pull needs; built by a transport.
@@ -45,6 +48,8 @@ pub(crate) struct PullJob {
     pub(crate) cursor: Option<PullCursor>,
     pub(crate) live: bool,
     pub(crate) out: mpsc::Sender<Outbound>,
+    /// The connection's "close with 1013" signal, for a subscriber that cannot keep up.
+    pub(crate) lagging: CancellationToken,
 }
 
 /// Runs a pull until its backlog is sent (non-live), or until the connection goes away (live).
@@ -72,27 +77,47 @@ pub(crate) async fn run_pull(job: PullJob) {
         return;
     }
     let hub = job.hubs.get(&job.store_id).expect("open_store creates the hub");
-    let mut subscription = job.live.then(|| hub.subscribe());
+    let subscription = job.live.then(|| {
+        hub.subscribe(SubscriberTarget {
+            request_id: Arc::from(job.request_id.as_str()),
+            out: job.out.clone(),
+            lagging: job.lagging.clone(),
+        })
+    });
     let target_head = subscription.as_ref().map_or_else(|| hub.head(), |subscription| subscription.head_at_subscribe);
     let cursor_seq_num = job.cursor.as_ref().map_or(0, |cursor| cursor.event_sequence_number.0);
 
-    let mut last_sent = cursor_seq_num;
-    match send_backlog(&job, &log.backend_id, cursor_seq_num, target_head).await {
-        Ok(Some(sent_up_to)) => last_sent = last_sent.max(sent_up_to),
+    let sent_up_to = match send_backlog(&job, &log.backend_id, cursor_seq_num, target_head).await {
+        Ok(Some(sent_up_to)) => sent_up_to.max(cursor_seq_num),
         Ok(None) => return,
         Err(message) => {
             fail(&job, &message).await;
             return;
         }
-    }
+    };
     job.metrics.pull_backlog_seconds.observe(started.elapsed().as_secs_f64());
-    let Some(subscription) = subscription.as_mut() else {
+    let Some(subscription) = subscription else {
         let _ = job.out.send(Outbound::Text(encode::exit_stream_done(&job.request_id))).await;
         return;
     };
+    if hub.go_live(&subscription, sent_up_to).is_err() {
+        tracing::warn!(store_id = %job.store_id, "subscriber fell behind while catching up; closing its connection");
+        return;
+    }
+    // From here the hub delivers straight to the connection; this task only keeps the registration alive until the
+    // client interrupts the pull or the connection ends (both abort the task, which unsubscribes).
     job.metrics.live_subscriptions.inc();
-    forward_live(&job, subscription, last_sent).await;
-    job.metrics.live_subscriptions.dec();
+    let _decrement = DecrementOnDrop(job.metrics.clone());
+    std::future::pending::<()>().await;
+}
+
+/// Keeps the live-subscription gauge right when a live pull task is aborted.
+struct DecrementOnDrop(Arc<Metrics>);
+
+impl Drop for DecrementOnDrop {
+    fn drop(&mut self) {
+        self.0.live_subscriptions.dec();
+    }
 }
 
 /// Sends `(after, up_to]` as pages; returns the last sequence number sent, or `None` if the client is gone.
@@ -131,33 +156,6 @@ async fn send_backlog(job: &PullJob, backend_id: &str, after: u64, up_to: u64) -
         return Ok(None);
     }
     Ok(Some(up_to))
-}
-
-async fn forward_live(job: &PullJob, subscription: &mut crate::hub::Subscription, mut last_sent: u64) {
-    loop {
-        let Some(batch) = subscription.receiver.recv().await else {
-            tracing::warn!(store_id = %job.store_id, "subscriber fell behind the live stream; closing its connection");
-            let _ = job.out.send(Outbound::Close { code: CLOSE_LAGGING, reason: "subscriber lagging".into() }).await;
-            return;
-        };
-        if batch.last_seq_num <= last_sent {
-            continue;
-        }
-        if batch.first_seq_num != last_sent + 1 {
-            tracing::error!(
-                store_id = %job.store_id, last_sent, first = batch.first_seq_num,
-                "live batch does not follow the last delivered event; closing so the client resumes"
-            );
-            let _ = job.out.send(Outbound::Close { code: CLOSE_INTERNAL, reason: "subscription out of sequence".into() }).await;
-            return;
-        }
-        for page in &batch.pages {
-            if !send_frame(job, encode::chunk(&job.request_id, &[page.json.as_str()])).await {
-                return;
-            }
-        }
-        last_sent = batch.last_seq_num;
-    }
 }
 
 async fn send_frame(job: &PullJob, frame: String) -> bool {

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::AppState;
 use crate::error::ServerError;
 use crate::metrics::RejectReason;
-use crate::pull::{Outbound, PullJob, run_pull};
+use crate::pull::{CLOSE_LAGGING, Outbound, PullJob, run_pull};
 use crate::storage::AppendOutcome;
 
 /// Close code when the server shuts down or restarts: clients reconnect.
@@ -56,10 +56,12 @@ where
 {
     let (out, out_receiver) = mpsc::channel(state.limits.outbound_queue_frames);
     let writer_done = CancellationToken::new();
-    let writer = tokio::spawn(write_loop(sink, out_receiver, writer_done.clone()));
+    let lagging = CancellationToken::new();
+    let writer = tokio::spawn(write_loop(sink, out_receiver, writer_done.clone(), lagging.clone()));
     let (pushes, push_receiver) = mpsc::unbounded_channel::<PendingPush>();
     let replier = tokio::spawn(reply_loop(push_receiver, out.clone(), state.clone()));
-    let mut session = Session { state, store_id, url_payload, out: out.clone(), pushes, pulls: HashMap::new() };
+    let mut session =
+        Session { state, store_id, url_payload, out: out.clone(), lagging, pushes, pulls: HashMap::new() };
 
     loop {
         let frame = tokio::select! {
@@ -117,6 +119,7 @@ struct Session<'a> {
     store_id: &'a str,
     url_payload: Option<Box<RawValue>>,
     out: mpsc::Sender<Outbound>,
+    lagging: CancellationToken,
     pushes: mpsc::UnboundedSender<PendingPush>,
     pulls: HashMap<String, JoinHandle<()>>,
 }
@@ -176,6 +179,7 @@ impl Session<'_> {
                     cursor: args.cursor.into_option(),
                     live: args.live,
                     out: self.out.clone(),
+                    lagging: self.lagging.clone(),
                 };
                 if let Some(previous) = self.pulls.insert(request_id, tokio::spawn(run_pull(job))) {
                     previous.abort();
@@ -213,24 +217,27 @@ async fn reply_loop(mut pushes: mpsc::UnboundedReceiver<PendingPush>, out: mpsc:
     }
 }
 
-async fn write_loop<S>(mut sink: S, mut frames: mpsc::Receiver<Outbound>, done: CancellationToken)
-where
+async fn write_loop<S>(
+    mut sink: S,
+    mut frames: mpsc::Receiver<Outbound>,
+    done: CancellationToken,
+    lagging: CancellationToken,
+) where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
-    while let Some(first) = frames.recv().await {
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = lagging.cancelled() => Outbound::Close { code: CLOSE_LAGGING, reason: "subscriber lagging".into() },
+            frame = frames.recv() => match frame {
+                Some(frame) => frame,
+                None => break,
+            },
+        };
         let mut next = Some(first);
-        let mut closing = false;
         // Feed everything already queued, then flush once: fewer syscalls under fan-out.
         while let Some(frame) = next.take() {
-            let sent = match frame {
-                Outbound::Text(text) => tokio::time::timeout(WRITE_TIMEOUT, sink.feed(Message::Text(text.into()))).await,
-                Outbound::Close { code, reason } => {
-                    closing = true;
-                    let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
-                    tokio::time::timeout(WRITE_TIMEOUT, sink.send(close)).await
-                }
-            };
-            if !matches!(sent, Ok(Ok(()))) || closing {
+            if !write_frame(&mut sink, frame).await {
                 done.cancel();
                 return;
             }
@@ -243,6 +250,36 @@ where
     }
     let _ = sink.close().await;
     done.cancel();
+}
+
+/// Writes one outbound item; false when the connection is finished (closed on purpose or broken).
+async fn write_frame<S>(sink: &mut S, frame: Outbound) -> bool
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    match frame {
+        Outbound::Text(text) => feed_text(sink, text).await,
+        Outbound::Live { request_id, batch } => {
+            for page in &batch.pages {
+                if !feed_text(sink, encode::chunk(&request_id, &[page.json.as_str()])).await {
+                    return false;
+                }
+            }
+            true
+        }
+        Outbound::Close { code, reason } => {
+            let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close)).await;
+            false
+        }
+    }
+}
+
+async fn feed_text<S>(sink: &mut S, text: String) -> bool
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    matches!(tokio::time::timeout(WRITE_TIMEOUT, sink.feed(Message::Text(text.into()))).await, Ok(Ok(())))
 }
 
 /// Close reasons are limited to 123 bytes by the WebSocket protocol.
