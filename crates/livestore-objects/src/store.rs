@@ -12,7 +12,8 @@
 //! - `multipart/<uploadId>/upload.json` and `part-<n>` files (uploads older
 //!   than seven days are removed on start);
 //! - `tmp/`: files being written, deleted on start;
-//! - `credentials.json`: the generated key pair when none is configured.
+//! - `credentials.json`: the generated key pair when none is configured;
+//! - `lock`: held (advisory lock) by the one process serving the directory.
 
 mod http;
 mod multipart;
@@ -54,6 +55,8 @@ pub(crate) struct Store {
     /// Upload ids whose completion is running, so two concurrent completes of
     /// the same upload cannot both assemble it.
     completing: Mutex<HashSet<String>>,
+    /// Held for the store's lifetime: the advisory lock on `<data>/lock`.
+    _lock: std::fs::File,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -75,6 +78,29 @@ impl Store {
             let path = path.to_path_buf();
             move |source| Error::DataDir { path, source }
         };
+        std::fs::create_dir_all(data_dir).map_err(io_error(data_dir))?;
+        // Two processes on one data dir would delete each other's temp files
+        // on start; an advisory lock makes the second one fail instead.
+        let lock_path = data_dir.join("lock");
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_error(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::DataDir {
+                    path: data_dir.to_path_buf(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::ResourceBusy,
+                        "the data directory is in use by another process",
+                    ),
+                });
+            }
+            Err(std::fs::TryLockError::Error(error)) => return Err(io_error(&lock_path)(error)),
+        }
         let objects_dir = data_dir.join("objects");
         let multipart_dir = data_dir.join("multipart");
         let tmp_dir = data_dir.join("tmp");
@@ -98,6 +124,7 @@ impl Store {
             region: region.to_owned(),
             credentials: Credentials { access_key_id, secret_access_key },
             completing: Mutex::new(HashSet::new()),
+            _lock: lock,
         })
     }
 

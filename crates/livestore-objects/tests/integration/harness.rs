@@ -34,6 +34,15 @@ fn authority() -> Arc<StaticTokens> {
     Arc::new(StaticTokens::new().with_token(TOKEN_A, ["store-a"]).with_token(TOKEN_B, ["store-b"]))
 }
 
+impl Server {
+    /// Stops accepting connections and waits until the listener task is gone.
+    /// Connections still open keep their own tasks (and the store) alive.
+    pub(crate) async fn stop(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
 /// Serves `config` on 127.0.0.1:0.
 pub(crate) async fn serve(
     config: FilesConfig,
@@ -41,6 +50,29 @@ pub(crate) async fn serve(
     data_dir: PathBuf,
 ) -> Server {
     let services = FileServices::start(config, authority()).await.expect("file services start");
+    listen(services, dir, data_dir).await
+}
+
+/// Like [`serve`], but waits (up to 5 s) for a previous server on the same
+/// data dir to release its lock, as a restarted process would.
+pub(crate) async fn serve_when_free(config: FilesConfig, data_dir: PathBuf) -> Server {
+    for _ in 0..250 {
+        match FileServices::start(config.clone(), authority()).await {
+            Ok(services) => return listen(services, None, data_dir).await,
+            Err(error) if error.to_string().contains("in use by another process") => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("file services start: {error}"),
+        }
+    }
+    panic!("the data dir stayed locked");
+}
+
+async fn listen(
+    services: FileServices,
+    dir: Option<tempfile::TempDir>,
+    data_dir: PathBuf,
+) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("local addr");
     let app = services.router();

@@ -10,7 +10,9 @@ use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use sha2::Digest;
 use tokio::io::AsyncWriteExt;
 
-use crate::harness::{Client, Server, TOKEN_A, embedded, pattern, serve, sha256_hex};
+use crate::harness::{
+    Client, Server, TOKEN_A, embedded, pattern, serve, serve_when_free, sha256_hex,
+};
 
 /// A rusty-s3 view of the embedded store, as an external S3 tool would use it.
 fn tool(server: &Server) -> (Bucket, Credentials) {
@@ -315,12 +317,14 @@ async fn restart_keeps_objects_credentials_and_cleans_temp() {
     let client = Client::new(&first, Some(TOKEN_A));
     client.upload("store-a/durable", b"still here").await;
     let credentials_before = first.services.embedded_store().expect("embedded");
-    drop(first);
+    drop(client);
+    first.stop().await;
 
     std::fs::write(data_dir.join("tmp").join("stale.tmp"), b"crash leftovers")
         .expect("write stale temp");
     let second =
-        serve(livestore_objects::FilesConfig::embedded(&data_dir), None, data_dir.clone()).await;
+        serve_when_free(livestore_objects::FilesConfig::embedded(&data_dir), data_dir.clone())
+            .await;
     assert_eq!(
         std::fs::read_dir(data_dir.join("tmp")).expect("tmp").count(),
         0,
@@ -381,4 +385,17 @@ async fn empty_and_chunked_bodies() {
     assert_eq!(response.status(), StatusCode::LENGTH_REQUIRED);
     assert!(response.text().await.expect("body").contains("MissingContentLength"));
     assert_eq!(client.download("store-a/chunked").await, None);
+}
+
+#[tokio::test]
+async fn second_process_on_the_same_data_dir_is_refused() {
+    let server = embedded(900).await;
+    let config = livestore_objects::FilesConfig::embedded(&server.data_dir);
+    let error = livestore_objects::FileServices::start(
+        config,
+        std::sync::Arc::new(livestore_objects::AllowAll),
+    )
+    .await
+    .expect_err("the data dir is locked");
+    assert!(error.to_string().contains("in use by another process"), "{error}");
 }
