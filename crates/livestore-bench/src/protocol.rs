@@ -25,9 +25,10 @@ pub fn sync_url(base: &str, store_id: &str) -> String {
 /// Opens a connection with small buffers, so thousands of idle connections stay cheap on the client side too.
 pub async fn connect(base: &str, store_id: &str) -> anyhow::Result<(Sender, Receiver)> {
     let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(4096);
-    let (socket, _) = tokio_tungstenite::connect_async_with_config(sync_url(base, store_id), Some(config), true)
-        .await
-        .with_context(|| format!("cannot connect to {base} for store {store_id}"))?;
+    let (socket, _) =
+        tokio_tungstenite::connect_async_with_config(sync_url(base, store_id), Some(config), true)
+            .await
+            .with_context(|| format!("cannot connect to {base} for store {store_id}"))?;
     Ok(socket.split())
 }
 
@@ -43,7 +44,12 @@ pub fn events(first: u64, count: u64, args_bytes: usize) -> Vec<Value> {
 }
 
 /// A `SyncWsRpc.Push` request frame.
-pub fn push_frame(request_id: u64, store_id: &str, batch: &[Value], backend_id: Option<&str>) -> String {
+pub fn push_frame(
+    request_id: u64,
+    store_id: &str,
+    batch: &[Value],
+    backend_id: Option<&str>,
+) -> String {
     let backend = match backend_id {
         Some(id) => json!({"_tag": "Some", "value": id}),
         None => json!({"_tag": "None"}),
@@ -106,7 +112,8 @@ fn parse_frame(text: &str) -> anyhow::Result<ServerFrame> {
             let mut no_more = false;
             for page in value["values"].as_array().context("Chunk without values")? {
                 for item in page["batch"].as_array().context("page without batch")? {
-                    last_seq_num = item["eventEncoded"]["seqNum"].as_u64().context("event without seqNum")?;
+                    last_seq_num =
+                        item["eventEncoded"]["seqNum"].as_u64().context("event without seqNum")?;
                     event_count += 1;
                 }
                 no_more = page["pageInfo"]["_tag"] == "NoMore";
@@ -136,9 +143,10 @@ fn scan_chunk(text: &str) -> Option<ServerFrame> {
         last_seq_num = digits.parse().ok()?;
         event_count += 1;
     }
-    let no_more = text.rfind(r#""pageInfo":{"_tag":"NoMore"}"#).is_some() && text.rfind(r#""MoreKnown""#).is_none_or(|more| {
-        more < text.rfind(r#""NoMore""#).unwrap_or(0)
-    });
+    let no_more = text.rfind(r#""pageInfo":{"_tag":"NoMore"}"#).is_some()
+        && text
+            .rfind(r#""MoreKnown""#)
+            .is_none_or(|more| more < text.rfind(r#""NoMore""#).unwrap_or(0));
     Some(ServerFrame::Chunk { request_id, last_seq_num, event_count, no_more })
 }
 
@@ -151,13 +159,19 @@ pub async fn send(sender: &mut Sender, frame: String) -> anyhow::Result<()> {
 /// Request id of [`drain_pull`]; decimal, since the reference server parses ids as BigInt.
 const DRAIN_REQUEST_ID: &str = "999999999";
 
-pub async fn drain_pull(sender: &mut Sender, receiver: &mut Receiver, store_id: &str) -> anyhow::Result<(usize, u64)> {
+pub async fn drain_pull(
+    sender: &mut Sender,
+    receiver: &mut Receiver,
+    store_id: &str,
+) -> anyhow::Result<(usize, u64)> {
     send(sender, pull_frame(DRAIN_REQUEST_ID, store_id, false)).await?;
     let mut total = 0;
     let mut last = 0;
     loop {
         match next_frame(receiver).await?.context("connection closed during pull")? {
-            ServerFrame::Chunk { request_id, last_seq_num, event_count, no_more } if request_id == DRAIN_REQUEST_ID => {
+            ServerFrame::Chunk { request_id, last_seq_num, event_count, no_more }
+                if request_id == DRAIN_REQUEST_ID =>
+            {
                 total += event_count;
                 last = last.max(last_seq_num);
                 send(sender, ack_frame(DRAIN_REQUEST_ID)).await?;
@@ -165,7 +179,11 @@ pub async fn drain_pull(sender: &mut Sender, receiver: &mut Receiver, store_id: 
                     return Ok((total, last));
                 }
             }
-            ServerFrame::Exit { request_id, error: Some(error) } if request_id == DRAIN_REQUEST_ID => bail!("pull failed: {error}"),
+            ServerFrame::Exit { request_id, error: Some(error) }
+                if request_id == DRAIN_REQUEST_ID =>
+            {
+                bail!("pull failed: {error}")
+            }
             _ => {}
         }
     }

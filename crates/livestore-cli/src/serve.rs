@@ -31,7 +31,10 @@ pub(crate) struct ServeArgs {
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = resolve(args)?;
     raise_open_file_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start tokio")?;
     runtime.block_on(async move {
         let server = Server::bind(config).await?;
         server.run_until(shutdown_signal()).await?;
@@ -46,7 +49,10 @@ fn resolve(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     };
     if let Ok(tokens) = std::env::var("LIVESTORE_AUTH_TOKENS") {
         let tokens = tokens.split(',').map(str::trim).filter(|token| !token.is_empty());
-        config.auth.tokens.extend(tokens.map(|token| TokenEntry::AllStores(Secret(token.to_owned()))));
+        config
+            .auth
+            .tokens
+            .extend(tokens.map(|token| TokenEntry::AllStores(Secret(token.to_owned()))));
     }
     if let Ok(secret) = std::env::var("LIVESTORE_JWT_SECRET") {
         config.auth.jwt_secret = Some(Secret(secret));
@@ -73,8 +79,9 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler works on Unix");
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler works on Unix");
         tokio::select! {
             _ = interrupt => {},
             _ = terminate.recv() => {},

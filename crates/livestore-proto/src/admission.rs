@@ -65,7 +65,10 @@ pub fn admit(head: u64, backend_id: &str, push: &PushArgs) -> Admission {
     if let Some(received) = push.backend_id.as_option()
         && received != backend_id
     {
-        return Admission::BackendIdMismatch { expected: backend_id.to_owned(), received: received.clone() };
+        return Admission::BackendIdMismatch {
+            expected: backend_id.to_owned(),
+            received: received.clone(),
+        };
     }
     if first.parent_seq_num.0 != head {
         return Admission::ServerAhead { head, provided_parent: first.parent_seq_num.0 };
@@ -111,7 +114,10 @@ mod tests {
             admit(5, "b", &push(vec![event(3, 2)], Some("other"))),
             Admission::BackendIdMismatch { expected: "b".into(), received: "other".into() }
         );
-        assert_eq!(admit(5, "b", &push(vec![event(3, 2)], None)), Admission::ServerAhead { head: 5, provided_parent: 2 });
+        assert_eq!(
+            admit(5, "b", &push(vec![event(3, 2)], None)),
+            Admission::ServerAhead { head: 5, provided_parent: 2 }
+        );
         assert_eq!(admit(5, "b", &push(vec![event(6, 5)], Some("b"))), Admission::Accept);
     }
 

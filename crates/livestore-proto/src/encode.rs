@@ -44,7 +44,10 @@ pub fn exit_success_value(request_id: &str, value_json: &str) -> String {
 
 /// `Exit` success without a value, the end of a finished (non-live) stream.
 pub fn exit_stream_done(request_id: &str) -> String {
-    format!(r#"{{"_tag":"Exit","requestId":{},"exit":{{"_tag":"Success"}}}}"#, json_string(request_id))
+    format!(
+        r#"{{"_tag":"Exit","requestId":{},"exit":{{"_tag":"Success"}}}}"#,
+        json_string(request_id)
+    )
 }
 
 /// `Exit` failure with a typed error (`Cause.Fail`), e.g. [`server_ahead_error`].
@@ -74,7 +77,9 @@ pub fn exit_interrupted(request_id: &str) -> String {
 
 /// `ServerAheadError`: the push's parent is not the head. sync-cf fills in `head` and `batch[0].parentSeqNum`.
 pub fn server_ahead_error(minimum_expected: u64, provided: u64) -> String {
-    format!(r#"{{"_tag":"ServerAheadError","minimumExpectedNum":{minimum_expected},"providedNum":{provided}}}"#)
+    format!(
+        r#"{{"_tag":"ServerAheadError","minimumExpectedNum":{minimum_expected},"providedNum":{provided}}}"#
+    )
 }
 
 /// `BackendIdMismatchError`: the client's `backendId` is not this log's.
@@ -88,7 +93,10 @@ pub fn backend_id_mismatch_error(expected: &str, received: &str) -> String {
 
 /// `UnknownError` with an `Error`-shaped cause; clients retry pushes that fail this way.
 pub fn unknown_error(message: &str) -> String {
-    format!(r#"{{"_tag":"UnknownError","cause":{{"name":"Error","message":{}}}}}"#, json_string(message))
+    format!(
+        r#"{{"_tag":"UnknownError","cause":{{"name":"Error","message":{}}}}}"#,
+        json_string(message)
+    )
 }
 
 #[cfg(test)]
@@ -108,9 +116,13 @@ mod tests {
             exit_interrupted("1"),
         ];
         for frame in frames {
-            serde_json::from_str::<serde_json::Value>(&frame).unwrap_or_else(|error| panic!("{frame}: {error}"));
+            serde_json::from_str::<serde_json::Value>(&frame)
+                .unwrap_or_else(|error| panic!("{frame}: {error}"));
         }
-        assert_eq!(exit_success_value("1", "{}"), r#"{"_tag":"Exit","requestId":"1","exit":{"_tag":"Success","value":{}}}"#);
+        assert_eq!(
+            exit_success_value("1", "{}"),
+            r#"{"_tag":"Exit","requestId":"1","exit":{"_tag":"Success","value":{}}}"#
+        );
         assert_eq!(
             exit_fail("5", &server_ahead_error(3, 0)),
             r#"{"_tag":"Exit","requestId":"5","exit":{"_tag":"Failure","cause":{"_tag":"Fail","error":{"_tag":"ServerAheadError","minimumExpectedNum":3,"providedNum":0}}}}"#

@@ -43,7 +43,11 @@ pub struct EncodedEvent {
     /// The event type, e.g. `v1.TodoCreated`.
     pub name: String,
     /// The encoded arguments, verbatim. `None` when the client omitted the key; JSON `null` stays `null`.
-    #[serde(default, deserialize_with = "present_raw_value", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_raw_value",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub args: Option<Box<RawValue>>,
     /// This event's global sequence number.
     pub seq_num: SeqNum,
@@ -58,7 +62,8 @@ pub struct EncodedEvent {
 impl EncodedEvent {
     /// The compact JSON text stored in the log and echoed to clients.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("an EncodedEvent always serializes: all fields are plain JSON")
+        serde_json::to_string(self)
+            .expect("an EncodedEvent always serializes: all fields are plain JSON")
     }
 }
 
@@ -74,7 +79,9 @@ impl PartialEq for EncodedEvent {
 }
 
 /// Deserializes a present value (including `null`) into `Some`, so that `null` and "missing" stay distinct.
-fn present_raw_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Box<RawValue>>, D::Error> {
+fn present_raw_value<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Box<RawValue>>, D::Error> {
     Box::<RawValue>::deserialize(deserializer).map(Some)
 }
 
@@ -88,10 +95,18 @@ mod tests {
             r#"{"name":"a","args":null,"seqNum":1,"parentSeqNum":0,"clientId":"c","sessionId":"s"}"#,
         )
         .unwrap();
-        assert_eq!(with_null.to_json(), r#"{"name":"a","args":null,"seqNum":1,"parentSeqNum":0,"clientId":"c","sessionId":"s"}"#);
-        let missing: EncodedEvent =
-            serde_json::from_str(r#"{"name":"a","seqNum":1,"parentSeqNum":0,"clientId":"c","sessionId":"s"}"#).unwrap();
-        assert_eq!(missing.to_json(), r#"{"name":"a","seqNum":1,"parentSeqNum":0,"clientId":"c","sessionId":"s"}"#);
+        assert_eq!(
+            with_null.to_json(),
+            r#"{"name":"a","args":null,"seqNum":1,"parentSeqNum":0,"clientId":"c","sessionId":"s"}"#
+        );
+        let missing: EncodedEvent = serde_json::from_str(
+            r#"{"name":"a","seqNum":1,"parentSeqNum":0,"clientId":"c","sessionId":"s"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            missing.to_json(),
+            r#"{"name":"a","seqNum":1,"parentSeqNum":0,"clientId":"c","sessionId":"s"}"#
+        );
     }
 
     #[test]
@@ -106,7 +121,9 @@ mod tests {
     #[test]
     fn sequence_numbers_must_be_safe_non_negative_integers() {
         for bad in ["1.5", "\"1\"", "-1", "9007199254740992", "null"] {
-            let text = format!(r#"{{"name":"a","seqNum":{bad},"parentSeqNum":0,"clientId":"c","sessionId":"s"}}"#);
+            let text = format!(
+                r#"{{"name":"a","seqNum":{bad},"parentSeqNum":0,"clientId":"c","sessionId":"s"}}"#
+            );
             assert!(serde_json::from_str::<EncodedEvent>(&text).is_err(), "{bad} must be rejected");
         }
     }

@@ -75,22 +75,27 @@ pub fn decode_client_message(frame: &str) -> Result<ClientMessage, ProtoError> {
     let envelope: Envelope<'_> = serde_json::from_str(frame).map_err(ProtoError::MalformedFrame)?;
     match envelope.kind.as_ref() {
         "Request" => {
-            let id = envelope.id.ok_or(ProtoError::MissingField { message: "Request", field: "id" })?;
+            let id =
+                envelope.id.ok_or(ProtoError::MissingField { message: "Request", field: "id" })?;
             let call = match (envelope.tag, envelope.payload) {
                 (None, _) => Err(ProtoError::MissingField { message: "Request", field: "tag" }),
-                (Some(_), None) => Err(ProtoError::MissingField { message: "Request", field: "payload" }),
+                (Some(_), None) => {
+                    Err(ProtoError::MissingField { message: "Request", field: "payload" })
+                }
                 (Some(tag), Some(payload)) => decode_rpc_call(&tag, payload),
             };
             Ok(ClientMessage::Request { id: RequestId(id), call })
         }
         "Ack" => {
-            let request_id =
-                envelope.request_id.ok_or(ProtoError::MissingField { message: "Ack", field: "requestId" })?;
+            let request_id = envelope
+                .request_id
+                .ok_or(ProtoError::MissingField { message: "Ack", field: "requestId" })?;
             Ok(ClientMessage::Ack { request_id: RequestId(request_id) })
         }
         "Interrupt" => {
-            let request_id =
-                envelope.request_id.ok_or(ProtoError::MissingField { message: "Interrupt", field: "requestId" })?;
+            let request_id = envelope
+                .request_id
+                .ok_or(ProtoError::MissingField { message: "Interrupt", field: "requestId" })?;
             Ok(ClientMessage::Interrupt { request_id: RequestId(request_id) })
         }
         "Ping" => Ok(ClientMessage::Ping),
@@ -105,13 +110,18 @@ mod tests {
 
     #[test]
     fn observed_frames_decode() {
-        assert!(matches!(decode_client_message(r#"{"_tag":"Ping"}"#).unwrap(), ClientMessage::Ping));
+        assert!(matches!(
+            decode_client_message(r#"{"_tag":"Ping"}"#).unwrap(),
+            ClientMessage::Ping
+        ));
         assert!(matches!(
             decode_client_message(r#"{"_tag":"Ack","requestId":"0"}"#).unwrap(),
             ClientMessage::Ack { .. }
         ));
         let pull = r#"{"_tag":"Request","id":"0","tag":"SyncWsRpc.Pull","traceId":"t","payload":{"storeId":"store-1","payload":{"authToken":"secret A&B=c"},"live":true,"cursor":{"_tag":"None"}},"spanId":"s","sampled":false,"headers":[]}"#;
-        let ClientMessage::Request { id, call } = decode_client_message(pull).unwrap() else { panic!() };
+        let ClientMessage::Request { id, call } = decode_client_message(pull).unwrap() else {
+            panic!()
+        };
         assert_eq!(id.as_str(), "0");
         let call = call.unwrap();
         assert_eq!(call.tag(), "SyncWsRpc.Pull");
@@ -120,7 +130,16 @@ mod tests {
 
     #[test]
     fn bad_frames_are_errors_not_panics() {
-        for frame in ["", "[]", "{", "null", r#"{"_tag":1}"#, r#"{"_tag":"Nope"}"#, r#"{"_tag":"Request"}"#, r#"{"_tag":"Ack"}"#] {
+        for frame in [
+            "",
+            "[]",
+            "{",
+            "null",
+            r#"{"_tag":1}"#,
+            r#"{"_tag":"Nope"}"#,
+            r#"{"_tag":"Request"}"#,
+            r#"{"_tag":"Ack"}"#,
+        ] {
             assert!(decode_client_message(frame).is_err(), "{frame}");
         }
     }
@@ -128,7 +147,9 @@ mod tests {
     #[test]
     fn bad_payloads_are_per_request_errors() {
         let frame = r#"{"_tag":"Request","id":"3","tag":"SyncWsRpc.Nope","payload":{}}"#;
-        let ClientMessage::Request { id, call } = decode_client_message(frame).unwrap() else { panic!() };
+        let ClientMessage::Request { id, call } = decode_client_message(frame).unwrap() else {
+            panic!()
+        };
         assert_eq!(id.as_str(), "3");
         assert!(call.is_err());
     }

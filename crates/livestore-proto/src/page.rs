@@ -67,7 +67,8 @@ impl PageBuilder {
         let item_len = event.encoded_json.len() + event.created_at.len() + 110;
         let full = self.item_count > 0
             && (self.item_count >= MAX_EVENTS_PER_PAGE
-                || self.items.len() + item_len + self.backend_id_json.len() + PAGE_OVERHEAD_BYTES > MAX_PAGE_BYTES);
+                || self.items.len() + item_len + self.backend_id_json.len() + PAGE_OVERHEAD_BYTES
+                    > MAX_PAGE_BYTES);
         let finished = if full { Some(self.take_page()) } else { None };
         if self.item_count > 0 {
             self.items.push(',');
@@ -76,7 +77,9 @@ impl PageBuilder {
         }
         self.items.push_str(r#"{"eventEncoded":"#);
         self.items.push_str(event.encoded_json);
-        self.items.push_str(r#","metadata":{"_tag":"Some","value":{"_tag":"SyncMessage.SyncMetadata","createdAt":"#);
+        self.items.push_str(
+            r#","metadata":{"_tag":"Some","value":{"_tag":"SyncMessage.SyncMetadata","createdAt":"#,
+        );
         self.items.push_str(&serde_json::to_string(event.created_at).expect("a &str serializes"));
         self.items.push_str("}}}");
         self.item_count += 1;
@@ -97,9 +100,16 @@ impl PageBuilder {
             format!(r#"{{"_tag":"MoreKnown","remaining":{remaining}}}"#)
         };
         let items = std::mem::take(&mut self.items);
-        let json = format!(r#"{{"batch":[{items}],"pageInfo":{page_info},"backendId":{}}}"#, self.backend_id_json);
-        let page =
-            Page { json, first_seq_num: self.first_seq_num, last_seq_num: self.last_seq_num, event_count: self.item_count };
+        let json = format!(
+            r#"{{"batch":[{items}],"pageInfo":{page_info},"backendId":{}}}"#,
+            self.backend_id_json
+        );
+        let page = Page {
+            json,
+            first_seq_num: self.first_seq_num,
+            last_seq_num: self.last_seq_num,
+            event_count: self.item_count,
+        };
         self.item_count = 0;
         self.first_seq_num = 0;
         self.last_seq_num = 0;
@@ -121,7 +131,10 @@ pub fn empty_page(backend_id: &str) -> Page {
 }
 
 /// Pages for a complete run of events ending at its last event (used for live fan-out of one accepted batch).
-pub fn paginate<'a>(backend_id: &str, events: impl IntoIterator<Item = StoredEventRef<'a>>) -> Vec<Page> {
+pub fn paginate<'a>(
+    backend_id: &str,
+    events: impl IntoIterator<Item = StoredEventRef<'a>>,
+) -> Vec<Page> {
     let events: Vec<StoredEventRef<'a>> = events.into_iter().collect();
     let Some(last) = events.last() else { return vec![empty_page(backend_id)] };
     let mut builder = PageBuilder::new(backend_id, last.seq_num);
@@ -144,7 +157,14 @@ mod tests {
     }
 
     fn refs(events: &[(u64, String)]) -> Vec<StoredEventRef<'_>> {
-        events.iter().map(|(seq, json)| StoredEventRef { seq_num: *seq, encoded_json: json, created_at: "2026-01-01T00:00:00.000Z" }).collect()
+        events
+            .iter()
+            .map(|(seq, json)| StoredEventRef {
+                seq_num: *seq,
+                encoded_json: json,
+                created_at: "2026-01-01T00:00:00.000Z",
+            })
+            .collect()
     }
 
     #[test]

@@ -157,12 +157,17 @@ pub fn decode_rpc_call(tag: &str, payload: &RawValue) -> Result<RpcCall, ProtoEr
     Ok(call)
 }
 
-fn decode_payload<T: DeserializeOwned>(tag: &'static str, payload: &RawValue) -> Result<T, ProtoError> {
+fn decode_payload<T: DeserializeOwned>(
+    tag: &'static str,
+    payload: &RawValue,
+) -> Result<T, ProtoError> {
     let mut deserializer = serde_json::Deserializer::from_str(payload.get());
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| ProtoError::InvalidPayload {
-        tag,
-        path: error.path().to_string(),
-        source: error.into_inner(),
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        ProtoError::InvalidPayload {
+            tag,
+            path: error.path().to_string(),
+            source: error.into_inner(),
+        }
     })
 }
 
@@ -198,9 +203,19 @@ mod tests {
 
     #[test]
     fn null_option_and_bad_store_id_are_rejected() {
-        assert!(decode_rpc_call("SyncWsRpc.Pull", &raw(r#"{"storeId":"s","live":true,"cursor":null}"#)).is_err());
-        let error = decode_rpc_call("SyncWsRpc.Pull", &raw(r#"{"storeId":"a/b","cursor":{"_tag":"None"}}"#)).unwrap_err();
+        assert!(
+            decode_rpc_call("SyncWsRpc.Pull", &raw(r#"{"storeId":"s","live":true,"cursor":null}"#))
+                .is_err()
+        );
+        let error = decode_rpc_call(
+            "SyncWsRpc.Pull",
+            &raw(r#"{"storeId":"a/b","cursor":{"_tag":"None"}}"#),
+        )
+        .unwrap_err();
         assert!(matches!(error, ProtoError::InvalidStoreId(_)));
-        assert!(matches!(decode_rpc_call("Nope", &raw("{}")).unwrap_err(), ProtoError::UnknownRpcTag(_)));
+        assert!(matches!(
+            decode_rpc_call("Nope", &raw("{}")).unwrap_err(),
+            ProtoError::UnknownRpcTag(_)
+        ));
     }
 }

@@ -32,16 +32,23 @@ impl Transport {
 pub fn validate_store_id(store_id: &str) -> Result<(), ProtoError> {
     let valid = !store_id.is_empty()
         && store_id.len() <= MAX_STORE_ID_BYTES
-        && store_id.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
-    if valid { Ok(()) } else { Err(ProtoError::InvalidStoreId(store_id.chars().take(64).collect())) }
+        && store_id
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(ProtoError::InvalidStoreId(store_id.chars().take(64).collect()))
+    }
 }
 
 /// Decodes the `payload` parameter after the usual query decoding: one more `decodeURIComponent`, then JSON.
 pub fn decode_url_payload(query_value: &str) -> Result<Box<RawValue>, ProtoError> {
-    let json = percent_decode_str(query_value)
-        .decode_utf8()
-        .map_err(|_| ProtoError::InvalidUrlPayload("not UTF-8 after percent-decoding".to_owned()))?;
-    serde_json::from_str::<Box<RawValue>>(&json).map_err(|error| ProtoError::InvalidUrlPayload(error.to_string()))
+    let json = percent_decode_str(query_value).decode_utf8().map_err(|_| {
+        ProtoError::InvalidUrlPayload("not UTF-8 after percent-decoding".to_owned())
+    })?;
+    serde_json::from_str::<Box<RawValue>>(&json)
+        .map_err(|error| ProtoError::InvalidUrlPayload(error.to_string()))
 }
 
 #[cfg(test)]

@@ -47,7 +47,14 @@ const INFO_TEXT: &str = "Info: Sync backend endpoint for @livestore/sync-cf (liv
 pub(crate) fn app(state: AppState) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::HEAD, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::HEAD,
+            Method::OPTIONS,
+        ])
         .allow_headers(Any)
         .expose_headers([header::ETAG]);
     Router::new()
@@ -60,7 +67,10 @@ pub(crate) fn app(state: AppState) -> Router {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
         state.metrics.render(),
     )
         .into_response()
@@ -89,12 +99,17 @@ async fn sync_endpoint(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     body: Body,
 ) -> Response {
-    let Ok(Query(query)) = query else { return plain(StatusCode::BAD_REQUEST, "malformed query string") };
+    let Ok(Query(query)) = query else {
+        return plain(StatusCode::BAD_REQUEST, "malformed query string");
+    };
     let (Some(store_id), Some(transport)) = (query.get("storeId"), query.get("transport")) else {
         return if method == Method::GET && uri.path() == "/" {
             plain(StatusCode::OK, INFO_TEXT)
         } else {
-            plain(StatusCode::BAD_REQUEST, "Invalid path: the sync endpoint needs ?storeId=...&transport=ws|http")
+            plain(
+                StatusCode::BAD_REQUEST,
+                "Invalid path: the sync endpoint needs ?storeId=...&transport=ws|http",
+            )
         };
     };
     if let Err(error) = validate_store_id(store_id) {
@@ -104,20 +119,26 @@ async fn sync_endpoint(
         Ok(transport) => transport,
         Err(error) => return plain(StatusCode::BAD_REQUEST, error.to_string()),
     };
-    let url_payload: Option<Box<RawValue>> = match query.get("payload").map(|value| decode_url_payload(value)) {
-        None => None,
-        Some(Ok(payload)) => Some(payload),
-        Some(Err(error)) => return plain(StatusCode::BAD_REQUEST, error.to_string()),
-    };
+    let url_payload: Option<Box<RawValue>> =
+        match query.get("payload").map(|value| decode_url_payload(value)) {
+            None => None,
+            Some(Ok(payload)) => Some(payload),
+            Some(Err(error)) => return plain(StatusCode::BAD_REQUEST, error.to_string()),
+        };
     let bearer = bearer_token(&headers).map(str::to_owned);
     match transport {
         Transport::WebSocket => {
-            if let Err(rejection) = state.auth.authorize(store_id, url_payload.as_deref(), bearer.as_deref()) {
+            if let Err(rejection) =
+                state.auth.authorize(store_id, url_payload.as_deref(), bearer.as_deref())
+            {
                 tracing::info!(store_id, status = rejection.status, "refused WebSocket connection");
                 return rejection_response(&rejection);
             }
             let Ok(upgrade) = upgrade else {
-                return plain(StatusCode::UPGRADE_REQUIRED, "transport=ws needs a WebSocket upgrade request");
+                return plain(
+                    StatusCode::UPGRADE_REQUIRED,
+                    "transport=ws needs a WebSocket upgrade request",
+                );
             };
             let max_message_bytes = state.limits.max_message_bytes;
             let store_id = store_id.clone();
@@ -129,7 +150,12 @@ async fn sync_endpoint(
                 .write_buffer_size(16 * 1024)
                 .on_upgrade(move |socket| {
                     let sessions = state.sessions.clone();
-                    sessions.track_future(crate::ws::serve_socket(state, socket, store_id, url_payload))
+                    sessions.track_future(crate::ws::serve_socket(
+                        state,
+                        socket,
+                        store_id,
+                        url_payload,
+                    ))
                 })
         }
         Transport::Http => {

@@ -40,14 +40,18 @@ pub struct Authenticator {
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("Authenticator").field("config", &self.config).finish_non_exhaustive()
+        formatter
+            .debug_struct("Authenticator")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
 impl Authenticator {
     /// Builds an authenticator; with neither tokens nor a secret, every request is allowed.
     pub fn new(config: AuthConfig) -> Self {
-        let jwt_key = config.jwt_secret.as_ref().map(|secret| DecodingKey::from_secret(secret.0.as_bytes()));
+        let jwt_key =
+            config.jwt_secret.as_ref().map(|secret| DecodingKey::from_secret(secret.0.as_bytes()));
         let mut jwt_validation = Validation::new(Algorithm::HS256);
         jwt_validation.required_spec_claims = HashSet::from(["exp".to_owned()]);
         jwt_validation.leeway = 5;
@@ -87,38 +91,54 @@ impl Authenticator {
         if !self.is_enabled() {
             return Ok(());
         }
-        if let Some(entry) = self.config.tokens.iter().find(|entry| constant_time_eq(entry.token(), token)) {
+        if let Some(entry) =
+            self.config.tokens.iter().find(|entry| constant_time_eq(entry.token(), token))
+        {
             return if entry.allows_store(store_id) {
                 Ok(())
             } else {
                 Err(AuthRejection::forbidden(format!("token is not valid for store {store_id:?}")))
             };
         }
-        let Some(key) = &self.jwt_key else { return Err(AuthRejection::unauthorized("invalid token")) };
+        let Some(key) = &self.jwt_key else {
+            return Err(AuthRejection::unauthorized("invalid token"));
+        };
         if token.matches('.').count() != 2 {
             return Err(AuthRejection::unauthorized("invalid token"));
         }
-        let claims = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, key, &self.jwt_validation)
-            .map_err(|error| {
-                use jsonwebtoken::errors::ErrorKind;
-                match error.kind() {
-                    ErrorKind::ExpiredSignature => AuthRejection::unauthorized("token expired"),
-                    ErrorKind::InvalidSignature => AuthRejection::unauthorized("invalid token signature"),
-                    ErrorKind::MissingRequiredClaim(claim) => {
-                        AuthRejection::unauthorized(format!("token lacks the {claim:?} claim"))
-                    }
-                    ErrorKind::InvalidAlgorithm => AuthRejection::unauthorized("token must be signed with HS256"),
-                    _ => AuthRejection::unauthorized("malformed token"),
+        let claims = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            key,
+            &self.jwt_validation,
+        )
+        .map_err(|error| {
+            use jsonwebtoken::errors::ErrorKind;
+            match error.kind() {
+                ErrorKind::ExpiredSignature => AuthRejection::unauthorized("token expired"),
+                ErrorKind::InvalidSignature => {
+                    AuthRejection::unauthorized("invalid token signature")
                 }
-            })?
-            .claims;
+                ErrorKind::MissingRequiredClaim(claim) => {
+                    AuthRejection::unauthorized(format!("token lacks the {claim:?} claim"))
+                }
+                ErrorKind::InvalidAlgorithm => {
+                    AuthRejection::unauthorized("token must be signed with HS256")
+                }
+                _ => AuthRejection::unauthorized("malformed token"),
+            }
+        })?
+        .claims;
         let claim_name = &self.config.jwt_stores_claim;
         let allowed = match claims.get(claim_name) {
             Some(serde_json::Value::String(store)) => store == "*" || store == store_id,
-            Some(serde_json::Value::Array(stores)) => {
-                stores.iter().any(|store| store.as_str().is_some_and(|store| store == "*" || store == store_id))
+            Some(serde_json::Value::Array(stores)) => stores
+                .iter()
+                .any(|store| store.as_str().is_some_and(|store| store == "*" || store == store_id)),
+            _ => {
+                return Err(AuthRejection::forbidden(format!(
+                    "token has no {claim_name:?} claim listing store ids"
+                )));
             }
-            _ => return Err(AuthRejection::forbidden(format!("token has no {claim_name:?} claim listing store ids"))),
         };
         if allowed {
             Ok(())
@@ -138,7 +158,9 @@ fn token_from_payload(payload: &RawValue) -> Result<Option<String>, AuthRejectio
     match serde_json::from_str::<WithToken>(payload.get()) {
         Ok(WithToken { auth_token: None }) => Ok(None),
         Ok(WithToken { auth_token: Some(serde_json::Value::String(token)) }) => Ok(Some(token)),
-        Ok(WithToken { auth_token: Some(_) }) => Err(AuthRejection::unauthorized("authToken must be a string")),
+        Ok(WithToken { auth_token: Some(_) }) => {
+            Err(AuthRejection::unauthorized("authToken must be a string"))
+        }
         // A payload that is not an object (e.g. a bare string) carries no token of ours.
         Err(_) => Ok(None),
     }
@@ -174,9 +196,13 @@ mod tests {
         })
     }
 
-    fn jwt(claims: serde_json::Value, secret: &str) -> String {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
-            .unwrap()
+    fn jwt(claims: &serde_json::Value, secret: &str) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
     }
 
     fn payload(token: &str) -> Box<RawValue> {
@@ -200,24 +226,28 @@ mod tests {
     #[test]
     fn jwts() {
         let auth = authenticator();
-        let good = jwt(serde_json::json!({ "exp": now() + 60, "storeIds": ["a", "b"] }), SECRET);
+        let good = jwt(&serde_json::json!({ "exp": now() + 60, "storeIds": ["a", "b"] }), SECRET);
         assert!(auth.authorize("b", Some(&payload(&good)), None).is_ok());
         assert_eq!(auth.authorize("c", Some(&payload(&good)), None).unwrap_err().status, 403);
-        let expired = jwt(serde_json::json!({ "exp": now() - 600, "storeIds": "*" }), SECRET);
+        let expired = jwt(&serde_json::json!({ "exp": now() - 600, "storeIds": "*" }), SECRET);
         let rejection = auth.authorize("a", Some(&payload(&expired)), None).unwrap_err();
         assert_eq!((rejection.status, rejection.message.as_str()), (401, "token expired"));
-        let forged = jwt(serde_json::json!({ "exp": now() + 60, "storeIds": "*" }), "another-secret-123456");
+        let forged = jwt(
+            &serde_json::json!({ "exp": now() + 60, "storeIds": "*" }),
+            "another-secret-123456",
+        );
         assert_eq!(auth.authorize("a", Some(&payload(&forged)), None).unwrap_err().status, 401);
-        let no_exp = jwt(serde_json::json!({ "storeIds": "*" }), SECRET);
+        let no_exp = jwt(&serde_json::json!({ "storeIds": "*" }), SECRET);
         assert_eq!(auth.authorize("a", Some(&payload(&no_exp)), None).unwrap_err().status, 401);
-        let no_claim = jwt(serde_json::json!({ "exp": now() + 60 }), SECRET);
+        let no_claim = jwt(&serde_json::json!({ "exp": now() + 60 }), SECRET);
         assert_eq!(auth.authorize("a", Some(&payload(&no_claim)), None).unwrap_err().status, 403);
     }
 
     #[test]
     fn rejections_never_echo_the_token() {
         let auth = authenticator();
-        let rejection = auth.authorize("a", Some(&payload("super-secret-guess")), None).unwrap_err();
+        let rejection =
+            auth.authorize("a", Some(&payload("super-secret-guess")), None).unwrap_err();
         assert!(!rejection.message.contains("super-secret-guess"));
     }
 }

@@ -46,7 +46,8 @@ impl ServerConfig {
     pub fn from_file(path: &Path) -> Result<Self, ServerError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ServerError::ConfigRead { path: path.to_owned(), source })?;
-        toml::from_str(&text).map_err(|source| ServerError::ConfigParse { path: path.to_owned(), source })
+        toml::from_str(&text)
+            .map_err(|source| ServerError::ConfigParse { path: path.to_owned(), source })
     }
 
     /// Checks the rules that span several fields.
@@ -66,13 +67,17 @@ impl ServerConfig {
         }
         for entry in &self.auth.tokens {
             if entry.token().is_empty() {
-                return Err(ServerError::InvalidConfig("auth.tokens contains an empty token".into()));
+                return Err(ServerError::InvalidConfig(
+                    "auth.tokens contains an empty token".into(),
+                ));
             }
         }
         if let Some(secret) = &self.auth.jwt_secret
             && secret.0.len() < 16
         {
-            return Err(ServerError::InvalidConfig("auth.jwt_secret must be at least 16 bytes".into()));
+            return Err(ServerError::InvalidConfig(
+                "auth.jwt_secret must be at least 16 bytes".into(),
+            ));
         }
         Ok(())
     }
@@ -130,7 +135,9 @@ impl TokenEntry {
     pub fn allows_store(&self, store_id: &str) -> bool {
         match self {
             TokenEntry::AllStores(_) => true,
-            TokenEntry::Scoped { stores, .. } => stores.iter().any(|store| store == "*" || store == store_id),
+            TokenEntry::Scoped { stores, .. } => {
+                stores.iter().any(|store| store == "*" || store == store_id)
+            }
         }
     }
 }
@@ -139,7 +146,9 @@ impl std::fmt::Debug for TokenEntry {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TokenEntry::AllStores(_) => formatter.write_str("TokenEntry(<redacted>, all stores)"),
-            TokenEntry::Scoped { stores, .. } => write!(formatter, "TokenEntry(<redacted>, stores: {stores:?})"),
+            TokenEntry::Scoped { stores, .. } => {
+                write!(formatter, "TokenEntry(<redacted>, stores: {stores:?})")
+            }
         }
     }
 }
@@ -188,14 +197,21 @@ mod tests {
         .unwrap();
         config.validate().unwrap();
         assert!(config.auth.tokens[0].allows_store("z"));
-        assert!(config.auth.tokens[1].allows_store("a") && !config.auth.tokens[1].allows_store("z"));
+        assert!(
+            config.auth.tokens[1].allows_store("a") && !config.auth.tokens[1].allows_store("z")
+        );
         let debug = format!("{config:?}");
-        assert!(!debug.contains("plain-token") && !debug.contains("scoped-token") && !debug.contains("0123456789"));
+        assert!(
+            !debug.contains("plain-token")
+                && !debug.contains("scoped-token")
+                && !debug.contains("0123456789")
+        );
     }
 
     #[test]
     fn refuses_public_bind_without_auth() {
-        let config = ServerConfig { addr: "0.0.0.0:8787".parse().unwrap(), ..ServerConfig::default() };
+        let config =
+            ServerConfig { addr: "0.0.0.0:8787".parse().unwrap(), ..ServerConfig::default() };
         let message = config.validate().unwrap_err().to_string();
         assert!(message.contains("without authentication"), "{message}");
     }

@@ -30,28 +30,28 @@ pub(crate) async fn handle(
     body: Body,
 ) -> Response {
     state.metrics.http_requests.inc();
-    let bytes = match axum::body::to_bytes(body, state.limits.max_message_bytes).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            let message = format!("request body exceeds {} bytes", state.limits.max_message_bytes);
-            return (StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
-        }
+    let Ok(bytes) = axum::body::to_bytes(body, state.limits.max_message_bytes).await else {
+        let message = format!("request body exceeds {} bytes", state.limits.max_message_bytes);
+        return (StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
     };
     let Ok(text) = std::str::from_utf8(&bytes) else {
         return (StatusCode::BAD_REQUEST, "request body is not UTF-8").into_response();
     };
     let (request_id, call) = match decode_client_message(text) {
         Ok(ClientMessage::Request { id, call }) => (id.as_str().to_owned(), call),
-        Ok(_) => return (StatusCode::BAD_REQUEST, "the HTTP transport expects one Request message").into_response(),
+        Ok(_) => {
+            return (StatusCode::BAD_REQUEST, "the HTTP transport expects one Request message")
+                .into_response();
+        }
         Err(error) => return (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
     };
     let call = match call {
         Ok(call) => call,
-        Err(error) => return json_array(vec![encode::exit_die(&request_id, &error.to_string())]),
+        Err(error) => return json_array(&[encode::exit_die(&request_id, &error.to_string())]),
     };
     if call.store_id() != store_id {
         let message = format!("storeId {:?} does not match the URL's storeId", call.store_id());
-        return json_array(vec![encode::exit_die(&request_id, &message)]);
+        return json_array(&[encode::exit_die(&request_id, &message)]);
     }
     let payload = url_payload.as_deref().or(call.sync_payload());
     if let Err(rejection) = state.auth.authorize(&store_id, payload, bearer.as_deref()) {
@@ -59,14 +59,16 @@ pub(crate) async fn handle(
         return rejection_response(&rejection);
     }
     match call {
-        RpcCall::HttpPing(_) => json_array(vec![encode::exit_success_value(&request_id, encode::HTTP_PONG_VALUE)]),
+        RpcCall::HttpPing(_) => {
+            json_array(&[encode::exit_success_value(&request_id, encode::HTTP_PONG_VALUE)])
+        }
         RpcCall::HttpPush(args) => {
             if let Err(error) = validate_batch(&args.batch) {
                 state.metrics.push_rejected(RejectReason::InvalidBatch);
-                return json_array(vec![encode::exit_die(&request_id, &error.to_string())]);
+                return json_array(&[encode::exit_die(&request_id, &error.to_string())]);
             }
             let result = state.storage.append(&store_id, args).await;
-            json_array(vec![crate::push::push_reply(&request_id, result, &state.metrics)])
+            json_array(&[crate::push::push_reply(&request_id, result, &state.metrics)])
         }
         RpcCall::HttpPull(args) => {
             let (out, frames) = mpsc::channel(8);
@@ -86,12 +88,12 @@ pub(crate) async fn handle(
         }
         other => {
             let message = format!("{} is only available over the WebSocket transport", other.tag());
-            json_array(vec![encode::exit_die(&request_id, &message)])
+            json_array(&[encode::exit_die(&request_id, &message)])
         }
     }
 }
 
-fn json_array(frames: Vec<String>) -> Response {
+fn json_array(frames: &[String]) -> Response {
     let body = format!("[{}]", frames.join(","));
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
@@ -113,7 +115,9 @@ fn streamed_json_array(frames: mpsc::Receiver<Outbound>) -> Response {
         };
         std::future::ready(part)
     });
-    let closing = futures_util::stream::once(async { Ok::<Bytes, Infallible>(Bytes::from_static(b"]")) });
+    let closing =
+        futures_util::stream::once(async { Ok::<Bytes, Infallible>(Bytes::from_static(b"]")) });
     // `run_pull` always sends at least one frame (a page or an Exit), so the array is opened before it is closed.
-    ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(parts.chain(closing))).into_response()
+    ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(parts.chain(closing)))
+        .into_response()
 }

@@ -47,7 +47,11 @@ impl Hubs {
             .or_insert_with(|| {
                 Arc::new(StoreHub {
                     backend_id: backend_id.clone(),
-                    state: Mutex::new(HubState { head, subscribers: HashMap::new(), next_subscriber_id: 0 }),
+                    state: Mutex::new(HubState {
+                        head,
+                        subscribers: HashMap::new(),
+                        next_subscriber_id: 0,
+                    }),
                 })
             })
             .clone()
@@ -131,10 +135,17 @@ impl StoreHub {
     }
 
     /// Ends the backlog phase: sends what was buffered after `sent_up_to`, then delivers live.
-    pub(crate) fn go_live(&self, subscription: &Subscription, sent_up_to: u64) -> Result<(), Lagging> {
+    pub(crate) fn go_live(
+        &self,
+        subscription: &Subscription,
+        sent_up_to: u64,
+    ) -> Result<(), Lagging> {
         let mut state = self.state.lock().expect("hub lock poisoned");
-        let Some(subscriber) = state.subscribers.get_mut(&subscription.id) else { return Err(Lagging) };
-        let Phase::Backlog(buffered) = std::mem::replace(&mut subscriber.phase, Phase::Live { last_sent: sent_up_to })
+        let Some(subscriber) = state.subscribers.get_mut(&subscription.id) else {
+            return Err(Lagging);
+        };
+        let Phase::Backlog(buffered) =
+            std::mem::replace(&mut subscriber.phase, Phase::Live { last_sent: sent_up_to })
         else {
             return Ok(());
         };
@@ -182,12 +193,14 @@ fn deliver(subscriber: &mut Subscriber, batch: &Arc<LiveBatch>) -> Result<(), La
     }
     if batch.first_seq_num != *last_sent + 1 {
         tracing::error!(
-            last_sent = *last_sent, first = batch.first_seq_num,
+            last_sent = *last_sent,
+            first = batch.first_seq_num,
             "live batch does not follow the last delivered event; closing so the client resumes"
         );
         return Err(Lagging);
     }
-    let frame = Outbound::Live { request_id: subscriber.target.request_id.clone(), batch: batch.clone() };
+    let frame =
+        Outbound::Live { request_id: subscriber.target.request_id.clone(), batch: batch.clone() };
     subscriber.target.out.try_send(frame).map_err(|_| Lagging)?;
     *last_sent = batch.last_seq_num;
     Ok(())
@@ -218,7 +231,10 @@ mod tests {
 
     fn target(capacity: usize) -> (SubscriberTarget, mpsc::Receiver<Outbound>) {
         let (out, receiver) = mpsc::channel(capacity);
-        (SubscriberTarget { request_id: Arc::from("1"), out, lagging: CancellationToken::new() }, receiver)
+        (
+            SubscriberTarget { request_id: Arc::from("1"), out, lagging: CancellationToken::new() },
+            receiver,
+        )
     }
 
     fn received_ranges(receiver: &mut mpsc::Receiver<Outbound>) -> Vec<(u64, u64)> {
@@ -238,7 +254,10 @@ mod tests {
         assert_eq!(subscription.head_at_subscribe, 3);
         hub.publish(5, Some(batch(4, 5)));
         hub.publish(6, Some(batch(6, 6)));
-        assert!(received_ranges(&mut receiver).is_empty(), "nothing live before the backlog is sent");
+        assert!(
+            received_ranges(&mut receiver).is_empty(),
+            "nothing live before the backlog is sent"
+        );
         // The backlog reader happened to see event 4 and 5 already (it read up to 5).
         hub.go_live(&subscription, 5).unwrap();
         hub.publish(7, Some(batch(7, 7)));

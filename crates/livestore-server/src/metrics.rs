@@ -39,17 +39,33 @@ impl Metrics {
     pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("livestore");
         let websocket_connections = Gauge::default();
-        registry.register("websocket_connections", "Open WebSocket sync connections", websocket_connections.clone());
+        registry.register(
+            "websocket_connections",
+            "Open WebSocket sync connections",
+            websocket_connections.clone(),
+        );
         let live_subscriptions = Gauge::default();
-        registry.register("live_subscriptions", "Live pull subscriptions", live_subscriptions.clone());
+        registry.register(
+            "live_subscriptions",
+            "Live pull subscriptions",
+            live_subscriptions.clone(),
+        );
         let stores_open = Gauge::default();
         registry.register("stores_open", "Stores opened by this process", stores_open.clone());
         let events_appended = Counter::default();
         registry.register("events_appended", "Events durably appended", events_appended.clone());
         let http_requests = Counter::default();
-        registry.register("http_sync_requests", "HTTP-transport sync requests", http_requests.clone());
+        registry.register(
+            "http_sync_requests",
+            "HTTP-transport sync requests",
+            http_requests.clone(),
+        );
         let pushes_rejected = Family::<RejectLabels, Counter>::default();
-        registry.register("pushes_rejected", "Pushes not appended, by reason", pushes_rejected.clone());
+        registry.register(
+            "pushes_rejected",
+            "Pushes not appended, by reason",
+            pushes_rejected.clone(),
+        );
         let pull_backlog_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register(
             "pull_backlog_seconds",

@@ -56,7 +56,10 @@ pub(crate) struct PullJob {
 pub(crate) async fn run_pull(job: PullJob) {
     let started = Instant::now();
     // A store whose hub exists was opened by the writer before; its hub holds the authoritative identity.
-    let known = job.hubs.get(&job.store_id).map(|hub| StoreLog { backend_id: hub.backend_id().clone(), head: hub.head() });
+    let known = job
+        .hubs
+        .get(&job.store_id)
+        .map(|hub| StoreLog { backend_id: hub.backend_id().clone(), head: hub.head() });
     let opened = match known {
         Some(log) => Ok(log),
         None => job.storage.open_store(&job.store_id).await,
@@ -84,7 +87,9 @@ pub(crate) async fn run_pull(job: PullJob) {
             lagging: job.lagging.clone(),
         })
     });
-    let target_head = subscription.as_ref().map_or_else(|| hub.head(), |subscription| subscription.head_at_subscribe);
+    let target_head = subscription
+        .as_ref()
+        .map_or_else(|| hub.head(), |subscription| subscription.head_at_subscribe);
     let cursor_seq_num = job.cursor.as_ref().map_or(0, |cursor| cursor.event_sequence_number.0);
 
     let sent_up_to = match send_backlog(&job, &log.backend_id, cursor_seq_num, target_head).await {
@@ -121,9 +126,16 @@ impl Drop for DecrementOnDrop {
 }
 
 /// Sends `(after, up_to]` as pages; returns the last sequence number sent, or `None` if the client is gone.
-async fn send_backlog(job: &PullJob, backend_id: &str, after: u64, up_to: u64) -> Result<Option<u64>, String> {
+async fn send_backlog(
+    job: &PullJob,
+    backend_id: &str,
+    after: u64,
+    up_to: u64,
+) -> Result<Option<u64>, String> {
     if after >= up_to {
-        return Ok(send_frame(job, encode::chunk(&job.request_id, &[empty_page(backend_id).json])).await.then_some(after));
+        return Ok(send_frame(job, encode::chunk(&job.request_id, &[empty_page(backend_id).json]))
+            .await
+            .then_some(after));
     }
     let mut builder = PageBuilder::new(backend_id, up_to);
     let mut read_after = after;
@@ -134,7 +146,10 @@ async fn send_backlog(job: &PullJob, backend_id: &str, after: u64, up_to: u64) -
             .await
             .map_err(|error| error.to_string())?;
         let Some(last) = events.last() else {
-            return Err(format!("the log of {} ends at {read_after}, before its head {up_to}", job.store_id));
+            return Err(format!(
+                "the log of {} ends at {read_after}, before its head {up_to}",
+                job.store_id
+            ));
         };
         read_after = last.seq_num;
         for event in &events {
@@ -165,7 +180,10 @@ async fn send_frame(job: &PullJob, frame: String) -> bool {
 /// Reports a failure: live pulls must not end with an `Exit`, so they close the socket instead.
 async fn fail(job: &PullJob, message: &str) {
     if job.live {
-        let _ = job.out.send(Outbound::Close { code: CLOSE_INTERNAL, reason: "storage error".into() }).await;
+        let _ = job
+            .out
+            .send(Outbound::Close { code: CLOSE_INTERNAL, reason: "storage error".into() })
+            .await;
     } else {
         let error = encode::unknown_error(message);
         let _ = job.out.send(Outbound::Text(encode::exit_fail(&job.request_id, &error))).await;

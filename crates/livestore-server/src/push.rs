@@ -7,7 +7,11 @@ use crate::metrics::{Metrics, RejectReason};
 use crate::storage::AppendOutcome;
 
 /// The `Exit` frame that answers push `request_id`.
-pub(crate) fn push_reply(request_id: &str, result: Result<AppendOutcome, ServerError>, metrics: &Metrics) -> String {
+pub(crate) fn push_reply(
+    request_id: &str,
+    result: Result<AppendOutcome, ServerError>,
+    metrics: &Metrics,
+) -> String {
     match result {
         Ok(AppendOutcome::Appended { .. } | AppendOutcome::Empty) => {
             encode::exit_success_value(request_id, encode::PUSH_ACK_VALUE)
@@ -23,7 +27,10 @@ pub(crate) fn push_reply(request_id: &str, result: Result<AppendOutcome, ServerE
         Err(error) => {
             metrics.push_rejected(RejectReason::StorageError);
             tracing::error!(%error, "push failed in storage; the client will retry");
-            encode::exit_fail(request_id, &encode::unknown_error(&format!("storage error: {error}")))
+            encode::exit_fail(
+                request_id,
+                &encode::unknown_error(&format!("storage error: {error}")),
+            )
         }
     }
 }

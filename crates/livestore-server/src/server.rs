@@ -43,11 +43,15 @@ impl Server {
         config.validate()?;
         let hubs = Arc::new(Hubs::default());
         let metrics = Arc::new(Metrics::new());
-        let storage: Arc<dyn EventStorage> = Arc::new(SqliteStorage::open(&config.data_dir, hubs.clone(), metrics.clone())?);
-        let listener =
-            TcpListener::bind(config.addr).await.map_err(|source| ServerError::Bind { addr: config.addr, source })?;
+        let storage: Arc<dyn EventStorage> =
+            Arc::new(SqliteStorage::open(&config.data_dir, hubs.clone(), metrics.clone())?);
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr: config.addr, source })?;
         if !config.auth.is_enabled() {
-            tracing::warn!("authentication is off: any local process can read and write every store");
+            tracing::warn!(
+                "authentication is off: any local process can read and write every store"
+            );
         }
         let state = AppState {
             storage,
@@ -67,7 +71,10 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then closes every socket with 1012 and flushes storage.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         let addr = self.local_addr();
         let state = self.state.0;
         let token = state.shutdown.clone();

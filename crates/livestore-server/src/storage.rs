@@ -67,7 +67,11 @@ pub trait EventStorage: Send + Sync + 'static {
 
     /// Submits a validated push. Submission happens before this returns, so the order of calls is the order of
     /// admission; callers may pipeline several pushes and await the replies later.
-    fn append(&self, store_id: &str, push: PushArgs) -> BoxFuture<'static, Result<AppendOutcome, ServerError>>;
+    fn append(
+        &self,
+        store_id: &str,
+        push: PushArgs,
+    ) -> BoxFuture<'static, Result<AppendOutcome, ServerError>>;
 
     /// Reads up to `limit` events with `after < seqNum <= up_to`, ascending.
     fn read_events(

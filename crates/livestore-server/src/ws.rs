@@ -40,7 +40,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 type PendingPush = (String, BoxFuture<'static, Result<AppendOutcome, ServerError>>);
 
 /// Serves an upgraded socket until either side closes it or the server shuts down.
-pub(crate) async fn serve_socket(state: AppState, socket: WebSocket, store_id: String, url_payload: Option<Box<RawValue>>) {
+pub(crate) async fn serve_socket(
+    state: AppState,
+    socket: WebSocket,
+    store_id: String,
+    url_payload: Option<Box<RawValue>>,
+) {
     let (sink, stream) = socket.split();
     state.metrics.websocket_connections.inc();
     tracing::debug!(store_id, "WebSocket connected");
@@ -49,8 +54,13 @@ pub(crate) async fn serve_socket(state: AppState, socket: WebSocket, store_id: S
     state.metrics.websocket_connections.dec();
 }
 
-async fn run_session<S, R>(state: &AppState, sink: S, mut stream: R, store_id: &str, url_payload: Option<Box<RawValue>>)
-where
+async fn run_session<S, R>(
+    state: &AppState,
+    sink: S,
+    mut stream: R,
+    store_id: &str,
+    url_payload: Option<Box<RawValue>>,
+) where
     S: Sink<Message, Error = axum::Error> + Unpin + Send + 'static,
     R: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
@@ -60,8 +70,15 @@ where
     let writer = tokio::spawn(write_loop(sink, out_receiver, writer_done.clone(), lagging.clone()));
     let (pushes, push_receiver) = mpsc::unbounded_channel::<PendingPush>();
     let replier = tokio::spawn(reply_loop(push_receiver, out.clone(), state.clone()));
-    let mut session =
-        Session { state, store_id, url_payload, out: out.clone(), lagging, pushes, pulls: HashMap::new() };
+    let mut session = Session {
+        state,
+        store_id,
+        url_payload,
+        out: out.clone(),
+        lagging,
+        pushes,
+        pulls: HashMap::new(),
+    };
 
     loop {
         let frame = tokio::select! {
@@ -89,7 +106,8 @@ where
                     || error.to_string().to_ascii_lowercase().contains("too long")
                     || error.to_string().to_ascii_lowercase().contains("capacity");
                 if too_big {
-                    let reason = format!("message exceeds {} bytes", state.limits.max_message_bytes);
+                    let reason =
+                        format!("message exceeds {} bytes", state.limits.max_message_bytes);
                     tracing::info!(store_id, "closing connection: {reason}");
                     let _ = out.send(Outbound::Close { code: CLOSE_TOO_BIG, reason }).await;
                 } else {
@@ -148,13 +166,16 @@ impl Session<'_> {
             ClientMessage::Request { id, call: Err(error) } => {
                 self.send(encode::exit_die(id.as_str(), &error.to_string())).await
             }
-            ClientMessage::Request { id, call: Ok(call) } => self.dispatch(id.as_str().to_owned(), call).await,
+            ClientMessage::Request { id, call: Ok(call) } => {
+                self.dispatch(id.as_str().to_owned(), call).await
+            }
         }
     }
 
     async fn dispatch(&mut self, request_id: String, call: RpcCall) -> bool {
         if call.store_id() != self.store_id {
-            let message = format!("storeId {:?} does not match this connection's storeId", call.store_id());
+            let message =
+                format!("storeId {:?} does not match this connection's storeId", call.store_id());
             return self.send(encode::exit_die(&request_id, &message)).await;
         }
         let payload_differs = match (call.sync_payload(), self.url_payload.as_deref()) {
@@ -162,7 +183,10 @@ impl Session<'_> {
             (Some(given), Some(known)) => given.get() != known.get(),
             (Some(_), None) => true,
         };
-        if payload_differs && let Err(rejection) = self.state.auth.authorize(self.store_id, call.sync_payload(), None) {
+        if payload_differs
+            && let Err(rejection) =
+                self.state.auth.authorize(self.store_id, call.sync_payload(), None)
+        {
             self.state.metrics.push_rejected(RejectReason::Unauthorized);
             let error = encode::unknown_error(&format!("unauthorized: {}", rejection.message));
             return self.send(encode::exit_fail(&request_id, &error)).await;
@@ -207,7 +231,11 @@ impl Session<'_> {
 }
 
 /// Awaits push outcomes in submission order and sends their `Exit` frames.
-async fn reply_loop(mut pushes: mpsc::UnboundedReceiver<PendingPush>, out: mpsc::Sender<Outbound>, state: AppState) {
+async fn reply_loop(
+    mut pushes: mpsc::UnboundedReceiver<PendingPush>,
+    out: mpsc::Sender<Outbound>,
+    state: AppState,
+) {
     while let Some((request_id, pending)) = pushes.recv().await {
         let frame = crate::push::push_reply(&request_id, pending.await, &state.metrics);
         if out.send(Outbound::Text(frame)).await.is_err() {
@@ -279,7 +307,10 @@ async fn feed_text<S>(sink: &mut S, text: String) -> bool
 where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
-    matches!(tokio::time::timeout(WRITE_TIMEOUT, sink.feed(Message::Text(text.into()))).await, Ok(Ok(())))
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, sink.feed(Message::Text(text.into()))).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Close reasons are limited to 123 bytes by the WebSocket protocol.

@@ -79,9 +79,15 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         Scenario::Ingest { stores, batch, events, pipeline, args_bytes } => {
             ingest(&args.url, &prefix, *stores, *batch, *events, *pipeline, *args_bytes).await
         }
-        Scenario::Fanout { subscribers, rounds } => fanout(&args.url, &prefix, *subscribers, *rounds).await,
-        Scenario::Backlog { events, fill_pipeline } => backlog(&args.url, &prefix, *events, *fill_pipeline).await,
-        Scenario::Idle { connections, server_pid } => idle(&args.url, &prefix, *connections, *server_pid).await,
+        Scenario::Fanout { subscribers, rounds } => {
+            fanout(&args.url, &prefix, *subscribers, *rounds).await
+        }
+        Scenario::Backlog { events, fill_pipeline } => {
+            backlog(&args.url, &prefix, *events, *fill_pipeline).await
+        }
+        Scenario::Idle { connections, server_pid } => {
+            idle(&args.url, &prefix, *connections, *server_pid).await
+        }
     }
 }
 
@@ -104,7 +110,12 @@ async fn push_all(
     while acked < total_requests {
         while sent_at.len() < pipeline as usize && next_seq <= events {
             let size = batch.min(events - next_seq + 1);
-            let frame = protocol::push_frame(request_id, store_id, &protocol::events(next_seq, size, args_bytes), None);
+            let frame = protocol::push_frame(
+                request_id,
+                store_id,
+                &protocol::events(next_seq, size, args_bytes),
+                None,
+            );
             protocol::send(&mut sender, frame).await?;
             sent_at.push_back(Instant::now());
             request_id += 1;
@@ -134,7 +145,8 @@ async fn ingest(
     let start_line = Arc::new(Barrier::new(stores as usize + 1));
     let mut tasks = Vec::new();
     for store in 0..stores {
-        let (url, store_id, start_line) = (url.to_owned(), format!("{prefix}-ingest-{store}"), start_line.clone());
+        let (url, store_id, start_line) =
+            (url.to_owned(), format!("{prefix}-ingest-{store}"), start_line.clone());
         tasks.push(tokio::spawn(async move {
             start_line.wait().await;
             push_all(&url, &store_id, batch, events, pipeline, args_bytes).await
@@ -154,18 +166,25 @@ async fn ingest(
     }))
 }
 
-async fn fanout(url: &str, prefix: &str, subscribers: usize, rounds: u64) -> anyhow::Result<serde_json::Value> {
+async fn fanout(
+    url: &str,
+    prefix: &str,
+    subscribers: usize,
+    rounds: u64,
+) -> anyhow::Result<serde_json::Value> {
     let store_id = format!("{prefix}-fanout");
     let (receipts, mut receipt_stream) = mpsc::unbounded_channel::<(u64, Instant)>();
     let ready = Arc::new(Barrier::new(subscribers + 1));
     for index in 0..subscribers {
-        let (url, store_id, receipts, ready) = (url.to_owned(), store_id.clone(), receipts.clone(), ready.clone());
+        let (url, store_id, receipts, ready) =
+            (url.to_owned(), store_id.clone(), receipts.clone(), ready.clone());
         tokio::spawn(async move {
             let result: anyhow::Result<()> = async {
                 let (mut sender, mut receiver) = protocol::connect(&url, &store_id).await?;
                 // Request ids must be decimal: the reference server parses them as BigInt.
                 let request_id = (1_000_000 + index).to_string();
-                protocol::send(&mut sender, protocol::pull_frame(&request_id, &store_id, true)).await?;
+                protocol::send(&mut sender, protocol::pull_frame(&request_id, &store_id, true))
+                    .await?;
                 let mut waiting = Some(ready);
                 while let Some(frame) = protocol::next_frame(&mut receiver).await? {
                     if let ServerFrame::Chunk { last_seq_num, event_count, .. } = frame {
@@ -198,10 +217,11 @@ async fn fanout(url: &str, prefix: &str, subscribers: usize, rounds: u64) -> any
         protocol::send(&mut sender, frame).await?;
         let mut deliveries = Vec::with_capacity(subscribers);
         while deliveries.len() < subscribers {
-            let (seq, received_at) = tokio::time::timeout(Duration::from_secs(30), receipt_stream.recv())
-                .await
-                .context("deliveries stalled for 30 s")?
-                .context("all subscribers ended")?;
+            let (seq, received_at) =
+                tokio::time::timeout(Duration::from_secs(30), receipt_stream.recv())
+                    .await
+                    .context("deliveries stalled for 30 s")?
+                    .context("all subscribers ended")?;
             if seq == round {
                 deliveries.push(received_at.duration_since(pushed_at));
             }
@@ -224,7 +244,12 @@ async fn fanout(url: &str, prefix: &str, subscribers: usize, rounds: u64) -> any
     }))
 }
 
-async fn backlog(url: &str, prefix: &str, events: u64, fill_pipeline: u64) -> anyhow::Result<serde_json::Value> {
+async fn backlog(
+    url: &str,
+    prefix: &str,
+    events: u64,
+    fill_pipeline: u64,
+) -> anyhow::Result<serde_json::Value> {
     let store_id = format!("{prefix}-backlog");
     let fill_started = Instant::now();
     push_all(url, &store_id, 100, events, fill_pipeline, 40).await?;
@@ -243,12 +268,18 @@ async fn backlog(url: &str, prefix: &str, events: u64, fill_pipeline: u64) -> an
 }
 
 fn resident_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("cannot read server status")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .context("cannot read server status")?;
     let line = status.lines().find(|line| line.starts_with("VmRSS:")).context("no VmRSS")?;
     Ok(line.split_whitespace().nth(1).context("bad VmRSS")?.parse()?)
 }
 
-async fn idle(url: &str, prefix: &str, connections: usize, server_pid: u32) -> anyhow::Result<serde_json::Value> {
+async fn idle(
+    url: &str,
+    prefix: &str,
+    connections: usize,
+    server_pid: u32,
+) -> anyhow::Result<serde_json::Value> {
     let before_kib = resident_kib(server_pid)?;
     let mut held = Vec::with_capacity(connections);
     let started = Instant::now();

@@ -20,7 +20,9 @@ fn payload_param(token: &str) -> String {
 fn url_escape(text: &str) -> String {
     text.bytes()
         .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (byte as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
             other => format!("%{other:02X}"),
         })
         .collect()
@@ -29,26 +31,43 @@ fn url_escape(text: &str) -> String {
 fn jwt(stores: serde_json::Value, expires_in: i64, secret: &str) -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
     let claims = json!({ "exp": now + expires_in, "storeIds": stores, "sub": "test" });
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
 }
 
 async fn upgrade_status(url: &str) -> Result<(), u16> {
     match tokio_tungstenite::connect_async(url).await {
         Ok(_) => Ok(()),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
         Err(other) => panic!("unexpected error {other}"),
     }
 }
 
 #[tokio::test]
 async fn static_tokens_before_the_upgrade_and_never_logged() {
-    let server = TestServer::start_with_env(&[("LIVESTORE_AUTH_TOKENS", "token-alpha-secret,token-beta-secret")]);
+    let server = TestServer::start_with_env(&[(
+        "LIVESTORE_AUTH_TOKENS",
+        "token-alpha-secret,token-beta-secret",
+    )]);
     let base = server.ws_url("guarded");
     assert_eq!(upgrade_status(&base).await, Err(401), "missing token");
-    assert_eq!(upgrade_status(&format!("{base}&payload={}", payload_param("wrong-guess-secret"))).await, Err(401));
-    assert_eq!(upgrade_status(&format!("{base}&payload={}", payload_param("token-alpha-secret"))).await, Ok(()));
+    assert_eq!(
+        upgrade_status(&format!("{base}&payload={}", payload_param("wrong-guess-secret"))).await,
+        Err(401)
+    );
+    assert_eq!(
+        upgrade_status(&format!("{base}&payload={}", payload_param("token-alpha-secret"))).await,
+        Ok(())
+    );
     // A token with characters that need double encoding.
-    let mut client = WsClient::connect(&format!("{base}&payload={}", payload_param("token-beta-secret"))).await;
+    let mut client =
+        WsClient::connect(&format!("{base}&payload={}", payload_param("token-beta-secret"))).await;
     let mut pull = pull_request("0", "guarded", false, None);
     pull["payload"]["payload"] = json!({ "authToken": "token-beta-secret" });
     client.send(&pull).await;
@@ -59,7 +78,12 @@ async fn static_tokens_before_the_upgrade_and_never_logged() {
     push["payload"]["payload"] = json!({ "authToken": "wrong-guess-secret" });
     client.send(&push).await;
     let reply = client.frame().await;
-    assert!(reply["exit"]["cause"]["error"]["cause"]["message"].as_str().unwrap().starts_with("unauthorized"));
+    assert!(
+        reply["exit"]["cause"]["error"]["cause"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("unauthorized")
+    );
     // HTTP: header or payload.
     let url = format!("{}/?storeId=guarded&transport=http", server.http_url());
     let ping = r#"{"_tag":"Request","id":"1","tag":"SyncHttpRpc.Ping","payload":{"storeId":"guarded"},"headers":[]}"#;
@@ -72,8 +96,7 @@ async fn static_tokens_before_the_upgrade_and_never_logged() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let with_payload =
-        r#"{"_tag":"Request","id":"1","tag":"SyncHttpRpc.Ping","payload":{"storeId":"guarded","payload":{"authToken":"token-beta-secret"}},"headers":[]}"#;
+    let with_payload = r#"{"_tag":"Request","id":"1","tag":"SyncHttpRpc.Ping","payload":{"storeId":"guarded","payload":{"authToken":"token-beta-secret"}},"headers":[]}"#;
     assert_eq!(http_post(&url, with_payload).await.0, 200);
     let log = server.log();
     for secret in ["token-alpha-secret", "token-beta-secret", "wrong-guess-secret"] {
@@ -85,13 +108,26 @@ async fn static_tokens_before_the_upgrade_and_never_logged() {
 async fn jwt_claims_scope_stores_and_expiry_is_enforced() {
     let server = TestServer::start_with_env(&[("LIVESTORE_JWT_SECRET", JWT_SECRET)]);
     let good = jwt(json!(["team-1", "team-2"]), 600, JWT_SECRET);
-    let with = |store: &str, token: &str| format!("{}&payload={}", server.ws_url(store), payload_param(token));
+    let with = |store: &str, token: &str| {
+        format!("{}&payload={}", server.ws_url(store), payload_param(token))
+    };
     assert_eq!(upgrade_status(&with("team-1", &good)).await, Ok(()));
     assert_eq!(upgrade_status(&with("team-3", &good)).await, Err(403), "store not in claim");
-    assert_eq!(upgrade_status(&with("team-1", &jwt(json!("*"), -120, JWT_SECRET))).await, Err(401), "expired");
-    assert_eq!(upgrade_status(&with("team-1", &jwt(json!("*"), 600, "forged-secret-0123456789"))).await, Err(401));
+    assert_eq!(
+        upgrade_status(&with("team-1", &jwt(json!("*"), -120, JWT_SECRET))).await,
+        Err(401),
+        "expired"
+    );
+    assert_eq!(
+        upgrade_status(&with("team-1", &jwt(json!("*"), 600, "forged-secret-0123456789"))).await,
+        Err(401)
+    );
     assert_eq!(upgrade_status(&with("team-1", "not.a.jwt")).await, Err(401), "malformed");
-    assert_eq!(upgrade_status(&with("team-9", &jwt(json!("*"), 600, JWT_SECRET))).await, Ok(()), "wildcard");
+    assert_eq!(
+        upgrade_status(&with("team-9", &jwt(json!("*"), 600, JWT_SECRET))).await,
+        Ok(()),
+        "wildcard"
+    );
     let log = server.log();
     assert!(!log.contains(&good[good.len() - 20..]), "a JWT leaked into the log");
 }

@@ -25,9 +25,17 @@ async fn two_clients_converge_and_a_second_store_is_isolated() {
     driver.commit("a", json!([created("t1", "one"), created("t2", "two")])).await;
     driver.commit("b", json!([created("t3", "three")])).await;
     // Completing t3 only means something once A has seen it: events apply in log order.
-    driver.wait_todos("a", CONVERGE, |todos| todos.as_array().unwrap().iter().any(|t| t["id"] == "t3")).await;
+    driver
+        .wait_todos("a", CONVERGE, |todos| {
+            todos.as_array().unwrap().iter().any(|t| t["id"] == "t3")
+        })
+        .await;
     driver.commit("a", json!([{"name": "v1.TodoCompleted", "args": {"id": "t3"}}])).await;
-    driver.wait_todos("b", CONVERGE, |todos| todos.as_array().unwrap().iter().any(|t| t["id"] == "t3" && t["completed"] == true)).await;
+    driver
+        .wait_todos("b", CONVERGE, |todos| {
+            todos.as_array().unwrap().iter().any(|t| t["id"] == "t3" && t["completed"] == true)
+        })
+        .await;
     driver.wait_synced("a").await;
     driver.wait_synced("b").await;
     let a = driver.wait_todos("a", CONVERGE, |todos| todos.as_array().unwrap().len() == 3).await;
@@ -75,8 +83,12 @@ async fn offline_commits_rebase_and_converge_across_a_server_restart() {
         assert_eq!(event["seqNum"], json!(index + 1));
         assert_eq!(event["parentSeqNum"], json!(index));
     }
-    let todos = driver.wait_todos("a", CONVERGE, |todos| todos.as_array().unwrap().len() == 4).await;
-    assert_eq!(driver.wait_todos("b", CONVERGE, |todos| todos.as_array().unwrap().len() == 4).await, todos);
+    let todos =
+        driver.wait_todos("a", CONVERGE, |todos| todos.as_array().unwrap().len() == 4).await;
+    assert_eq!(
+        driver.wait_todos("b", CONVERGE, |todos| todos.as_array().unwrap().len() == 4).await,
+        todos
+    );
     assert_eq!(ids(&todos), ["a0", "a1", "a2", "b1"]);
     assert_eq!(server_backend_id(&server, "offline").await, backend_before);
     // The server's log is exactly the clients' log: nothing duplicated by re-pushes after the rebase.
@@ -99,7 +111,9 @@ async fn a_fresh_client_pulls_a_1000_event_backlog_and_100_kb_events() {
     let mut driver = JsDriver::start().await;
     driver.open("fresh", "backlog", &server.http_url(), json!({})).await;
     driver.wait_head("fresh", 1_003).await;
-    let todos = driver.wait_todos("fresh", CONVERGE, |todos| todos.as_array().unwrap().len() == 1_003).await;
+    let todos = driver
+        .wait_todos("fresh", CONVERGE, |todos| todos.as_array().unwrap().len() == 1_003)
+        .await;
     let big_todo = todos.as_array().unwrap().iter().find(|todo| todo["id"] == "big1002").unwrap();
     assert_eq!(big_todo["text"].as_str().unwrap().len(), 100 * 1024);
     // The JS client can push a 100 KB event too, and another client receives it.
@@ -142,14 +156,19 @@ async fn a_wrong_token_is_refused_and_the_right_one_syncs() {
     assert_eq!(bad_state["pending"], 1, "{bad_state}");
     assert_eq!(bad_state["isConnected"], false, "{bad_state}");
     assert_eq!(ids(&driver.todos("good").await), ["g1"]);
-    let authorized = format!("{}&payload=%257B%2522authToken%2522%253A%2522right-token-1234%2522%257D", server.ws_url("secured"));
+    let authorized = format!(
+        "{}&payload=%257B%2522authToken%2522%253A%2522right-token-1234%2522%257D",
+        server.ws_url("secured")
+    );
     let mut client = WsClient::connect(&authorized).await;
     let mut pull = pull_request("0", "secured", false, None);
     pull["payload"]["payload"] = json!({"authToken": "right-token-1234"});
     client.send(&pull).await;
     assert_eq!(chunk_seq_nums(&client.frame().await).0, [1]);
     assert!(server.log().contains("refused WebSocket connection"));
-    assert!(!server.log().contains("wrong-token-5678") && !server.log().contains("right-token-1234"));
+    assert!(
+        !server.log().contains("wrong-token-5678") && !server.log().contains("right-token-1234")
+    );
     driver.exit().await;
 }
 

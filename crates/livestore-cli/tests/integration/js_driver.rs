@@ -61,7 +61,8 @@ impl JsDriver {
                 .expect("driver answers within 90 s")
                 .expect("driver stdout readable")
                 .expect("driver still running");
-            let response: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("driver printed {line}"));
+            let response: Value =
+                serde_json::from_str(&line).unwrap_or_else(|_| panic!("driver printed {line}"));
             if response["id"] != json!(id) {
                 continue;
             }
@@ -74,7 +75,8 @@ impl JsDriver {
     }
 
     pub async fn open(&mut self, name: &str, store_id: &str, url: &str, extra: Value) -> Value {
-        let mut command = json!({"cmd": "open", "name": name, "storeId": store_id, "url": url, "clientId": name});
+        let mut command =
+            json!({"cmd": "open", "name": name, "storeId": store_id, "url": url, "clientId": name});
         for (key, value) in extra.as_object().into_iter().flatten() {
             command[key] = value.clone();
         }
@@ -110,14 +112,22 @@ impl JsDriver {
     }
 
     /// Polls `todos` on `name` until `predicate` holds or the timeout passes.
-    pub async fn wait_todos(&mut self, name: &str, timeout: Duration, predicate: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_todos(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+        predicate: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let todos = self.todos(name).await;
             if predicate(&todos) {
                 return todos;
             }
-            assert!(Instant::now() < deadline, "{name} never reached the expected todos; last: {todos}");
+            assert!(
+                Instant::now() < deadline,
+                "{name} never reached the expected todos; last: {todos}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -94,7 +94,11 @@ fn public_bind_without_auth_and_foreign_databases_are_refused() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("without authentication"));
 
-    std::fs::write(temp.path().join("sync.sqlite3"), b"this is not a database, just some bytes.....").unwrap();
+    std::fs::write(
+        temp.path().join("sync.sqlite3"),
+        b"this is not a database, just some bytes.....",
+    )
+    .unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_livestore"))
         .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
         .arg(temp.path())
@@ -104,12 +108,23 @@ fn public_bind_without_auth_and_foreign_databases_are_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot be used") || stderr.contains("not a database"), "{stderr}");
     // Nothing was overwritten.
-    assert_eq!(std::fs::read(temp.path().join("sync.sqlite3")).unwrap(), b"this is not a database, just some bytes.....");
+    assert_eq!(
+        std::fs::read(temp.path().join("sync.sqlite3")).unwrap(),
+        b"this is not a database, just some bytes....."
+    );
 
     let bad_config = temp.path().join("config.toml");
     std::fs::write(&bad_config, "adress = \"127.0.0.1:1\"\n").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_livestore")).args(["serve", "--config"]).arg(&bad_config).output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_livestore"))
+        .args(["serve", "--config"])
+        .arg(&bad_config)
+        .output()
+        .unwrap();
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown field"), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("unknown field"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let _ = json!(null);
 }

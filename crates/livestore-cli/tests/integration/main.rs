@@ -6,7 +6,7 @@
 //! - `lifecycle`: restarts, backendId persistence, graceful shutdown, the data-dir lock, config refusal;
 //! - `js_clients`: real `@livestore/*` 0.4.0 Node clients syncing through the server.
 
-#![allow(unreachable_pub)]
+#![allow(unreachable_pub, clippy::needless_pass_by_value, clippy::unused_async)]
 
 mod auth;
 mod js_clients;

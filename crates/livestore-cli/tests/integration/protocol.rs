@@ -21,7 +21,11 @@ async fn push_is_acked_and_echoed_to_every_live_pull_including_the_pushers() {
         assert_eq!(first["values"][0]["pageInfo"]["_tag"], "NoMore");
     }
     let batch = vec![
-        event(1, "v1.TodoCreated", json!({"id": "t1", "text": "one", "nested": {"b": 1.50, "a": null}})),
+        event(
+            1,
+            "v1.TodoCreated",
+            json!({"id": "t1", "text": "one", "nested": {"b": 1.50, "a": null}}),
+        ),
         event(2, "v1.TodoCreated", json!({"id": "t2", "text": "two"})),
     ];
     pusher.send(&push_request("1", "s1", batch.clone(), None)).await;
@@ -35,7 +39,10 @@ async fn push_is_acked_and_echoed_to_every_live_pull_including_the_pushers() {
             other => panic!("unexpected {other}"),
         }
     }
-    assert_eq!(ack.unwrap(), json!({"_tag": "Exit", "requestId": "1", "exit": {"_tag": "Success", "value": {}}}));
+    assert_eq!(
+        ack.unwrap(),
+        json!({"_tag": "Exit", "requestId": "1", "exit": {"_tag": "Success", "value": {}}})
+    );
     let echo = echo.unwrap();
     assert_eq!(echo["requestId"], "0");
     let items = echo["values"][0]["batch"].as_array().unwrap();
@@ -114,7 +121,9 @@ async fn delivery_is_exactly_once_and_in_order_under_concurrent_pushes() {
                 }
                 let size = (next % 7 + 1).min(TOTAL - next + 1);
                 request += 1;
-                pusher.send(&push_request(&request.to_string(), "order", events(next, size), None)).await;
+                pusher
+                    .send(&push_request(&request.to_string(), "order", events(next, size), None))
+                    .await;
                 next += size;
                 in_flight += 1;
             }
@@ -147,14 +156,20 @@ async fn delivery_is_exactly_once_and_in_order_under_concurrent_pushes() {
                 }
                 cursor = last_seen / 2;
             }
-            let cursor_arg = backend.as_deref().filter(|_| cursor > 0).map(|backend| (backend, cursor));
+            let cursor_arg =
+                backend.as_deref().filter(|_| cursor > 0).map(|backend| (backend, cursor));
             let cursor = if cursor_arg.is_some() { cursor } else { 0 };
             client.send(&pull_request("live", "order", true, cursor_arg)).await;
             let mut last = cursor;
             while last < TOTAL {
                 let (seqs, _) = chunk_seq_nums(&client.frame().await);
                 for seq in seqs {
-                    assert_eq!(seq, last + 1, "subscriber {index}: expected {} got {seq}", last + 1);
+                    assert_eq!(
+                        seq,
+                        last + 1,
+                        "subscriber {index}: expected {} got {seq}",
+                        last + 1
+                    );
                     last = seq;
                 }
             }
@@ -183,7 +198,8 @@ async fn backlog_of_1000_events_comes_in_pages_of_100_with_remaining() {
         }
         let (seqs, page_info) = chunk_seq_nums(&frame);
         assert!(seqs.len() <= 100);
-        remaining_seen.push((page_info.clone(), frame["values"][0]["pageInfo"]["remaining"].as_u64()));
+        remaining_seen
+            .push((page_info.clone(), frame["values"][0]["pageInfo"]["remaining"].as_u64()));
         all.extend(seqs);
     }
     assert_eq!(all, (1..=1000).collect::<Vec<_>>());
@@ -213,12 +229,15 @@ async fn large_events_pass_and_pages_stay_under_900_kb() {
     let server = TestServer::start();
     let mut client = WsClient::connect(&server.ws_url("big")).await;
     let text = "x".repeat(100 * 1024);
-    let batch: Vec<Value> = (1..=8).map(|seq| event(seq, "v1.Big", json!({"text": text}))).collect();
+    let batch: Vec<Value> =
+        (1..=8).map(|seq| event(seq, "v1.Big", json!({"text": text}))).collect();
     client.send(&push_request("1", "big", batch, None)).await;
     assert_eq!(client.frame().await["exit"]["_tag"], "Success");
     // One event close to 1 MiB in a frame above 1 MiB must pass too.
     let huge = "y".repeat(1024 * 1024);
-    client.send(&push_request("2", "big", vec![event(9, "v1.Big", json!({"text": huge}))], None)).await;
+    client
+        .send(&push_request("2", "big", vec![event(9, "v1.Big", json!({"text": huge}))], None))
+        .await;
     assert_eq!(client.frame().await["exit"]["_tag"], "Success");
     client.send(&pull_request("3", "big", false, None)).await;
     let mut seqs = Vec::new();
@@ -229,7 +248,11 @@ async fn large_events_pass_and_pages_stay_under_900_kb() {
         }
         let size = frame["values"][0].to_string().len();
         let (page, _) = chunk_seq_nums(&frame);
-        assert!(size <= 900_000 || page.len() == 1, "page of {} events is {size} bytes", page.len());
+        assert!(
+            size <= 900_000 || page.len() == 1,
+            "page of {} events is {size} bytes",
+            page.len()
+        );
         seqs.extend(page);
     }
     assert_eq!(seqs, (1..=9).collect::<Vec<_>>());
@@ -240,7 +263,9 @@ async fn frames_over_the_limit_close_with_1009() {
     let server = TestServer::start();
     let mut client = WsClient::connect(&server.ws_url("limit")).await;
     let oversized = "z".repeat(5 * 1024 * 1024);
-    let frame = push_request("1", "limit", vec![event(1, "v1.Big", json!({"text": oversized}))], None).to_string();
+    let frame =
+        push_request("1", "limit", vec![event(1, "v1.Big", json!({"text": oversized}))], None)
+            .to_string();
     // The server refuses at the frame header and closes; depending on timing the client sees the 1009 close frame
     // or a reset while it is still writing. Either way nothing is stored and the server keeps serving.
     if client.try_send_text(frame).await {
@@ -254,7 +279,13 @@ async fn frames_over_the_limit_close_with_1009() {
 #[tokio::test]
 async fn undecodable_frames_close_the_connection_with_1007() {
     let server = TestServer::start();
-    for frame in ["not json", "[1,2]", r#"{"_tag":"Hello"}"#, r#"{"_tag":"Request","tag":"SyncWsRpc.Pull"}"#, r#"{"noTag":1}"#] {
+    for frame in [
+        "not json",
+        "[1,2]",
+        r#"{"_tag":"Hello"}"#,
+        r#"{"_tag":"Request","tag":"SyncWsRpc.Pull"}"#,
+        r#"{"noTag":1}"#,
+    ] {
         let mut client = WsClient::connect(&server.ws_url("bad")).await;
         client.send_text(frame).await;
         assert_eq!(client.close_code().await, Some(1007), "frame {frame}");
@@ -264,7 +295,11 @@ async fn undecodable_frames_close_the_connection_with_1007() {
     assert_eq!(client.close_code().await, Some(1007));
     // Binary frames holding UTF-8 JSON are accepted, as the JS client's parser accepts them.
     let mut client = WsClient::connect(&server.ws_url("bad")).await;
-    client.send_raw(Message::Binary(pull_request("1", "bad", false, None).to_string().into_bytes().into())).await;
+    client
+        .send_raw(Message::Binary(
+            pull_request("1", "bad", false, None).to_string().into_bytes().into(),
+        ))
+        .await;
     assert_eq!(client.frame().await["_tag"], "Chunk");
 }
 
@@ -273,17 +308,70 @@ async fn bad_requests_fail_alone_with_a_specific_message_and_never_a_defect() {
     let server = TestServer::start();
     let mut client = WsClient::connect(&server.ws_url("bad")).await;
     let cases: Vec<(Value, &str)> = vec![
-        (json!({"_tag": "Request", "id": "1", "tag": "SyncWsRpc.Nope", "payload": {}}), "unknown RPC tag"),
-        (json!({"_tag": "Request", "id": "2", "tag": "SyncWsRpc.Pull", "payload": {"storeId": "bad", "live": "yes", "cursor": {"_tag": "None"}}}), "live"),
-        (json!({"_tag": "Request", "id": "3", "tag": "SyncWsRpc.Pull", "payload": {"storeId": "bad", "cursor": null}}), "cursor"),
-        (push_request("4", "bad", vec![json!({"name": "a", "seqNum": 1.5, "parentSeqNum": 0, "clientId": "c", "sessionId": "s"})], None), "batch[0].seqNum"),
-        (push_request("5", "bad", vec![json!({"name": "a", "seqNum": "1", "parentSeqNum": 0, "clientId": "c", "sessionId": "s"})], None), "batch[0].seqNum"),
-        (push_request("6", "bad", vec![json!({"name": "a", "seqNum": 1, "parentSeqNum": 0, "sessionId": "s"})], None), "clientId"),
-        (push_request("7", "bad", vec![event(1, "a", json!(1)), event(3, "a", json!(1))], None), "previous event"),
-        (push_request("8", "bad", vec![json!({"name": "a", "seqNum": 5, "parentSeqNum": 0, "clientId": "c", "sessionId": "s"})], None), "seqNum = parentSeqNum + 1"),
+        (
+            json!({"_tag": "Request", "id": "1", "tag": "SyncWsRpc.Nope", "payload": {}}),
+            "unknown RPC tag",
+        ),
+        (
+            json!({"_tag": "Request", "id": "2", "tag": "SyncWsRpc.Pull", "payload": {"storeId": "bad", "live": "yes", "cursor": {"_tag": "None"}}}),
+            "live",
+        ),
+        (
+            json!({"_tag": "Request", "id": "3", "tag": "SyncWsRpc.Pull", "payload": {"storeId": "bad", "cursor": null}}),
+            "cursor",
+        ),
+        (
+            push_request(
+                "4",
+                "bad",
+                vec![
+                    json!({"name": "a", "seqNum": 1.5, "parentSeqNum": 0, "clientId": "c", "sessionId": "s"}),
+                ],
+                None,
+            ),
+            "batch[0].seqNum",
+        ),
+        (
+            push_request(
+                "5",
+                "bad",
+                vec![
+                    json!({"name": "a", "seqNum": "1", "parentSeqNum": 0, "clientId": "c", "sessionId": "s"}),
+                ],
+                None,
+            ),
+            "batch[0].seqNum",
+        ),
+        (
+            push_request(
+                "6",
+                "bad",
+                vec![json!({"name": "a", "seqNum": 1, "parentSeqNum": 0, "sessionId": "s"})],
+                None,
+            ),
+            "clientId",
+        ),
+        (
+            push_request("7", "bad", vec![event(1, "a", json!(1)), event(3, "a", json!(1))], None),
+            "previous event",
+        ),
+        (
+            push_request(
+                "8",
+                "bad",
+                vec![
+                    json!({"name": "a", "seqNum": 5, "parentSeqNum": 0, "clientId": "c", "sessionId": "s"}),
+                ],
+                None,
+            ),
+            "seqNum = parentSeqNum + 1",
+        ),
         (push_request("9", "other-store", events(1, 1), None), "does not match"),
         (push_request("10", "in/valid", events(1, 1), None), "invalid storeId"),
-        (json!({"_tag": "Request", "id": "11", "tag": "SyncHttpRpc.Ping", "payload": {"storeId": "bad"}}), "only available over the HTTP"),
+        (
+            json!({"_tag": "Request", "id": "11", "tag": "SyncHttpRpc.Ping", "payload": {"storeId": "bad"}}),
+            "only available over the HTTP",
+        ),
         (json!({"_tag": "Request", "id": "12", "tag": "SyncWsRpc.Push"}), "without payload"),
     ];
     for (request, expected) in cases {
@@ -348,7 +436,13 @@ async fn http_transport_ping_push_pull_and_garbage() {
     let server = TestServer::start();
     let url = format!("{}/any/path?storeId=h1&transport=http", server.http_url());
     let (status, body) = http_post(&url, r#"{"_tag":"Request","id":"1","tag":"SyncHttpRpc.Ping","payload":{"storeId":"h1"},"headers":[]}"#).await;
-    assert_eq!((status, body.as_str()), (200, r#"[{"_tag":"Exit","requestId":"1","exit":{"_tag":"Success","value":{"_tag":"SyncMessage.Pong"}}}]"#));
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            200,
+            r#"[{"_tag":"Exit","requestId":"1","exit":{"_tag":"Success","value":{"_tag":"SyncMessage.Pong"}}}]"#
+        )
+    );
     let push = json!({"_tag": "Request", "id": "2", "tag": "SyncHttpRpc.Push", "payload": {"storeId": "h1", "batch": events(1, 250), "backendId": {"_tag": "None"}}, "headers": []});
     let (_, body) = http_post(&url, push.to_string()).await;
     assert_eq!(body, r#"[{"_tag":"Exit","requestId":"2","exit":{"_tag":"Success","value":{}}}]"#);
@@ -363,8 +457,16 @@ async fn http_transport_ping_push_pull_and_garbage() {
     for (body, status, needle) in [
         ("garbage", 400, "malformed frame"),
         ("{\"_tag\":\"Ping\"}", 400, "one Request"),
-        (r#"{"_tag":"Request","id":"4","tag":"SyncHttpRpc.Nope","payload":{}}"#, 200, "unknown RPC tag"),
-        (r#"{"_tag":"Request","id":"5","tag":"SyncWsRpc.Pull","payload":{"storeId":"h1","live":true,"cursor":{"_tag":"None"}}}"#, 200, "only available over the WebSocket"),
+        (
+            r#"{"_tag":"Request","id":"4","tag":"SyncHttpRpc.Nope","payload":{}}"#,
+            200,
+            "unknown RPC tag",
+        ),
+        (
+            r#"{"_tag":"Request","id":"5","tag":"SyncWsRpc.Pull","payload":{"storeId":"h1","live":true,"cursor":{"_tag":"None"}}}"#,
+            200,
+            "only available over the WebSocket",
+        ),
     ] {
         let (got_status, got_body) = http_post(&url, body).await;
         assert_eq!(got_status, status, "{body}: {got_body}");
@@ -390,7 +492,10 @@ async fn endpoint_checks_before_upgrade() {
     assert_eq!(get("/?storeId=a&transport=ws").await.unwrap().status(), 426);
     assert_eq!(get("/?storeId=a&transport=http").await.unwrap().status(), 405);
     let preflight = client
-        .request(reqwest::Method::OPTIONS, format!("{}/?storeId=a&transport=http", server.http_url()))
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/?storeId=a&transport=http", server.http_url()),
+        )
         .header("origin", "http://example.test")
         .header("access-control-request-method", "POST")
         .send()
@@ -399,7 +504,11 @@ async fn endpoint_checks_before_upgrade() {
     assert!(preflight.status().is_success());
     assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
     let metrics = get("/metrics").await.unwrap().text().await.unwrap();
-    for name in ["livestore_websocket_connections", "livestore_events_appended_total", "livestore_pull_backlog_seconds"] {
+    for name in [
+        "livestore_websocket_connections",
+        "livestore_events_appended_total",
+        "livestore_pull_backlog_seconds",
+    ] {
         assert!(metrics.contains(name), "{name} missing from\n{metrics}");
     }
     let mut seen = HashSet::new();

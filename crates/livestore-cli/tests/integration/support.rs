@@ -30,7 +30,12 @@ pub struct TestServer {
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let _ = NEXT.compare_exchange(0, 20_000 + (std::process::id() % 6_000) as u16 * 2, Ordering::SeqCst, Ordering::SeqCst);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 6_000) as u16 * 2,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
     loop {
         let port = NEXT.fetch_add(1, Ordering::SeqCst);
         let port = 20_000 + (port - 20_000) % 12_000;
@@ -73,7 +78,8 @@ impl TestServer {
 
     /// Starts the process (again) on the same port and data dir and waits until it answers.
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_livestore"));
         command
             .args(["serve", "--addr", &format!("127.0.0.1:{}", self.port), "--data-dir"])
@@ -95,7 +101,8 @@ impl TestServer {
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-            let status = wait_with_timeout(&mut child, Duration::from_secs(15)).expect("server exits after SIGTERM");
+            let status = wait_with_timeout(&mut child, Duration::from_secs(15))
+                .expect("server exits after SIGTERM");
             assert!(status.success(), "server exited with {status}; log:\n{}", self.log());
         }
     }
@@ -144,7 +151,10 @@ fn wait_until_healthy(port: u16, child: &mut Child, log_path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("server exited early with {status}:\n{}", std::fs::read_to_string(log_path).unwrap_or_default());
+            panic!(
+                "server exited early with {status}:\n{}",
+                std::fs::read_to_string(log_path).unwrap_or_default()
+            );
         }
         if healthz_ok(port) {
             return;
@@ -158,7 +168,10 @@ fn healthz_ok(port: u16) -> bool {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").is_err() {
+    if stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut response = String::new();
@@ -196,7 +209,9 @@ impl WsClient {
     /// The next frame or close, skipping `Pong`s; panics after [`FRAME_TIMEOUT`].
     pub async fn receive(&mut self) -> Received {
         loop {
-            let message = tokio::time::timeout(FRAME_TIMEOUT, self.socket.next()).await.expect("a frame within the timeout");
+            let message = tokio::time::timeout(FRAME_TIMEOUT, self.socket.next())
+                .await
+                .expect("a frame within the timeout");
             match message {
                 None => return Received::Closed(None),
                 Some(Err(_)) => return Received::Closed(None),
@@ -207,7 +222,9 @@ impl WsClient {
                     }
                     return Received::Frame(value);
                 }
-                Some(Ok(Message::Close(frame))) => return Received::Closed(frame.map(|frame| u16::from(frame.code))),
+                Some(Ok(Message::Close(frame))) => {
+                    return Received::Closed(frame.map(|frame| u16::from(frame.code)));
+                }
                 Some(Ok(_)) => continue,
             }
         }
@@ -223,7 +240,9 @@ impl WsClient {
     /// Asserts nothing arrives for `quiet`.
     pub async fn expect_silence(&mut self, quiet: Duration) {
         let deadline = tokio::time::Instant::now() + quiet;
-        while let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout_at(deadline, self.socket.next()).await {
+        while let Ok(Some(Ok(Message::Text(text)))) =
+            tokio::time::timeout_at(deadline, self.socket.next()).await
+        {
             if !text.contains(r#""_tag":"Pong""#) {
                 panic!("expected silence, got {text}");
             }
@@ -259,7 +278,9 @@ pub fn event(seq: u64, name: &str, args: Value) -> Value {
 }
 
 pub fn events(first: u64, count: u64) -> Vec<Value> {
-    (first..first + count).map(|seq| event(seq, "v1.TodoCreated", json!({"id": format!("t{seq}"), "text": "x"}))).collect()
+    (first..first + count)
+        .map(|seq| event(seq, "v1.TodoCreated", json!({"id": format!("t{seq}"), "text": "x"})))
+        .collect()
 }
 
 pub fn push_request(id: &str, store: &str, batch: Vec<Value>, backend_id: Option<&str>) -> Value {
@@ -272,7 +293,9 @@ pub fn push_request(id: &str, store: &str, batch: Vec<Value>, backend_id: Option
 
 pub fn pull_request(id: &str, store: &str, live: bool, cursor: Option<(&str, u64)>) -> Value {
     let cursor = match cursor {
-        Some((backend, seq)) => json!({"_tag": "Some", "value": {"backendId": backend, "eventSequenceNumber": seq}}),
+        Some((backend, seq)) => {
+            json!({"_tag": "Some", "value": {"backendId": backend, "eventSequenceNumber": seq}})
+        }
         None => json!({"_tag": "None"}),
     };
     json!({"_tag": "Request", "id": id, "tag": "SyncWsRpc.Pull", "payload": {"storeId": store, "live": live, "cursor": cursor}, "headers": []})
@@ -297,7 +320,13 @@ pub fn backend_id_of(frame: &Value) -> String {
 }
 
 /// Pushes `count` events in batches of `batch_size` starting after `head`, awaiting each ack.
-pub async fn push_events(client: &mut WsClient, store: &str, head: u64, count: u64, batch_size: u64) -> u64 {
+pub async fn push_events(
+    client: &mut WsClient,
+    store: &str,
+    head: u64,
+    count: u64,
+    batch_size: u64,
+) -> u64 {
     let mut next = head + 1;
     let mut request = 0;
     while next <= head + count {

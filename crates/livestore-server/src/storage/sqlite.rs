@@ -57,8 +57,15 @@ CREATE TABLE events (
 ";
 
 enum WriterCommand {
-    Open { store_id: String, reply: oneshot::Sender<Result<StoreLog, ServerError>> },
-    Append { store_id: String, push: PushArgs, reply: oneshot::Sender<Result<AppendOutcome, ServerError>> },
+    Open {
+        store_id: String,
+        reply: oneshot::Sender<Result<StoreLog, ServerError>>,
+    },
+    Append {
+        store_id: String,
+        push: PushArgs,
+        reply: oneshot::Sender<Result<AppendOutcome, ServerError>>,
+    },
 }
 
 /// SQLite-backed [`EventStorage`].
@@ -72,7 +79,11 @@ pub struct SqliteStorage {
 
 impl SqliteStorage {
     /// Opens (or creates) the database in `data_dir`, taking an exclusive lock on the directory.
-    pub(crate) fn open(data_dir: &Path, hubs: Arc<Hubs>, metrics: Arc<Metrics>) -> Result<Self, ServerError> {
+    pub(crate) fn open(
+        data_dir: &Path,
+        hubs: Arc<Hubs>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ServerError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|source| ServerError::DataDir { path: data_dir.to_owned(), source })?;
         let lock_file = File::create(data_dir.join("livestore.lock"))
@@ -97,7 +108,11 @@ impl SqliteStorage {
 
     fn submit(&self, command: WriterCommand) -> Result<(), ServerError> {
         let commands = self.commands.lock().expect("writer channel lock poisoned");
-        commands.as_ref().ok_or(ServerError::StorageClosed)?.send(command).map_err(|_| ServerError::StorageClosed)
+        commands
+            .as_ref()
+            .ok_or(ServerError::StorageClosed)?
+            .send(command)
+            .map_err(|_| ServerError::StorageClosed)
     }
 }
 
@@ -112,9 +127,14 @@ impl EventStorage for SqliteStorage {
         .boxed()
     }
 
-    fn append(&self, store_id: &str, push: PushArgs) -> BoxFuture<'static, Result<AppendOutcome, ServerError>> {
+    fn append(
+        &self,
+        store_id: &str,
+        push: PushArgs,
+    ) -> BoxFuture<'static, Result<AppendOutcome, ServerError>> {
         let (reply, receiver) = oneshot::channel();
-        let submitted = self.submit(WriterCommand::Append { store_id: store_id.to_owned(), push, reply });
+        let submitted =
+            self.submit(WriterCommand::Append { store_id: store_id.to_owned(), push, reply });
         async move {
             submitted?;
             receiver.await.map_err(|_| ServerError::StorageClosed)?
@@ -155,11 +175,13 @@ impl EventStorage for SqliteStorage {
 fn open_writer(path: &Path) -> Result<Connection, ServerError> {
     let foreign = |reason: String| ServerError::ForeignDatabase { path: path.to_owned(), reason };
     let connection = Connection::open(path)?;
-    let application_id: i32 = connection
-        .query_row("PRAGMA application_id", [], |row| row.get(0))
-        .map_err(|error| foreign(format!("not a readable SQLite database ({error})")))?;
+    let application_id: i32 =
+        connection
+            .query_row("PRAGMA application_id", [], |row| row.get(0))
+            .map_err(|error| foreign(format!("not a readable SQLite database ({error})")))?;
     let version: i32 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    let table_count: i64 = connection.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))?;
+    let table_count: i64 =
+        connection.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))?;
     if table_count > 0 && application_id != APPLICATION_ID {
         return Err(foreign("it holds tables but was not created by livestore serve".into()));
     }
@@ -202,10 +224,23 @@ struct Writer {
 
 /// What one command did inside the transaction, applied to hubs and replied after the commit.
 enum Effect {
-    Opened { store_id: String, reply: oneshot::Sender<Result<StoreLog, ServerError>> },
-    Appended { store_id: String, events: Vec<StoredEvent>, reply: oneshot::Sender<Result<AppendOutcome, ServerError>> },
-    Refused { outcome: AppendOutcome, reply: oneshot::Sender<Result<AppendOutcome, ServerError>> },
-    Failed { error: ServerError, reply: Reply },
+    Opened {
+        store_id: String,
+        reply: oneshot::Sender<Result<StoreLog, ServerError>>,
+    },
+    Appended {
+        store_id: String,
+        events: Vec<StoredEvent>,
+        reply: oneshot::Sender<Result<AppendOutcome, ServerError>>,
+    },
+    Refused {
+        outcome: AppendOutcome,
+        reply: oneshot::Sender<Result<AppendOutcome, ServerError>>,
+    },
+    Failed {
+        error: ServerError,
+        reply: Reply,
+    },
 }
 
 enum Reply {
@@ -259,7 +294,9 @@ impl Writer {
             for effect in effects {
                 let reply = match effect {
                     Effect::Opened { reply, .. } => Reply::Open(reply),
-                    Effect::Appended { reply, .. } | Effect::Refused { reply, .. } => Reply::Append(reply),
+                    Effect::Appended { reply, .. } | Effect::Refused { reply, .. } => {
+                        Reply::Append(reply)
+                    }
                     Effect::Failed { reply, .. } => reply,
                 };
                 send_error(reply, &error);
@@ -277,7 +314,8 @@ impl Writer {
                 let state = self.stores.get(&store_id).expect("an opened store is tracked");
                 let hub = self.hubs.ensure(&store_id, &state.backend_id, state.head);
                 self.metrics.stores_open.set(self.hubs.store_count() as i64);
-                let _ = reply.send(Ok(StoreLog { backend_id: hub.backend_id().clone(), head: hub.head() }));
+                let _ = reply
+                    .send(Ok(StoreLog { backend_id: hub.backend_id().clone(), head: hub.head() }));
             }
             Effect::Appended { store_id, events, reply } => {
                 let state = self.stores.get(&store_id).expect("an appended store is tracked");
@@ -322,10 +360,12 @@ fn apply_command(
     created_at: &str,
 ) -> Effect {
     match command {
-        WriterCommand::Open { store_id, reply } => match load_or_create_store(transaction, stores, &store_id) {
-            Ok(()) => Effect::Opened { store_id, reply },
-            Err(error) => Effect::Failed { error, reply: Reply::Open(reply) },
-        },
+        WriterCommand::Open { store_id, reply } => {
+            match load_or_create_store(transaction, stores, &store_id) {
+                Ok(()) => Effect::Opened { store_id, reply },
+                Err(error) => Effect::Failed { error, reply: Reply::Open(reply) },
+            }
+        }
         WriterCommand::Append { store_id, push, reply } => {
             if let Err(error) = load_or_create_store(transaction, stores, &store_id) {
                 return Effect::Failed { error, reply: Reply::Append(reply) };
@@ -333,12 +373,14 @@ fn apply_command(
             let state = stores.get_mut(&store_id).expect("loaded above");
             match admit(state.head, &state.backend_id, &push) {
                 Admission::Empty => Effect::Refused { outcome: AppendOutcome::Empty, reply },
-                Admission::ServerAhead { head, provided_parent } => {
-                    Effect::Refused { outcome: AppendOutcome::ServerAhead { head, provided_parent }, reply }
-                }
-                Admission::BackendIdMismatch { expected, received } => {
-                    Effect::Refused { outcome: AppendOutcome::BackendIdMismatch { expected, received }, reply }
-                }
+                Admission::ServerAhead { head, provided_parent } => Effect::Refused {
+                    outcome: AppendOutcome::ServerAhead { head, provided_parent },
+                    reply,
+                },
+                Admission::BackendIdMismatch { expected, received } => Effect::Refused {
+                    outcome: AppendOutcome::BackendIdMismatch { expected, received },
+                    reply,
+                },
                 Admission::Accept => match insert_events(transaction, state, &push, created_at) {
                     Ok(events) => Effect::Appended { store_id, events, reply },
                     Err(error) => Effect::Failed { error, reply: Reply::Append(reply) },
@@ -373,7 +415,11 @@ fn insert_events(
             transaction.execute_batch("ROLLBACK TO push; RELEASE push")?;
             return Err(error.into());
         }
-        events.push(StoredEvent { seq_num: event.seq_num.0, encoded_json, created_at: created_at.to_owned() });
+        events.push(StoredEvent {
+            seq_num: event.seq_num.0,
+            encoded_json,
+            created_at: created_at.to_owned(),
+        });
     }
     transaction.execute_batch("RELEASE push")?;
     state.head = events.last().map_or(state.head, |event| event.seq_num);
@@ -389,9 +435,11 @@ fn load_or_create_store(
         return Ok(());
     }
     let existing: Option<(i64, String)> = transaction
-        .query_row("SELECT store_key, backend_id FROM stores WHERE store_id = ?1", [store_id], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
+        .query_row(
+            "SELECT store_key, backend_id FROM stores WHERE store_id = ?1",
+            [store_id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
         .optional()?;
     let (store_key, backend_id) = match existing {
         Some(found) => found,
@@ -435,13 +483,15 @@ fn fail_all(commands: Vec<WriterCommand>, error: &rusqlite::Error) {
 
 fn send_error(reply: Reply, error: &rusqlite::Error) {
     // rusqlite errors are not Clone; each waiter gets its own copy of the message and code.
-    let copy = || ServerError::Sqlite(rusqlite::Error::SqliteFailure(
-        rusqlite::ffi::Error::new(match error {
-            rusqlite::Error::SqliteFailure(inner, _) => inner.extended_code,
-            _ => rusqlite::ffi::SQLITE_ERROR,
-        }),
-        Some(error.to_string()),
-    ));
+    let copy = || {
+        ServerError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(match error {
+                rusqlite::Error::SqliteFailure(inner, _) => inner.extended_code,
+                _ => rusqlite::ffi::SQLITE_ERROR,
+            }),
+            Some(error.to_string()),
+        ))
+    };
     match reply {
         Reply::Open(reply) => {
             let _ = reply.send(Err(copy()));
@@ -459,7 +509,13 @@ struct ReaderPool {
 }
 
 impl ReaderPool {
-    fn read_events(&self, store_id: &str, after: u64, up_to: u64, limit: usize) -> Result<Vec<StoredEvent>, ServerError> {
+    fn read_events(
+        &self,
+        store_id: &str,
+        after: u64,
+        up_to: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, ServerError> {
         let connection = match self.idle.lock().expect("reader pool lock poisoned").pop() {
             Some(connection) => connection,
             None => Connection::open_with_flags(
@@ -474,13 +530,16 @@ impl ReaderPool {
                    AND e.seq_num > ?2 AND e.seq_num <= ?3
                  ORDER BY e.seq_num LIMIT ?4",
             )?;
-            let rows = statement.query_map(params![store_id, after as i64, up_to as i64, limit as i64], |row| {
-                Ok(StoredEvent {
-                    seq_num: row.get::<_, i64>(0)? as u64,
-                    created_at: row.get(1)?,
-                    encoded_json: row.get(2)?,
-                })
-            })?;
+            let rows = statement.query_map(
+                params![store_id, after as i64, up_to as i64, limit as i64],
+                |row| {
+                    Ok(StoredEvent {
+                        seq_num: row.get::<_, i64>(0)? as u64,
+                        created_at: row.get(1)?,
+                        encoded_json: row.get(2)?,
+                    })
+                },
+            )?;
             rows.collect::<Result<Vec<_>, _>>()?
         };
         self.idle.lock().expect("reader pool lock poisoned").push(connection);
