@@ -295,3 +295,44 @@ async fn forwarded_proto_https_is_honoured_without_public_url() {
         "{json}"
     );
 }
+
+#[tokio::test]
+async fn unreachable_external_store_is_reported_not_hidden() {
+    // A port nobody listens on: bind, note the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let env = [
+        ("S3_ENDPOINT", format!("http://127.0.0.1:{port}")),
+        ("S3_ACCESS_KEY_ID", "AK".to_owned()),
+        ("S3_SECRET_ACCESS_KEY", "SK".to_owned()),
+        ("S3_FORCE_PATH_STYLE", "true".to_owned()),
+    ];
+    let config = livestore_objects::FilesConfig::default()
+        .from_env_overrides(|name| {
+            env.iter().find(|(key, _)| *key == name).map(|(_, value)| value.clone())
+        })
+        .expect("config");
+    let server = crate::harness::serve(config, None, std::path::PathBuf::new()).await;
+    let response = reqwest::get(format!("{}/api/health", server.base)).await.expect("GET");
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(response.json::<Value>().await.expect("json"), json!({ "status": "error" }));
+
+    let client = Client::new(&server, Some(TOKEN_A));
+    // Signing needs no round trip to the store, so it still works.
+    let signed = client.sign_upload(json!({ "key": "store-a/x" })).await;
+    assert!(
+        signed["url"]
+            .as_str()
+            .expect("url")
+            .starts_with(&format!("http://127.0.0.1:{port}/livestore-files/store-a/x?"))
+    );
+    let (status, json) = client.post("/v1/delete", json!({ "key": "store-a/x" })).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(json, json!({ "error": "Delete failed" }));
+    let (status, json) = client.post("/v1/head", json!({ "key": "store-a/x" })).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(error_of(&json).starts_with("Object store unreachable"), "{json}");
+}
