@@ -23,6 +23,8 @@ use axum::http::HeaderMap;
 pub trait TokenAuthority: Send + Sync + 'static {
     /// `bearer` is the token from `Authorization: Bearer <token>` (or the
     /// upstream-compatible `X-Worker-Auth` header), `None` when absent.
+    /// `store_id` is the key's first segment, which filesync clients build
+    /// with [`sanitize_store_id`](crate::sanitize_store_id).
     fn authorize(&self, bearer: Option<&str>, store_id: &str) -> Result<(), AuthRejection>;
 }
 

@@ -51,7 +51,7 @@ pub use config::{
     BackendConfig, DEFAULT_TTL_SECONDS, ExternalS3Config, FilesConfig, MAX_TTL_SECONDS,
 };
 pub use error::Error;
-pub use key::{KeyError, MAX_KEY_BYTES, ObjectKey};
+pub use key::{KeyError, MAX_KEY_BYTES, ObjectKey, sanitize_store_id};
 
 /// Path prefix of the embedded object store's routes; S3 tools use
 /// `http://<host>:<port>/s3` as endpoint, path-style.
