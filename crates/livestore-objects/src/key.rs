@@ -158,6 +158,6 @@ mod tests {
     #[test]
     fn sanitizes_like_filesync() {
         assert_eq!(sanitize_store_id("my-store_1.x"), "my-store_1.x");
-        assert_eq!(sanitize_store_id("user@example.com/ü b"), "user_example.com__b");
+        assert_eq!(sanitize_store_id("user@example.com/ü b"), "user_example.com___b");
     }
 }
