@@ -63,6 +63,10 @@ fn resolve(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     if let Some(data_dir) = args.data_dir {
         config.data_dir = data_dir;
     }
+    // After the data dir is final: an embedded store that was not configured explicitly lives in it. The upstream
+    // s3-signer's variable names (S3_ENDPOINT, S3_BUCKET, ...) select and configure an external store.
+    let files = config.files_config().from_env_overrides(|name| std::env::var(name).ok())?;
+    config.files = Some(files);
     config.validate()?;
     Ok(config)
 }

@@ -43,8 +43,11 @@ pub(crate) struct AppState {
 /// The text `GET /` answers with, as the reference worker does.
 const INFO_TEXT: &str = "Info: Sync backend endpoint for @livestore/sync-cf (livestore-rs).";
 
-/// Builds the router.
-pub(crate) fn app(state: AppState) -> Router {
+/// Builds the router: sync endpoint, health and metrics, plus the file services' own routes (`/api`, `/s3`).
+///
+/// The file services bring their own CORS and body limits (object uploads stream gigabytes), so the sync routes'
+/// CORS layer is applied before merging them.
+pub(crate) fn app(state: AppState, files: Router) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([
@@ -63,6 +66,7 @@ pub(crate) fn app(state: AppState) -> Router {
         .fallback(sync_endpoint)
         .layer(cors)
         .with_state(state)
+        .merge(files)
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -148,6 +148,24 @@ impl Authenticator {
     }
 }
 
+/// The file services ask the same authenticator, with the bearer token of the signer request.
+impl livestore_objects::TokenAuthority for Authenticator {
+    fn authorize(
+        &self,
+        bearer: Option<&str>,
+        store_id: &str,
+    ) -> Result<(), livestore_objects::AuthRejection> {
+        let result = match bearer {
+            Some(token) => self.authorize_token(store_id, token),
+            None => self.authorize(store_id, None, None),
+        };
+        result.map_err(|rejection| match rejection.status {
+            403 => livestore_objects::AuthRejection::Forbidden(rejection.message),
+            _ => livestore_objects::AuthRejection::Unauthorized(rejection.message),
+        })
+    }
+}
+
 /// Extracts `authToken` from a sync payload; a payload without it yields `None`, a non-string one is an error.
 fn token_from_payload(payload: &RawValue) -> Result<Option<String>, AuthRejection> {
     #[derive(serde::Deserialize)]

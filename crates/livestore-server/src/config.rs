@@ -28,6 +28,8 @@ pub struct ServerConfig {
     pub auth: AuthConfig,
     /// Size limits for frames and bodies.
     pub limits: Limits,
+    /// File services (signer and object store). Unset: the embedded object store in `<data_dir>/objects`.
+    pub files: Option<livestore_objects::FilesConfig>,
 }
 
 impl Default for ServerConfig {
@@ -37,11 +39,19 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             auth: AuthConfig::default(),
             limits: Limits::default(),
+            files: None,
         }
     }
 }
 
 impl ServerConfig {
+    /// The file-services configuration in effect: the configured one, or the embedded store in the data dir.
+    pub fn files_config(&self) -> livestore_objects::FilesConfig {
+        self.files.clone().unwrap_or_else(|| {
+            livestore_objects::FilesConfig::embedded(self.data_dir.join("objects"))
+        })
+    }
+
     /// Reads a TOML config file; unknown keys are errors so typos do not silently fall back to defaults.
     pub fn from_file(path: &Path) -> Result<Self, ServerError> {
         let text = std::fs::read_to_string(path)
@@ -65,6 +75,9 @@ impl ServerConfig {
                 "limits.max_message_bytes must be at least 1 MiB: sync-cf clients send frames of up to ~900 KB".into(),
             ));
         }
+        self.files_config()
+            .validate()
+            .map_err(|error| ServerError::InvalidConfig(format!("[files]: {error}")))?;
         for entry in &self.auth.tokens {
             if entry.token().is_empty() {
                 return Err(ServerError::InvalidConfig(

@@ -67,6 +67,9 @@ pub enum ServerError {
     /// The storage writer thread is gone (the server is shutting down or the writer failed).
     #[error("storage writer is not running")]
     StorageClosed,
+    /// The file services (signer, object store) could not start.
+    #[error("file services")]
+    Files(#[source] Box<livestore_objects::Error>),
     /// Serving failed.
     #[error("server failed")]
     Serve(#[source] std::io::Error),

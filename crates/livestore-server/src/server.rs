@@ -26,6 +26,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct Server {
     listener: TcpListener,
     state: AppStateHandle,
+    files: livestore_objects::FileServices,
 }
 
 /// `AppState` holds trait objects without `Debug`; this wrapper keeps `Server: Debug` honest.
@@ -48,6 +49,10 @@ impl Server {
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|source| ServerError::Bind { addr: config.addr, source })?;
+        let auth = Arc::new(Authenticator::new(config.auth.clone()));
+        let files = livestore_objects::FileServices::start(config.files_config(), auth.clone())
+            .await
+            .map_err(|error| ServerError::Files(Box::new(error)))?;
         if !config.auth.is_enabled() {
             tracing::warn!(
                 "authentication is off: any local process can read and write every store"
@@ -57,17 +62,22 @@ impl Server {
             storage,
             hubs,
             metrics,
-            auth: Arc::new(Authenticator::new(config.auth.clone())),
+            auth,
             limits: config.limits.clone(),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
         };
-        Ok(Server { listener, state: AppStateHandle(state) })
+        Ok(Server { listener, state: AppStateHandle(state), files })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound TCP listener has a local address")
+    }
+
+    /// The file services (signer and, by default, the embedded object store with its credentials).
+    pub fn files(&self) -> &livestore_objects::FileServices {
+        &self.files
     }
 
     /// Serves until `shutdown` resolves, then closes every socket with 1012 and flushes storage.
@@ -78,7 +88,7 @@ impl Server {
         let addr = self.local_addr();
         let state = self.state.0;
         let token = state.shutdown.clone();
-        let router = app(state.clone());
+        let router = app(state.clone(), self.files.router());
         tracing::info!(target: "livestore_server::_events::listening", %addr, "listening");
         let serving = axum::serve(self.listener, router).with_graceful_shutdown(async move {
             shutdown.await;

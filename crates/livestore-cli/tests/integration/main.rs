@@ -9,6 +9,7 @@
 #![allow(unreachable_pub, clippy::needless_pass_by_value, clippy::unused_async)]
 
 mod auth;
+mod files;
 mod js_clients;
 mod js_driver;
 mod lifecycle;

@@ -87,6 +87,7 @@ impl TestServer {
             .env_remove("LIVESTORE_AUTH_TOKENS")
             .env_remove("LIVESTORE_JWT_SECRET")
             .env_remove("LIVESTORE_CONFIG")
+            .env_remove("S3_ENDPOINT")
             .env("LIVESTORE_LOG", "info,livestore_server=debug")
             .stdout(Stdio::null())
             .stderr(log);
