@@ -80,13 +80,17 @@ async fn run_session<S, R>(
         pulls: HashMap::new(),
     };
 
+    // Created once: a fresh `cancelled()` future per frame would lock the token's mutex on every message.
+    let shutdown = state.shutdown.cancelled();
+    let writer_finished = writer_done.cancelled();
+    tokio::pin!(shutdown, writer_finished);
     loop {
         let frame = tokio::select! {
-            () = state.shutdown.cancelled() => {
+            () = &mut shutdown => {
                 let _ = out.send(Outbound::Close { code: CLOSE_SERVICE_RESTART, reason: "server shutting down".into() }).await;
                 break;
             }
-            () = writer_done.cancelled() => break,
+            () = &mut writer_finished => break,
             frame = stream.next() => frame,
         };
         let text = match frame {
@@ -253,10 +257,12 @@ async fn write_loop<S>(
 ) where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
+    let lagging = lagging.cancelled();
+    tokio::pin!(lagging);
     loop {
         let first = tokio::select! {
             biased;
-            () = lagging.cancelled() => Outbound::Close { code: CLOSE_LAGGING, reason: "subscriber lagging".into() },
+            () = &mut lagging => Outbound::Close { code: CLOSE_LAGGING, reason: "subscriber lagging".into() },
             frame = frames.recv() => match frame {
                 Some(frame) => frame,
                 None => break,
