@@ -9,7 +9,8 @@
 //! - [`open`]: file layout, locking, format checks (foreign or corrupt files are errors, never reset);
 //! - [`eventlog`]: the `eventlog` and `__livestore_sync_status` tables;
 //! - [`state`]: state tables, the state head, and materialization;
-//! - [`undo`]: the trigger-recorded undo log used to roll back pending events on rebase;
+//! - [`undo`]: the undo log used to roll back pending events on rebase;
+//! - [`writer`]: appending events and running materializers, with statements kept for a batch;
 //! - [`query`]: running queries into rows or serde types, and finding the tables a query reads.
 
 pub(crate) mod eventlog;
@@ -17,3 +18,4 @@ pub(crate) mod open;
 pub(crate) mod query;
 pub(crate) mod state;
 pub(crate) mod undo;
+pub(crate) mod writer;

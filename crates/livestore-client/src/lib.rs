@@ -35,7 +35,7 @@ pub mod sync;
 pub mod todo;
 mod value;
 
-pub use db::open::Storage;
+pub use db::open::{Durability, Storage};
 pub use db::query::Row;
 pub use error::StoreError;
 pub use livestore_core::{EventSeqNum, LocalEvent};

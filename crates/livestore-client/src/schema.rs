@@ -96,6 +96,22 @@ pub(crate) struct EventDefinition {
     pub(crate) meta: EventDefMeta,
     pub(crate) validate: ArgsValidator,
     pub(crate) materializer: Option<ErasedMaterializer>,
+    /// The name, shared by every event of this type instead of allocated per event.
+    pub(crate) name: Arc<str>,
+    /// The eventlog's `schemaHash` column for this event type.
+    pub(crate) schema_hash: i64,
+}
+
+impl EventDefinition {
+    fn new(
+        meta: EventDefMeta,
+        validate: ArgsValidator,
+        materializer: Option<ErasedMaterializer>,
+    ) -> Self {
+        let name: Arc<str> = Arc::from(meta.name.as_str());
+        let schema_hash = (fnv1a_64(meta.name.as_bytes()) >> 12) as i64;
+        EventDefinition { meta, validate, materializer, name, schema_hash }
+    }
 }
 
 impl fmt::Debug for EventDefinition {
@@ -264,21 +280,13 @@ impl SchemaBuilder {
                 serde_json::from_str(args_json).map_err(MaterializeFailure::InvalidArgs)?;
             materializer(&args, ctx).map_err(MaterializeFailure::Materializer)
         });
-        self.events.push(EventDefinition {
-            meta: event_meta::<E>(),
-            validate: validate_args::<E>,
-            materializer: Some(erased),
-        });
+        self.events.push(EventDefinition::new(event_meta::<E>(), validate_args::<E>, Some(erased)));
         self
     }
 
     /// Adds an event type that changes no state (it is only logged and synced).
     pub fn event_without_materializer<E: Event>(mut self) -> Self {
-        self.events.push(EventDefinition {
-            meta: event_meta::<E>(),
-            validate: validate_args::<E>,
-            materializer: None,
-        });
+        self.events.push(EventDefinition::new(event_meta::<E>(), validate_args::<E>, None));
         self
     }
 
@@ -310,11 +318,11 @@ impl SchemaBuilder {
                 [args.id.into(), default_json.clone().into(), value_json.into()],
             )])
         });
-        self.events.push(EventDefinition {
-            meta: EventDefMeta::client_only(document.set_event_name()).derived(),
-            validate: validate_args::<DocumentSetArgs>,
-            materializer: Some(erased),
-        });
+        self.events.push(EventDefinition::new(
+            EventDefMeta::client_only(document.set_event_name()).derived(),
+            validate_args::<DocumentSetArgs>,
+            Some(erased),
+        ));
         self.documents.push(document);
         self
     }
@@ -335,7 +343,9 @@ impl SchemaBuilder {
             }
         }
         let mut seen_tables = std::collections::HashSet::new();
-        let mut ddl = String::from("livestore-client state v1\n");
+        // The version line changes whenever the state file layout does (v2: undo log keyed by event and counter),
+        // so existing stores get a new state file rebuilt from their eventlog.
+        let mut ddl = String::from("livestore-client state v2\n");
         for table in &self.tables {
             if table.name.starts_with("__") || table.name.starts_with("sqlite_") {
                 return Err(StoreError::InvalidSchema(format!(

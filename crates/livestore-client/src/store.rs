@@ -8,6 +8,7 @@
 //! Upstream application (pull, rebase, backend reset) lives in [`upstream`]; rebuilding state from the eventlog
 //! lives in [`rebuild`].
 
+mod batch;
 mod rebuild;
 mod upstream;
 
@@ -24,11 +25,15 @@ use rusqlite::Connection;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::db::open::Storage;
+use crate::db::open::{Durability, Storage};
 use crate::db::query::{Row, query_rows, rows_to_typed, tables_read};
-use crate::db::{eventlog, state, undo};
+use crate::db::undo::{self, UndoLog};
+use crate::db::writer::Writer;
+use crate::db::{eventlog, state};
 use crate::error::StoreError;
 use crate::schema::{DocumentDefaultId, DocumentSetArgs, Event, Query, Schema};
+use crate::store::batch::in_transaction;
+use crate::store::rebuild::StateLocation;
 use crate::subscription::{
     RowsCallback, SubscriptionEntry, SubscriptionHandle, SubscriptionStream,
 };
@@ -46,6 +51,8 @@ pub struct StoreOptions {
     pub client_id: Option<String>,
     /// This session's id (LiveStore's Node adapter uses `static`).
     pub session_id: String,
+    /// What a returned commit guarantees on disk (ignored for in-memory databases).
+    pub durability: Durability,
 }
 
 impl StoreOptions {
@@ -56,6 +63,7 @@ impl StoreOptions {
             storage,
             client_id: None,
             session_id: "static".to_owned(),
+            durability: Durability::default(),
         }
     }
 }
@@ -119,8 +127,8 @@ impl fmt::Debug for Store {
 
 pub(crate) struct Shared {
     pub(crate) store_id: String,
-    pub(crate) client_id: String,
-    pub(crate) session_id: String,
+    pub(crate) client_id: Arc<str>,
+    pub(crate) session_id: Arc<str>,
     pub(crate) schema: Arc<Schema>,
     core: Mutex<Core>,
     pub(crate) connected: AtomicBool,
@@ -136,6 +144,8 @@ pub(crate) struct Core {
     pub(crate) sync_state: SyncState,
     pub(crate) backend_id: Option<String>,
     pub(crate) changed_tables: Arc<Mutex<BTreeSet<String>>>,
+    pub(crate) undo: Arc<UndoLog>,
+    pub(crate) state_location: StateLocation,
     subscriptions: BTreeMap<u64, SubscriptionEntry>,
     next_subscription_id: u64,
     _lock: Option<File>,
@@ -149,15 +159,26 @@ impl Store {
         livestore_proto::url::validate_store_id(&options.store_id)
             .map_err(|error| StoreError::InvalidSchema(error.to_string()))?;
         let schema = Arc::new(schema);
-        let opened =
-            crate::db::open::open(&options.storage, &options.store_id, schema.state_hash())?;
+        let opened = crate::db::open::open(
+            &options.storage,
+            &options.store_id,
+            schema.state_hash(),
+            options.durability,
+        )?;
         let conn = opened.conn;
+        // REPLACE conflict resolution deletes rows; with recursive triggers on, those deletes are recorded too.
         conn.execute_batch("PRAGMA recursive_triggers = ON")?;
         // Every commit runs a handful of fixed statements plus each materializer's SQL; the default cache of 16
         // statements would thrash and re-prepare on every commit.
         conn.set_prepared_statement_cache_capacity(256);
         state::create_user_tables(&conn, &schema)?;
-        undo::install(&conn, &schema)?;
+        let undo_log = Arc::new(UndoLog::new(&schema));
+        undo::install(&conn, &schema, &undo_log)?;
+        // Before any replay: the hook records undo for inserts of pending events.
+        let changed_tables = Arc::new(Mutex::new(BTreeSet::new()));
+        install_update_hook(&conn, &changed_tables, &undo_log);
+        let state_location =
+            StateLocation { path: opened.state_path.clone(), durability: options.durability };
 
         let client_id = match options.client_id {
             Some(client_id) => client_id,
@@ -175,7 +196,15 @@ impl Store {
         let upstream_head = EventSeqNum::from_global(upstream_global);
         let last = eventlog::last_seq_num(&conn)?;
         let local_head = last.map_or(upstream_head, |last| last.max_position(upstream_head));
-        rebuild::bring_state_up_to_date(&conn, &schema, opened.state_is_new, upstream_head, last)?;
+        rebuild::bring_state_up_to_date(
+            &conn,
+            &schema,
+            &undo_log,
+            &state_location,
+            opened.state_is_new,
+            upstream_head,
+            last,
+        )?;
         if opened.state_is_new
             && let Some(store_dir) = &opened.store_dir
         {
@@ -185,14 +214,18 @@ impl Store {
         let pending = eventlog::load_after(&conn, upstream_head)?;
         let sync_state = SyncState::from_parts(pending, upstream_head, local_head)
             .map_err(|error| StoreError::InvalidEventlog(error.to_string()))?;
+        // Nobody subscribed yet; what the replay wrote is not news.
+        if let Ok(mut tables) = changed_tables.lock() {
+            tables.clear();
+        }
 
-        let changed_tables = Arc::new(Mutex::new(BTreeSet::new()));
-        install_update_hook(&conn, &changed_tables);
         let core = Core {
             conn: Some(conn),
             sync_state,
             backend_id,
             changed_tables,
+            undo: undo_log,
+            state_location,
             subscriptions: BTreeMap::new(),
             next_subscription_id: 1,
             _lock: opened.lock,
@@ -200,8 +233,8 @@ impl Store {
         Ok(Store {
             shared: Arc::new(Shared {
                 store_id: options.store_id,
-                client_id,
-                session_id: options.session_id,
+                client_id: Arc::from(client_id),
+                session_id: Arc::from(options.session_id),
                 schema,
                 core: Mutex::new(core),
                 connected: AtomicBool::new(false),
@@ -245,46 +278,49 @@ impl Store {
             return Ok(Vec::new());
         }
         let schema = &self.shared.schema;
-        // Validate before touching the database, so a bad payload never opens a transaction.
-        let mut client_only_flags = Vec::with_capacity(events.len());
+        // Check names before touching the database. Args are decoded by the materializer inside the transaction
+        // (a failure rolls it back, so nothing is written either way); only events without one are decoded here.
+        let mut definitions = Vec::with_capacity(events.len());
         for event in &events {
             let definition = schema
                 .definition(&event.name)
                 .ok_or_else(|| StoreError::UnknownEvent(event.name.clone()))?;
-            (definition.validate)(&event.args_json)
-                .map_err(|source| StoreError::InvalidArgs { event: event.name.clone(), source })?;
-            client_only_flags.push(definition.meta.client_only);
+            if definition.materializer.is_none() {
+                (definition.validate)(&event.args_json).map_err(|source| {
+                    StoreError::InvalidArgs { event: event.name.clone(), source }
+                })?;
+            }
+            definitions.push(definition);
         }
         let (notifications, seq_nums) = {
             let mut core = self.shared.lock_core()?;
             let mut head = core.sync_state.local_head();
             let mut local_events = Vec::with_capacity(events.len());
-            for (event, client_only) in events.into_iter().zip(client_only_flags) {
+            for (event, definition) in events.into_iter().zip(&definitions) {
+                let client_only = definition.meta.client_only;
                 let (seq_num, parent) = head.next_pair(client_only);
                 head = seq_num;
-                local_events.push(LocalEvent::new(
+                local_events.push(LocalEvent {
                     seq_num,
-                    parent,
-                    event.name,
-                    event.args_json,
-                    self.shared.client_id.as_str(),
-                    self.shared.session_id.as_str(),
+                    parent_seq_num: parent,
+                    name: Arc::clone(&definition.name),
+                    args_json: Arc::from(event.args_json),
+                    client_id: Arc::clone(&self.shared.client_id),
+                    session_id: Arc::clone(&self.shared.session_id),
                     client_only,
-                ));
+                });
             }
             let conn = core.conn()?;
-            let result = in_transaction(conn, |conn| {
-                for event in &local_events {
-                    eventlog::insert(
-                        conn,
-                        event,
-                        schema_hash_of(schema, &event.name),
-                        eventlog::NO_SYNC_METADATA,
-                    )?;
-                    undo::start_recording(conn, event.seq_num)?;
-                    state::materialize(conn, schema, event)?;
+            let undo_log = &core.undo;
+            let result = in_transaction(conn, undo_log, |conn| {
+                let mut writer = Writer::new(conn, schema);
+                for (event, definition) in local_events.iter().zip(&definitions) {
+                    writer.append(event, definition.schema_hash, eventlog::NO_SYNC_METADATA)?;
+                    undo_log.start(event.seq_num);
+                    writer.materialize(event)?;
                 }
-                undo::stop_recording(conn)?;
+                undo_log.stop();
+                drop(writer);
                 if let Some(last) = local_events.last() {
                     state::set_head(conn, last.seq_num)?;
                 }
@@ -417,7 +453,7 @@ impl Store {
     fn document_id(&self, default_id: &DocumentDefaultId, id: Option<&str>) -> String {
         match (id, default_id) {
             (Some(id), _) => id.to_owned(),
-            (None, DocumentDefaultId::Session) => self.shared.session_id.clone(),
+            (None, DocumentDefaultId::Session) => self.shared.session_id.to_string(),
             (None, DocumentDefaultId::Fixed(id)) => id.clone(),
         }
     }
@@ -446,7 +482,13 @@ impl Store {
         let notifications = {
             let mut core = self.shared.lock_core()?;
             let upstream_head = core.sync_state.upstream_head();
-            rebuild::rebuild(core.conn()?, &self.shared.schema, upstream_head)?;
+            rebuild::rebuild(
+                core.conn()?,
+                &self.shared.schema,
+                &core.undo,
+                &core.state_location,
+                upstream_head,
+            )?;
             core.mark_all_tables_changed(&self.shared.schema);
             core.collect_notifications()
         };
@@ -541,38 +583,28 @@ pub(crate) fn deliver(notifications: Vec<Notification>) {
     }
 }
 
-/// Runs `work` in one transaction; rolls back on error.
-pub(crate) fn in_transaction<T>(
-    conn: &Connection,
-    work: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    match work(conn) {
-        Ok(value) => {
-            conn.execute_batch("COMMIT")?;
-            Ok(value)
-        }
-        Err(error) => {
-            // Recording may have been left on by the failed step; the rollback restores the control row too.
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(error)
-        }
-    }
-}
-
 pub(crate) fn schema_hash_of(schema: &Schema, name: &str) -> i64 {
-    match schema.event_meta(name) {
-        Some(meta) => (crate::schema::fnv1a_64(meta.name.as_bytes()) >> 12) as i64,
-        None => eventlog::UNKNOWN_SCHEMA_HASH,
-    }
+    schema
+        .definition(name)
+        .map_or(eventlog::UNKNOWN_SCHEMA_HASH, |definition| definition.schema_hash)
 }
 
-fn install_update_hook(conn: &Connection, changed: &Arc<Mutex<BTreeSet<String>>>) {
+/// Tracks which state tables a transaction wrote (for subscriptions) and feeds inserts to the undo log.
+fn install_update_hook(
+    conn: &Connection,
+    changed: &Arc<Mutex<BTreeSet<String>>>,
+    undo_log: &Arc<UndoLog>,
+) {
     let sink = Arc::clone(changed);
-    conn.update_hook(Some(move |_action, database: &str, table: &str, _rowid| {
-        if database == "state"
-            && !table.starts_with("__")
-            && let Ok(mut tables) = sink.lock()
+    let undo_log = Arc::clone(undo_log);
+    conn.update_hook(Some(move |action, database: &str, table: &str, rowid| {
+        if database != "state" || table.starts_with("__") {
+            return;
+        }
+        if action == rusqlite::hooks::Action::SQLITE_INSERT {
+            undo_log.on_insert(table, rowid);
+        }
+        if let Ok(mut tables) = sink.lock()
             && !tables.contains(table)
         {
             tables.insert(table.to_owned());

@@ -36,16 +36,17 @@ pub(crate) fn create_tables(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
-/// Appends one event.
-pub(crate) fn insert(
-    conn: &Connection,
+/// The statement that appends one event (see [`execute_insert`]).
+pub(crate) const INSERT_SQL: &str =
+    "INSERT INTO main.eventlog VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+
+/// Appends one event with a prepared [`INSERT_SQL`] statement (batches keep it across events).
+pub(crate) fn execute_insert(
+    statement: &mut rusqlite::Statement<'_>,
     event: &LocalEvent,
     schema_hash: i64,
     sync_metadata_json: &str,
 ) -> rusqlite::Result<()> {
-    let mut statement = conn.prepare_cached(
-        "INSERT INTO main.eventlog VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )?;
     statement.execute(params![
         seq_global(event.seq_num),
         event.seq_num.client,
@@ -96,11 +97,11 @@ pub(crate) fn last_seq_num(conn: &Connection) -> rusqlite::Result<Option<EventSe
     .optional()
 }
 
-/// Visits events strictly after `after` (by global, then client) in order, in pages so memory stays flat.
-pub(crate) fn for_each_after(
+/// Visits events strictly after `after` (by global, then client) in order, a page at a time so memory stays flat.
+pub(crate) fn for_each_page_after(
     conn: &Connection,
     after: EventSeqNum,
-    mut visit: impl FnMut(LocalEvent) -> Result<(), crate::error::StoreError>,
+    mut visit: impl FnMut(&[LocalEvent]) -> Result<(), crate::error::StoreError>,
 ) -> Result<(), crate::error::StoreError> {
     const PAGE: i64 = 10_000;
     let mut cursor = after;
@@ -114,13 +115,11 @@ pub(crate) fn for_each_after(
         let page: Vec<LocalEvent> = statement
             .query_map(params![seq_global(cursor), cursor.client, PAGE], row_to_event)?
             .collect::<rusqlite::Result<_>>()?;
+        drop(statement);
         let Some(last) = page.last() else { return Ok(()) };
         cursor = last.seq_num;
-        let full = page.len() as i64 == PAGE;
-        for event in page {
-            visit(event)?;
-        }
-        if !full {
+        visit(&page)?;
+        if (page.len() as i64) < PAGE {
             return Ok(());
         }
     }
@@ -132,8 +131,8 @@ pub(crate) fn load_after(
     after: EventSeqNum,
 ) -> Result<Vec<LocalEvent>, crate::error::StoreError> {
     let mut events = Vec::new();
-    for_each_after(conn, after, |event| {
-        events.push(event);
+    for_each_page_after(conn, after, |page| {
+        events.extend_from_slice(page);
         Ok(())
     })?;
     Ok(events)

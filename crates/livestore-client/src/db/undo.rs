@@ -1,34 +1,186 @@
-//! Rolling back pending events: an undo log recorded by triggers.
+//! Rolling back pending events: an undo log of inverse statements, recorded while pending events materialize.
 //!
 //! Rebase must undo the state changes of pending events. LiveStore records an SQLite session changeset per event;
-//! rusqlite's `session` feature needs bindgen and libclang at build time (and would switch the whole workspace's
-//! SQLite build to it), so this crate records the same information with SQL alone: every state table gets TEMP
-//! triggers that, while recording is on, append the inverse statement of each row change (`DELETE` for an insert,
-//! `UPDATE` back to the old values for an update, `INSERT` of the old row for a delete, addressed by rowid and
-//! written with `quote()`, which round-trips every SQLite value exactly) to `__livestore_undo`, keyed by the event.
-//! Rolling back an event executes its statements newest first. Replay was rejected: it needs a snapshot of the
-//! state at the upstream head or a full rebuild, which costs O(log) per rebase.
+//! rusqlite's `session` and `preupdate_hook` features need bindgen and libclang at build time (and would switch the
+//! whole workspace's SQLite build), so this crate records the same information with plain SQLite: the inverse
+//! statement of every row change (`DELETE` for an insert, `UPDATE` back to the old values for an update, `INSERT`
+//! of the old row for a delete; addressed by rowid, values written with `quote()`, which round-trips every SQLite
+//! value exactly) goes to `state.__livestore_undo`, keyed by the event and a change counter. Rolling back an event
+//! executes its statements newest first. Replay was rejected: it needs a snapshot of the state at the upstream head
+//! or a full rebuild, which costs O(log) per rebase.
 //!
-//! Recording is on only while pending local events are materialized; confirmed history is never rolled back and
-//! its undo rows are deleted as soon as the upstream confirms the events.
+//! Where the records come from, and why:
+//! - **Inserts** are seen by the connection's update hook ([`UndoLog::on_insert`]), which buffers `(table, rowid)`;
+//!   [`UndoLog::flush`] writes them before the transaction commits. Inserts are most events, and a trigger on
+//!   `INSERT` would make every insert a multi-statement write, which makes SQLite copy each touched page into a
+//!   statement journal (measured at about a fifth of a commit's instructions).
+//! - **Updates and deletes** need the old values, which only a trigger can see (the pre-update hook needs a
+//!   bindgen build). TEMP triggers `WHEN ls_undo_active()` record them.
+//! - The recording key (event sequence number, change counter) lives in this struct and reaches SQL through
+//!   application-defined functions, so starting and stopping recording is a memory write, not an `UPDATE`.
+//!   Hook-buffered and trigger-written records draw their counter from the same sequence, so their order is the
+//!   order of the changes.
+//!
+//! Recording is on only while pending local events materialize; confirmed history is never rolled back and its
+//! undo rows are deleted as soon as the upstream confirms the events. The counter restarts at zero when a store
+//! opens: it orders the changes of one event, and an event is always recorded within one process.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use livestore_core::seq_num::EventSeqNum;
+use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, params};
 
 use crate::schema::Schema;
 use crate::schema::table::quote_ident;
 
-/// Creates the control table and the triggers for every state table (TEMP: they live with the connection).
-pub(crate) fn install(conn: &Connection, schema: &Schema) -> rusqlite::Result<()> {
-    conn.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS __ls_undo_ctl (
-            active INTEGER NOT NULL, g INTEGER NOT NULL, c INTEGER NOT NULL, r INTEGER NOT NULL);
-         DELETE FROM temp.__ls_undo_ctl;
-         INSERT INTO temp.__ls_undo_ctl VALUES (0, 0, 0, 0);",
-    )?;
+/// The recording state shared by the store, the update hook and the SQL functions of one connection.
+#[derive(Debug)]
+pub(crate) struct UndoLog {
+    active: AtomicBool,
+    global: AtomicI64,
+    client: AtomicI64,
+    generation: AtomicI64,
+    counter: AtomicI64,
+    /// `DELETE FROM state."<table>" WHERE rowid=` per state table, in schema order.
+    delete_prefixes: Vec<(String, String)>,
+    /// Inserts seen by the update hook since the last flush.
+    inserts: Mutex<Vec<BufferedInsert>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BufferedInsert {
+    key: [i64; 3],
+    counter: i64,
+    table: usize,
+    rowid: i64,
+}
+
+impl UndoLog {
+    pub(crate) fn new(schema: &Schema) -> UndoLog {
+        let delete_prefixes = schema
+            .tables()
+            .iter()
+            .map(|table| {
+                let prefix = format!("DELETE FROM state.{} WHERE rowid=", quote_ident(&table.name));
+                (table.name.clone(), prefix)
+            })
+            .collect();
+        UndoLog {
+            active: AtomicBool::new(false),
+            global: AtomicI64::new(0),
+            client: AtomicI64::new(0),
+            generation: AtomicI64::new(0),
+            counter: AtomicI64::new(0),
+            delete_prefixes,
+            inserts: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Starts recording changes under `seq_num`.
+    pub(crate) fn start(&self, seq_num: EventSeqNum) {
+        let [global, client, generation] = key(seq_num);
+        self.global.store(global, Ordering::Relaxed);
+        self.client.store(client, Ordering::Relaxed);
+        self.generation.store(generation, Ordering::Relaxed);
+        self.active.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops recording (buffered inserts stay until [`UndoLog::flush`] or [`UndoLog::discard`]).
+    pub(crate) fn stop(&self) {
+        self.active.store(false, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Called by the update hook for every row inserted into a state table.
+    pub(crate) fn on_insert(&self, table: &str, rowid: i64) {
+        if !self.is_active() {
+            return;
+        }
+        let Some(table) = self.delete_prefixes.iter().position(|(name, _)| name == table) else {
+            return;
+        };
+        let insert = BufferedInsert {
+            key: [
+                self.global.load(Ordering::Relaxed),
+                self.client.load(Ordering::Relaxed),
+                self.generation.load(Ordering::Relaxed),
+            ],
+            counter: self.counter.fetch_add(1, Ordering::Relaxed),
+            table,
+            rowid,
+        };
+        if let Ok(mut inserts) = self.inserts.lock() {
+            inserts.push(insert);
+        }
+    }
+
+    /// Writes the inverse statements of buffered inserts; must run inside the transaction that made them.
+    pub(crate) fn flush(&self, conn: &Connection) -> rusqlite::Result<()> {
+        let inserts = match self.inserts.lock() {
+            Ok(mut inserts) if !inserts.is_empty() => std::mem::take(&mut *inserts),
+            _ => return Ok(()),
+        };
+        let mut statement = conn.prepare_cached(
+            "INSERT INTO state.__livestore_undo (seqNumGlobal, seqNumClient, seqNumRebaseGeneration, n, stmt)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut text = String::new();
+        for insert in inserts {
+            text.clear();
+            text.push_str(&self.delete_prefixes[insert.table].1);
+            text.push_str(&insert.rowid.to_string());
+            let [global, client, generation] = insert.key;
+            statement.execute(params![global, client, generation, insert.counter, text])?;
+        }
+        Ok(())
+    }
+
+    /// Forgets buffered inserts of a transaction that rolled back.
+    pub(crate) fn discard(&self) {
+        self.stop();
+        if let Ok(mut inserts) = self.inserts.lock() {
+            inserts.clear();
+        }
+    }
+}
+
+/// Registers the recording functions and creates the update/delete triggers of every state table.
+///
+/// Triggers are TEMP (they live with the connection), so they are created at every open and after a rebuild.
+pub(crate) fn install(
+    conn: &Connection,
+    schema: &Schema,
+    log: &std::sync::Arc<UndoLog>,
+) -> rusqlite::Result<()> {
+    // Not deterministic (they read the recording state), and not innocuous either: only our TEMP triggers
+    // should call them, which `DIRECTONLY` would forbid, so they are plain functions.
+    let flags = FunctionFlags::SQLITE_UTF8;
+    let active = std::sync::Arc::clone(log);
+    conn.create_scalar_function("ls_undo_active", 0, flags, move |_| Ok(active.is_active()))?;
+    let record = std::sync::Arc::clone(log);
+    conn.create_scalar_function("ls_undo_key", 1, flags, move |context| {
+        Ok(match context.get::<i64>(0)? {
+            0 => record.global.load(Ordering::Relaxed),
+            1 => record.client.load(Ordering::Relaxed),
+            2 => record.generation.load(Ordering::Relaxed),
+            _ => record.counter.fetch_add(1, Ordering::Relaxed),
+        })
+    })?;
+    create_triggers(conn, schema)
+}
+
+/// Creates the TEMP update/delete triggers (idempotent).
+pub(crate) fn create_triggers(conn: &Connection, schema: &Schema) -> rusqlite::Result<()> {
+    let record = "INSERT INTO __livestore_undo (seqNumGlobal, seqNumClient, seqNumRebaseGeneration, n, stmt) \
+                  VALUES (ls_undo_key(0), ls_undo_key(1), ls_undo_key(2), ls_undo_key(3),";
+    let mut sql = String::new();
     for table in schema.tables() {
-        let name = quote_ident(&table.name);
-        let target = format!("state.{name}");
+        let target = format!("state.{}", quote_ident(&table.name));
         let target_sql = target.replace('\'', "''");
         let columns: Vec<String> =
             table.columns().iter().map(|column| quote_ident(column.name())).collect();
@@ -43,62 +195,45 @@ pub(crate) fn install(conn: &Connection, schema: &Schema) -> rusqlite::Result<()
             .map(|column| format!("'{}=' || quote(OLD.{column})", column.replace('\'', "''")))
             .collect::<Vec<_>>()
             .join(" || ',' || ");
-        let trigger = |kind: &str| quote_ident(&format!("__ls_undo_{kind}_{}", table.name));
-        let record = "INSERT INTO __livestore_undo (seqNumGlobal, seqNumClient, seqNumRebaseGeneration, stmt) SELECT g, c, r,";
-        conn.execute_batch(&format!(
-            "DROP TRIGGER IF EXISTS temp.{ins};
-             CREATE TEMP TRIGGER {ins} AFTER INSERT ON {target} BEGIN
-               {record} 'DELETE FROM {target_sql} WHERE rowid=' || NEW.rowid FROM __ls_undo_ctl WHERE active;
+        let (update, delete) = trigger_names(&table.name);
+        sql.push_str(&format!(
+            "CREATE TEMP TRIGGER IF NOT EXISTS {update} AFTER UPDATE ON {target} WHEN ls_undo_active() BEGIN
+               {record} 'UPDATE {target_sql} SET ' || {assignments} || ',rowid=' || OLD.rowid || ' WHERE rowid=' || NEW.rowid);
              END;
-             DROP TRIGGER IF EXISTS temp.{upd};
-             CREATE TEMP TRIGGER {upd} AFTER UPDATE ON {target} BEGIN
-               {record} 'UPDATE {target_sql} SET ' || {assignments} || ',rowid=' || OLD.rowid || ' WHERE rowid=' || NEW.rowid
-                 FROM __ls_undo_ctl WHERE active;
-             END;
-             DROP TRIGGER IF EXISTS temp.{del};
-             CREATE TEMP TRIGGER {del} AFTER DELETE ON {target} BEGIN
-               {record} 'INSERT INTO {target_sql} (rowid,{column_list}) VALUES (' || OLD.rowid || ',' || {old_values} || ')'
-                 FROM __ls_undo_ctl WHERE active;
-             END;",
-            ins = trigger("ins"),
-            upd = trigger("upd"),
-            del = trigger("del"),
-        ))?;
+             CREATE TEMP TRIGGER IF NOT EXISTS {delete} AFTER DELETE ON {target} WHEN ls_undo_active() BEGIN
+               {record} 'INSERT INTO {target_sql} (rowid,{column_list}) VALUES (' || OLD.rowid || ',' || {old_values} || ')');
+             END;"
+        ));
     }
-    Ok(())
+    conn.execute_batch(&sql)
 }
 
-/// Starts recording undo statements under `seq_num`.
-pub(crate) fn start_recording(conn: &Connection, seq_num: EventSeqNum) -> rusqlite::Result<()> {
-    let mut statement =
-        conn.prepare_cached("UPDATE temp.__ls_undo_ctl SET active = 1, g = ?1, c = ?2, r = ?3")?;
-    statement.execute(params![
-        i64::try_from(seq_num.global).unwrap_or(i64::MAX),
-        seq_num.client,
-        seq_num.rebase_generation
-    ])?;
-    Ok(())
+/// Drops the TEMP triggers, e.g. while a rebuild materializes confirmed events (no undo needed, and a write on a
+/// table with triggers pays for a statement journal) or before the state database is detached.
+pub(crate) fn drop_triggers(conn: &Connection, schema: &Schema) -> rusqlite::Result<()> {
+    let mut sql = String::new();
+    for table in schema.tables() {
+        let (update, delete) = trigger_names(&table.name);
+        sql.push_str(&format!(
+            "DROP TRIGGER IF EXISTS temp.{update}; DROP TRIGGER IF EXISTS temp.{delete};"
+        ));
+    }
+    conn.execute_batch(&sql)
 }
 
-/// Stops recording.
-pub(crate) fn stop_recording(conn: &Connection) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE temp.__ls_undo_ctl SET active = 0")?.execute([])?;
-    Ok(())
+fn trigger_names(table: &str) -> (String, String) {
+    (quote_ident(&format!("__ls_undo_upd_{table}")), quote_ident(&format!("__ls_undo_del_{table}")))
 }
 
 /// Undoes one event's state changes (newest change first) and forgets them. Recording must be off.
 pub(crate) fn roll_back(conn: &Connection, seq_num: EventSeqNum) -> rusqlite::Result<()> {
-    let key = params![
-        i64::try_from(seq_num.global).unwrap_or(i64::MAX),
-        seq_num.client,
-        seq_num.rebase_generation
-    ];
+    let [global, client, generation] = key(seq_num);
     let statements: Vec<String> = conn
         .prepare_cached(
             "SELECT stmt FROM state.__livestore_undo
-             WHERE seqNumGlobal = ?1 AND seqNumClient = ?2 AND seqNumRebaseGeneration = ?3 ORDER BY id DESC",
+             WHERE seqNumGlobal = ?1 AND seqNumClient = ?2 AND seqNumRebaseGeneration = ?3 ORDER BY n DESC",
         )?
-        .query_map(key, |row| row.get(0))?
+        .query_map(params![global, client, generation], |row| row.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     for statement in statements {
         conn.execute_batch(&statement)?;
@@ -106,15 +241,24 @@ pub(crate) fn roll_back(conn: &Connection, seq_num: EventSeqNum) -> rusqlite::Re
     conn.prepare_cached(
         "DELETE FROM state.__livestore_undo WHERE seqNumGlobal = ?1 AND seqNumClient = ?2 AND seqNumRebaseGeneration = ?3",
     )?
-    .execute(key)?;
+    .execute(params![global, client, generation])?;
     Ok(())
 }
 
 /// Forgets undo statements of events up to and including `seq_num` (by global, then client): they are confirmed.
 pub(crate) fn forget_through(conn: &Connection, seq_num: EventSeqNum) -> rusqlite::Result<()> {
+    let [global, client, _] = key(seq_num);
     conn.prepare_cached(
         "DELETE FROM state.__livestore_undo WHERE (seqNumGlobal, seqNumClient) <= (?1, ?2)",
     )?
-    .execute(params![i64::try_from(seq_num.global).unwrap_or(i64::MAX), seq_num.client])?;
+    .execute(params![global, client])?;
     Ok(())
+}
+
+fn key(seq_num: EventSeqNum) -> [i64; 3] {
+    [
+        i64::try_from(seq_num.global).unwrap_or(i64::MAX),
+        i64::from(seq_num.client),
+        i64::from(seq_num.rebase_generation),
+    ]
 }

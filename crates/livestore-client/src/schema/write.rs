@@ -115,62 +115,102 @@ impl Write {
 
     /// The SQL text and its parameters.
     pub fn compile(&self) -> (String, Vec<SqlValue>) {
-        let table = quote_ident(&self.table);
+        let mut sql = String::new();
+        self.write_sql(&mut sql);
+        (sql, self.params().cloned().collect())
+    }
+
+    /// Appends the SQL text to `sql`. The store calls this for every materialized write, so it builds the text
+    /// in place instead of through intermediate strings; the text is the prepared-statement cache key.
+    pub(crate) fn write_sql(&self, sql: &mut String) {
         match &self.kind {
-            WriteKind::Raw { sql, params } => (sql.clone(), params.clone()),
+            WriteKind::Raw { sql: raw, .. } => sql.push_str(raw),
             WriteKind::Insert { on_conflict } => {
-                let verb = match on_conflict {
-                    OnConflict::Ignore => "INSERT OR IGNORE",
-                    OnConflict::Replace => "INSERT OR REPLACE",
-                    OnConflict::Abort | OnConflict::Update(_) => "INSERT",
-                };
-                let columns: Vec<String> =
-                    self.values.iter().map(|(column, _)| quote_ident(column)).collect();
-                let mut sql = if columns.is_empty() {
-                    format!("{verb} INTO {table} DEFAULT VALUES")
+                sql.push_str(match on_conflict {
+                    OnConflict::Ignore => "INSERT OR IGNORE INTO ",
+                    OnConflict::Replace => "INSERT OR REPLACE INTO ",
+                    OnConflict::Abort | OnConflict::Update(_) => "INSERT INTO ",
+                });
+                push_ident(sql, &self.table);
+                if self.values.is_empty() {
+                    sql.push_str(" DEFAULT VALUES");
                 } else {
-                    let placeholders = vec!["?"; columns.len()].join(", ");
-                    format!("{verb} INTO {table} ({}) VALUES ({placeholders})", columns.join(", "))
-                };
+                    sql.push_str(" (");
+                    for (idx, (column, _)) in self.values.iter().enumerate() {
+                        if idx > 0 {
+                            sql.push_str(", ");
+                        }
+                        push_ident(sql, column);
+                    }
+                    sql.push_str(") VALUES (");
+                    for idx in 0..self.values.len() {
+                        sql.push_str(if idx == 0 { "?" } else { ", ?" });
+                    }
+                    sql.push(')');
+                }
                 if let OnConflict::Update(keys) = on_conflict {
-                    let keys_sql: Vec<String> = keys.iter().map(|key| quote_ident(key)).collect();
-                    let updates: Vec<String> = self
-                        .values
-                        .iter()
-                        .filter(|(column, _)| !keys.contains(column))
-                        .map(|(column, _)| format!("{0} = excluded.{0}", quote_ident(column)))
-                        .collect();
-                    if updates.is_empty() {
-                        sql.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", keys_sql.join(", ")));
+                    sql.push_str(" ON CONFLICT (");
+                    for (idx, key) in keys.iter().enumerate() {
+                        if idx > 0 {
+                            sql.push_str(", ");
+                        }
+                        push_ident(sql, key);
+                    }
+                    let mut updates =
+                        self.values.iter().filter(|(column, _)| !keys.contains(column)).peekable();
+                    if updates.peek().is_none() {
+                        sql.push_str(") DO NOTHING");
                     } else {
-                        sql.push_str(&format!(
-                            " ON CONFLICT ({}) DO UPDATE SET {}",
-                            keys_sql.join(", "),
-                            updates.join(", ")
-                        ));
+                        sql.push_str(") DO UPDATE SET ");
+                        for (idx, (column, _)) in updates.enumerate() {
+                            if idx > 0 {
+                                sql.push_str(", ");
+                            }
+                            push_ident(sql, column);
+                            sql.push_str(" = excluded.");
+                            push_ident(sql, column);
+                        }
                     }
                 }
-                (sql, self.values.iter().map(|(_, value)| value.clone()).collect())
             }
             WriteKind::Update => {
-                let assignments: Vec<String> = self
-                    .values
-                    .iter()
-                    .map(|(column, _)| format!("{} = ?", quote_ident(column)))
-                    .collect();
-                let mut params: Vec<SqlValue> =
-                    self.values.iter().map(|(_, value)| value.clone()).collect();
-                let mut sql = format!("UPDATE {table} SET {}", assignments.join(", "));
-                push_where(&mut sql, &mut params, &self.filters);
-                (sql, params)
+                sql.push_str("UPDATE ");
+                push_ident(sql, &self.table);
+                sql.push_str(" SET ");
+                for (idx, (column, _)) in self.values.iter().enumerate() {
+                    if idx > 0 {
+                        sql.push_str(", ");
+                    }
+                    push_ident(sql, column);
+                    sql.push_str(" = ?");
+                }
+                push_where(sql, &self.filters);
             }
             WriteKind::Delete => {
-                let mut params = Vec::new();
-                let mut sql = format!("DELETE FROM {table}");
-                push_where(&mut sql, &mut params, &self.filters);
-                (sql, params)
+                sql.push_str("DELETE FROM ");
+                push_ident(sql, &self.table);
+                push_where(sql, &self.filters);
             }
         }
+    }
+
+    /// The bound parameters, in placeholder order (borrowed: text values are not copied).
+    pub(crate) fn params(&self) -> impl Iterator<Item = &SqlValue> {
+        let raw = match &self.kind {
+            WriteKind::Raw { params, .. } => params.as_slice(),
+            _ => &[],
+        };
+        let values = match &self.kind {
+            WriteKind::Insert { .. } | WriteKind::Update => self.values.as_slice(),
+            WriteKind::Delete | WriteKind::Raw { .. } => &[],
+        };
+        let filters = match &self.kind {
+            WriteKind::Update | WriteKind::Delete => self.filters.as_slice(),
+            WriteKind::Insert { .. } | WriteKind::Raw { .. } => &[],
+        };
+        raw.iter()
+            .chain(values.iter().map(|(_, value)| value))
+            .chain(filters.iter().filter_map(filter_param))
     }
 }
 
@@ -262,8 +302,8 @@ impl Query {
             self.columns.iter().map(|column| quote_ident(column)).collect::<Vec<_>>().join(", ")
         };
         let mut sql = format!("SELECT {columns} FROM {table}");
-        let mut params = Vec::new();
-        push_where(&mut sql, &mut params, &self.filters);
+        push_where(&mut sql, &self.filters);
+        let params = self.filters.iter().filter_map(filter_param).cloned().collect();
         if !self.order_by.is_empty() {
             let order: Vec<String> = self
                 .order_by
@@ -289,28 +329,45 @@ fn make_filter(column: String, operator: &'static str, value: SqlValue) -> Filte
     Filter { column, operator, value: Some(value) }
 }
 
-fn push_where(sql: &mut String, params: &mut Vec<SqlValue>, filters: &[Filter]) {
-    if filters.is_empty() {
-        return;
+/// Appends a `WHERE` clause; null comparisons become `IS [NOT] NULL` and take no parameter.
+fn push_where(sql: &mut String, filters: &[Filter]) {
+    for (idx, filter) in filters.iter().enumerate() {
+        sql.push_str(if idx == 0 { " WHERE " } else { " AND " });
+        push_ident(sql, &filter.column);
+        match (&filter.value, filter.operator) {
+            (Some(SqlValue::Null) | None, "=") => sql.push_str(" IS NULL"),
+            (Some(SqlValue::Null) | None, "!=") => sql.push_str(" IS NOT NULL"),
+            (Some(_), operator) => {
+                sql.push(' ');
+                sql.push_str(operator);
+                sql.push_str(" ?");
+            }
+            (None, operator) => {
+                sql.push(' ');
+                sql.push_str(operator);
+                sql.push_str(" NULL");
+            }
+        }
     }
-    let clauses: Vec<String> = filters
-        .iter()
-        .map(|filter| match (&filter.value, filter.operator) {
-            (Some(SqlValue::Null) | None, "=") => {
-                format!("{} IS NULL", quote_ident(&filter.column))
-            }
-            (Some(SqlValue::Null) | None, "!=") => {
-                format!("{} IS NOT NULL", quote_ident(&filter.column))
-            }
-            (Some(value), operator) => {
-                params.push(value.clone());
-                format!("{} {operator} ?", quote_ident(&filter.column))
-            }
-            (None, operator) => format!("{} {operator} NULL", quote_ident(&filter.column)),
-        })
-        .collect();
-    sql.push_str(" WHERE ");
-    sql.push_str(&clauses.join(" AND "));
+}
+
+/// The parameter a filter binds, if any (see [`push_where`]).
+fn filter_param(filter: &Filter) -> Option<&SqlValue> {
+    match (&filter.value, filter.operator) {
+        (Some(SqlValue::Null) | None, "=" | "!=") | (None, _) => None,
+        (Some(value), _) => Some(value),
+    }
+}
+
+/// Appends a double-quoted identifier.
+fn push_ident(sql: &mut String, name: &str) {
+    sql.push('"');
+    if name.contains('"') {
+        sql.push_str(&name.replace('"', "\"\""));
+    } else {
+        sql.push_str(name);
+    }
+    sql.push('"');
 }
 
 #[cfg(test)]

@@ -9,10 +9,13 @@ use livestore_core::event::LocalEvent;
 use livestore_core::seq_num::EventSeqNum;
 use livestore_core::sync_state::{MergeResult, Payload, SyncState, merge};
 
-use crate::db::{eventlog, state, undo};
+use crate::db::undo::{self, UndoLog};
+use crate::db::writer::Writer;
+use crate::db::{eventlog, state};
 use crate::error::StoreError;
-use crate::store::rebuild::materialize_tolerant;
-use crate::store::{Store, deliver, in_transaction, schema_hash_of};
+use crate::schema::Schema;
+use crate::store::batch::{self, Mode, apply_batch, in_transaction};
+use crate::store::{Store, deliver, schema_hash_of};
 
 /// One event pulled from the backend, with the backend's metadata (`Option<SyncMetadata>` JSON) if any.
 #[derive(Debug, Clone)]
@@ -60,11 +63,12 @@ impl Store {
                     core.backend_id = Some(backend_id.to_owned());
                 }
             }
-            let known = events.len()
-                - core
-                    .sync_state
-                    .skip_known(&events.iter().map(|item| item.event.clone()).collect::<Vec<_>>())
-                    .len();
+            // Events at or below the upstream head were applied before (a re-delivered page).
+            let upstream_head = core.sync_state.upstream_head();
+            let known = events
+                .iter()
+                .take_while(|item| !item.event.seq_num.is_greater_than(upstream_head))
+                .count();
             let events = &events[known..];
             if events.is_empty() {
                 return Ok(ApplyOutcome::default());
@@ -72,7 +76,8 @@ impl Store {
             let incoming: Vec<LocalEvent> = events.iter().map(|item| item.event.clone()).collect();
             let result = merge(&core.sync_state, Payload::UpstreamAdvance(incoming), true)?;
             let conn = core.conn()?;
-            let (new_state, outcome) = in_transaction(conn, |conn| match result {
+            let undo_log = &core.undo;
+            let (new_state, outcome) = in_transaction(conn, undo_log, |conn| match result {
                 MergeResult::Advance(advance) => {
                     let matched = events.len() - advance.new_events.len();
                     for item in &events[..matched] {
@@ -83,9 +88,9 @@ impl Store {
                     if let Some(last) = advance.confirmed_events.last() {
                         undo::forget_through(conn, last.seq_num)?;
                     }
-                    for item in &events[matched..] {
-                        insert_upstream(conn, &schema, item)?;
-                    }
+                    let mut writer = Writer::new(conn, &schema);
+                    insert_upstream(&mut writer, &schema, undo_log, &events[matched..])?;
+                    drop(writer);
                     finish(conn, &advance.new_state)?;
                     let outcome = ApplyOutcome {
                         applied: events.len() - matched,
@@ -107,20 +112,22 @@ impl Store {
                     if let Some(last) = rebase.confirmed_events.last() {
                         undo::forget_through(conn, last.seq_num)?;
                     }
-                    for item in &events[matched..] {
-                        insert_upstream(conn, &schema, item)?;
-                    }
-                    for event in rebase.new_state.pending() {
-                        eventlog::insert(
-                            conn,
-                            event,
-                            schema_hash_of(&schema, &event.name),
-                            eventlog::NO_SYNC_METADATA,
-                        )?;
-                        undo::start_recording(conn, event.seq_num)?;
-                        materialize_tolerant(conn, &schema, event)?;
-                    }
-                    undo::stop_recording(conn)?;
+                    let mut writer = Writer::new(conn, &schema);
+                    insert_upstream(&mut writer, &schema, undo_log, &events[matched..])?;
+                    let rebased = rebase.new_state.pending();
+                    let recorded =
+                        apply_batch(&mut writer, undo_log, rebased, |writer, event, mode| {
+                            writer.append(
+                                event,
+                                schema_hash_of(&schema, &event.name),
+                                eventlog::NO_SYNC_METADATA,
+                            )?;
+                            undo_log.start(event.seq_num);
+                            batch::materialize(writer, &schema, undo_log, event, mode)
+                        });
+                    undo_log.stop();
+                    drop(writer);
+                    recorded?;
                     finish(conn, &rebase.new_state)?;
                     tracing::info!(
                         target: "livestore_client::_events::rebase",
@@ -165,11 +172,11 @@ impl Store {
         let schema = std::sync::Arc::clone(&self.shared.schema);
         let notifications = {
             let mut core = self.shared.lock_core()?;
-            in_transaction(core.conn()?, |conn| {
+            in_transaction(core.conn()?, &core.undo, |conn| {
                 eventlog::clear(conn)?;
                 state::clear(conn)?;
                 state::create_user_tables(conn, &schema)?;
-                undo::install(conn, &schema)?;
+                undo::create_triggers(conn, &schema)?;
                 Ok(())
             })?;
             core.sync_state = SyncState::new(EventSeqNum::ROOT);
@@ -183,14 +190,19 @@ impl Store {
     }
 }
 
+/// Appends upstream events to the log and materializes them (no undo: they are confirmed).
 fn insert_upstream(
-    conn: &rusqlite::Connection,
-    schema: &crate::schema::Schema,
-    item: &UpstreamEvent,
+    writer: &mut Writer<'_>,
+    schema: &Schema,
+    undo_log: &UndoLog,
+    items: &[UpstreamEvent],
 ) -> Result<(), StoreError> {
-    let metadata = item.metadata_json.as_deref().unwrap_or(eventlog::NO_SYNC_METADATA);
-    eventlog::insert(conn, &item.event, schema_hash_of(schema, &item.event.name), metadata)?;
-    materialize_tolerant(conn, schema, &item.event)
+    undo_log.stop();
+    apply_batch(writer, undo_log, items, |writer, item, mode: Mode| {
+        let metadata = item.metadata_json.as_deref().unwrap_or(eventlog::NO_SYNC_METADATA);
+        writer.append(&item.event, schema_hash_of(schema, &item.event.name), metadata)?;
+        batch::materialize(writer, schema, undo_log, &item.event, mode)
+    })
 }
 
 fn finish(conn: &rusqlite::Connection, new_state: &SyncState) -> Result<(), StoreError> {
