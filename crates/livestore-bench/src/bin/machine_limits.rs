@@ -4,7 +4,10 @@
 //! - loopback TCP throughput between two threads (what any transfer over 127.0.0.1 can reach);
 //! - SQLite batched insert rate into a WAL database with `synchronous=FULL`, 1,000 rows per transaction, rows
 //!   shaped like stored events (what an eventlog append can reach);
-//! - fsync round trips per second on the data disk (what one-commit-per-event durability can reach).
+//! - fsync round trips per second on the data disk (what one-commit-per-event durability can reach);
+//! - the loopback fan-out floor: the time for one task to write a 400-byte message to each of 1,000 sockets until
+//!   the last receiver has read it, each receiver answering with a 40-byte ack as sync clients do. No JSON, no
+//!   WebSocket framing: what fan-out to 1,000 subscribers costs on this machine before any server logic.
 //!
 //! Prints one JSON object. `--quick` shortens every measurement.
 
@@ -23,6 +26,7 @@ fn main() -> anyhow::Result<()> {
         "loopback_tcp_mb_per_second": loopback_rate(512 * scale as u64)?,
         "sqlite_wal_full_inserts_per_second_batched_1000": sqlite_insert_rate(100_000 * scale)?,
         "fsyncs_per_second": fsync_rate(Duration::from_millis(500 * scale as u64))?,
+        "loopback_fanout_1000_last_delivery_ms": fanout_floor(1000, 20 * scale)?,
     });
     println!("{result}");
     Ok(())
@@ -108,4 +112,61 @@ fn fsync_rate(duration: Duration) -> anyhow::Result<f64> {
     }
     std::fs::remove_file(&path)?;
     Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Median and p99 over `rounds` of the time until the last of `sockets` receivers has read a 400-byte message.
+fn fanout_floor(sockets: usize, rounds: usize) -> anyhow::Result<serde_json::Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (delivered, mut deliveries) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        let mut senders = Vec::with_capacity(sockets);
+        for _ in 0..sockets {
+            let mut receiver = tokio::net::TcpStream::connect(addr).await?;
+            let (sender, _) = listener.accept().await?;
+            receiver.set_nodelay(true)?;
+            sender.set_nodelay(true)?;
+            let delivered = delivered.clone();
+            tokio::spawn(async move {
+                let mut message = [0u8; 400];
+                while receiver.read_exact(&mut message).await.is_ok() {
+                    let _ = delivered.send(Instant::now());
+                    if receiver.write_all(&[7u8; 40]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            senders.push(sender);
+        }
+        // Each sender socket gets its own writer task, as each WebSocket connection has one in the server.
+        let mut writers = Vec::with_capacity(sockets);
+        for mut sender in senders {
+            let (trigger, mut triggered) = tokio::sync::mpsc::unbounded_channel::<()>();
+            tokio::spawn(async move {
+                let mut ack = [0u8; 40];
+                while triggered.recv().await.is_some() {
+                    if sender.write_all(&[1u8; 400]).await.is_err() || sender.read_exact(&mut ack).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            writers.push(trigger);
+        }
+        let mut samples = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let started = Instant::now();
+            for writer in &writers {
+                let _ = writer.send(());
+            }
+            let mut last = started;
+            for _ in 0..sockets {
+                last = deliveries.recv().await.expect("receivers run until the end");
+            }
+            samples.push(last.duration_since(started));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(livestore_bench::stats::summarize(&mut samples))
+    })
 }
