@@ -10,6 +10,7 @@
 
 mod auth;
 mod files;
+mod filesync_js;
 mod js_clients;
 mod js_driver;
 mod lifecycle;
