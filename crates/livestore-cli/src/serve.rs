@@ -3,14 +3,15 @@
 //!
 //! Precedence, lowest first: built-in defaults, the config file, environment variables, command-line flags.
 //! Secrets (tokens, JWT secret) come only from the config file or the environment, never from flags, so they do
-//! not show up in process listings or shell history.
+//! not show up in process listings or shell history. The one exception is `--database-url`, which the flag may
+//! carry for convenience; deployments pass it in `LIVESTORE_DATABASE_URL` or the config file instead.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use livestore_server::config::{Secret, TokenEntry};
+use livestore_server::config::{DatabaseUrl, Secret, TokenEntry};
 use livestore_server::{Server, ServerConfig};
 
 /// Flags of `livestore serve`, as given.
@@ -22,6 +23,10 @@ pub(crate) struct ServeArgs {
     /// Directory for the event database [default: ./livestore-data].
     #[arg(long, env = "LIVESTORE_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// PostgreSQL database for the event log instead of SQLite in the data dir; several nodes may share one
+    /// (postgres://user:password@host:port/dbname). Prefer the environment variable: flags show in process lists.
+    #[arg(long, env = "LIVESTORE_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// TOML config file (see README); flags and environment override it.
     #[arg(long, env = "LIVESTORE_CONFIG")]
     config: Option<PathBuf>,
@@ -62,6 +67,9 @@ fn resolve(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     }
     if let Some(data_dir) = args.data_dir {
         config.data_dir = data_dir;
+    }
+    if let Some(database_url) = args.database_url {
+        config.database_url = Some(DatabaseUrl(database_url));
     }
     // After the data dir is final: an embedded store that was not configured explicitly lives in it. The upstream
     // s3-signer's variable names (S3_ENDPOINT, S3_BUCKET, ...) select and configure an external store.

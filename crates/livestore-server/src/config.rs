@@ -1,4 +1,4 @@
-//! Server configuration: listening address, data directory, authentication and limits.
+//! Server configuration: listening address, data directory or Postgres database, authentication and limits.
 //!
 //! Configuration comes from a TOML file, then environment variables and command-line flags override it (the CLI
 //! crate applies the overrides). Secrets are redacted from `Debug` output so that logging a config never leaks them.
@@ -22,8 +22,10 @@ pub const DEFAULT_DATA_DIR: &str = "./livestore-data";
 pub struct ServerConfig {
     /// Where to listen.
     pub addr: SocketAddr,
-    /// Where the event database lives.
+    /// Where the event database lives (SQLite), and the embedded object store unless `[files]` says otherwise.
     pub data_dir: PathBuf,
+    /// A PostgreSQL database for the event log instead of SQLite in `data_dir`. Several nodes may share one.
+    pub database_url: Option<DatabaseUrl>,
     /// Who may connect.
     pub auth: AuthConfig,
     /// Size limits for frames and bodies.
@@ -37,6 +39,7 @@ impl Default for ServerConfig {
         ServerConfig {
             addr: DEFAULT_ADDR.parse().expect("the default address is valid"),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            database_url: None,
             auth: AuthConfig::default(),
             limits: Limits::default(),
             files: None,
@@ -74,6 +77,9 @@ impl ServerConfig {
             return Err(ServerError::InvalidConfig(
                 "limits.max_message_bytes must be at least 1 MiB: sync-cf clients send frames of up to ~900 KB".into(),
             ));
+        }
+        if let Some(url) = &self.database_url {
+            url.to_postgres_config()?;
         }
         self.files_config()
             .validate()
@@ -177,6 +183,59 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// A PostgreSQL connection string (`postgres://user:password@host:port/dbname` or `host=... user=...`).
+///
+/// It usually carries a password, so `Debug` and [`DatabaseUrl::redacted`] show only where it points.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl DatabaseUrl {
+    /// Parses the connection string; the error never repeats the string (it may hold a password).
+    pub fn to_postgres_config(&self) -> Result<tokio_postgres::Config, ServerError> {
+        self.0.parse::<tokio_postgres::Config>().map_err(|error| {
+            ServerError::InvalidConfig(format!(
+                "database_url is not a postgres:// URL or a key=value connection string ({error})"
+            ))
+        })
+    }
+
+    /// `user@host:port/dbname`, without the password: safe for logs.
+    pub fn redacted(&self) -> String {
+        let Ok(config) = self.to_postgres_config() else {
+            return "<unparseable database url>".to_owned();
+        };
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(index, host)| {
+                let host = match host {
+                    tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                    #[cfg(unix)]
+                    tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+                };
+                match config.get_ports().get(index).or(config.get_ports().first()) {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host,
+                }
+            })
+            .collect();
+        format!(
+            "{}@{}/{}",
+            config.get_user().unwrap_or("<default user>"),
+            hosts.join(","),
+            config.get_dbname().unwrap_or("<default database>")
+        )
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "DatabaseUrl({})", self.redacted())
+    }
+}
+
 /// Size limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -227,6 +286,24 @@ mod tests {
             ServerConfig { addr: "0.0.0.0:8787".parse().unwrap(), ..ServerConfig::default() };
         let message = config.validate().unwrap_err().to_string();
         assert!(message.contains("without authentication"), "{message}");
+    }
+
+    #[test]
+    fn database_urls_are_redacted_and_checked() {
+        let config: ServerConfig = toml::from_str(
+            r#"database_url = "postgres://livestore:s3cret-pw@db.internal:6543/sync""#,
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let url = config.database_url.as_ref().unwrap();
+        assert_eq!(url.redacted(), "livestore@db.internal:6543/sync");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret-pw") && debug.contains("db.internal"), "{debug}");
+        let key_value = DatabaseUrl("host=/run/pg user=ls password=s3cret-pw dbname=x".into());
+        assert!(!key_value.redacted().contains("s3cret-pw"));
+        let broken = DatabaseUrl("postgres://u:s3cret-pw@h:notaport/db".into());
+        let message = broken.to_postgres_config().unwrap_err().to_string();
+        assert!(!message.contains("s3cret-pw"), "{message}");
     }
 
     #[test]

@@ -64,6 +64,21 @@ pub enum ServerError {
     /// SQLite failed.
     #[error("SQLite error")]
     Sqlite(#[from] rusqlite::Error),
+    /// The Postgres database holds tables that are not ours, or a schema newer than this build understands.
+    #[error("database {database} cannot be used: {reason}")]
+    IncompatibleDatabase {
+        /// Where the database is (`user@host:port/dbname`, never the password).
+        database: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// PostgreSQL failed (a statement, or the connection). Shared, because one failed group commit answers every
+    /// push in the group.
+    #[error("PostgreSQL error")]
+    Postgres(#[source] std::sync::Arc<tokio_postgres::Error>),
+    /// The database is unreachable; the node refuses sync traffic until it is back.
+    #[error("the database is unavailable; this node serves again once it is back")]
+    StorageUnavailable,
     /// The storage writer thread is gone (the server is shutting down or the writer failed).
     #[error("storage writer is not running")]
     StorageClosed,
@@ -73,4 +88,10 @@ pub enum ServerError {
     /// Serving failed.
     #[error("server failed")]
     Serve(#[source] std::io::Error),
+}
+
+impl From<tokio_postgres::Error> for ServerError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        ServerError::Postgres(std::sync::Arc::new(error))
+    }
 }

@@ -10,16 +10,18 @@
 //! subscriber — no extra task hop on the fan-out path.
 //!
 //! A subscriber whose connection queue is full is dropped and its connection told to close (1013), so the client
-//! reconnects and resumes from its cursor instead of silently missing events.
+//! reconnects and resumes from its cursor instead of silently missing events. A storage backend that loses its
+//! database closes every hub the same way ([`Hubs::close_all`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use livestore_proto::page::Page;
+use livestore_proto::page::{Page, StoredEventRef, paginate};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::pull::Outbound;
+use crate::pull::{CLOSE_LAGGING, Outbound};
+use crate::storage::StoredEvent;
 
 /// How many published batches may wait for a subscriber that is still sending its backlog.
 pub(crate) const BACKLOG_BUFFER_BATCHES: usize = 4096;
@@ -65,6 +67,23 @@ impl Hubs {
     /// Number of stores opened in this process.
     pub(crate) fn store_count(&self) -> usize {
         self.stores.lock().expect("hub registry lock poisoned").len()
+    }
+
+    /// Forgets every hub and closes the connection of every subscriber (1013, so clients reconnect, possibly to
+    /// another node). For a storage backend that can no longer vouch for the heads it published: after this, the
+    /// next pull of a store opens it afresh from the database. Returns how many subscribers were closed.
+    pub(crate) fn close_all(&self, reason: &str) -> usize {
+        let hubs: Vec<Arc<StoreHub>> = {
+            let mut stores = self.stores.lock().expect("hub registry lock poisoned");
+            stores.drain().map(|(_, hub)| hub).collect()
+        };
+        hubs.iter().map(|hub| hub.close_subscribers(reason)).sum()
+    }
+
+    /// Like [`Hubs::close_all`], for one store.
+    pub(crate) fn close_store(&self, store_id: &str, reason: &str) -> usize {
+        let hub = self.stores.lock().expect("hub registry lock poisoned").remove(store_id);
+        hub.map_or(0, |hub| hub.close_subscribers(reason))
     }
 }
 
@@ -178,6 +197,40 @@ impl StoreHub {
             }
             kept
         });
+    }
+
+    /// Publishes stored events read back or just committed: `events` must continue the head without a gap.
+    /// Pages are built only when someone listens.
+    pub(crate) fn publish_events(&self, events: &[StoredEvent]) {
+        let (Some(first), Some(last)) = (events.first(), events.last()) else { return };
+        let live_batch = self.has_subscribers().then(|| {
+            let pages = paginate(
+                &self.backend_id,
+                events.iter().map(|event| StoredEventRef {
+                    seq_num: event.seq_num,
+                    encoded_json: &event.encoded_json,
+                    created_at: &event.created_at,
+                }),
+            );
+            Arc::new(LiveBatch { first_seq_num: first.seq_num, last_seq_num: last.seq_num, pages })
+        });
+        self.publish(last.seq_num, live_batch);
+    }
+
+    /// Drops every subscriber, asking each connection to close; returns how many there were.
+    fn close_subscribers(&self, reason: &str) -> usize {
+        let subscribers: Vec<Subscriber> = {
+            let mut state = self.state.lock().expect("hub lock poisoned");
+            state.subscribers.drain().map(|(_, subscriber)| subscriber).collect()
+        };
+        for subscriber in &subscribers {
+            let close = Outbound::Close { code: CLOSE_LAGGING, reason: reason.to_owned() };
+            if subscriber.target.out.try_send(close).is_err() {
+                // A full queue: the lagging signal closes the connection ahead of its queued frames.
+                subscriber.target.lagging.cancel();
+            }
+        }
+        subscribers.len()
     }
 
     fn unsubscribe(&self, id: u64) {

@@ -33,6 +33,12 @@ pub(crate) struct Metrics {
     pub(crate) http_requests: Counter,
     pushes_rejected: Family<RejectLabels, Counter>,
     pub(crate) pull_backlog_seconds: Histogram,
+    /// Postgres only: 1 while the database is reachable and this node serves, 0 during an outage.
+    pub(crate) database_available: Gauge,
+    /// Postgres only: how often this node lost its database.
+    pub(crate) database_outages: Counter,
+    /// Postgres only: events read back from the table to publish (mostly other nodes' commits).
+    pub(crate) catch_up_events: Counter,
 }
 
 impl Metrics {
@@ -72,8 +78,30 @@ impl Metrics {
             "Time from a pull request to its last backlog page",
             pull_backlog_seconds.clone(),
         );
+        let database_available = Gauge::default();
+        registry.register(
+            "database_available",
+            "1 while the Postgres database is reachable (always 1 on SQLite)",
+            database_available.clone(),
+        );
+        database_available.set(1);
+        let database_outages = Counter::default();
+        registry.register(
+            "database_outages",
+            "Times this node lost its Postgres database and closed its sync connections",
+            database_outages.clone(),
+        );
+        let catch_up_events = Counter::default();
+        registry.register(
+            "catch_up_events",
+            "Events read back from Postgres to publish to live pulls (mostly other nodes' commits)",
+            catch_up_events.clone(),
+        );
         Metrics {
             registry,
+            database_available,
+            database_outages,
+            catch_up_events,
             websocket_connections,
             live_subscriptions,
             stores_open,

@@ -5,6 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,8 +19,7 @@ use crate::config::ServerConfig;
 use crate::error::ServerError;
 use crate::hub::Hubs;
 use crate::metrics::Metrics;
-use crate::storage::EventStorage;
-use crate::storage::sqlite::SqliteStorage;
+use crate::storage::{self, EventStorage};
 
 /// How long shutdown waits for sockets to take their close frames.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -44,8 +47,10 @@ impl Server {
         config.validate()?;
         let hubs = Arc::new(Hubs::default());
         let metrics = Arc::new(Metrics::new());
-        let storage: Arc<dyn EventStorage> =
-            Arc::new(SqliteStorage::open(&config.data_dir, hubs.clone(), metrics.clone())?);
+        if let Some(url) = &config.database_url {
+            tracing::info!(database = %url.redacted(), "event log in Postgres");
+        }
+        let storage = storage::open_with(&config, hubs.clone(), metrics.clone()).await?;
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|source| ServerError::Bind { addr: config.addr, source })?;
@@ -88,7 +93,9 @@ impl Server {
         let addr = self.local_addr();
         let state = self.state.0;
         let token = state.shutdown.clone();
-        let router = app(state.clone(), self.files.router());
+        let router = app(state.clone(), self.files.router()).layer(
+            axum::middleware::from_fn_with_state(state.storage.clone(), refuse_while_unavailable),
+        );
         tracing::info!(target: "livestore_server::_events::listening", %addr, "listening");
         let serving = axum::serve(self.listener, router).with_graceful_shutdown(async move {
             shutdown.await;
@@ -105,4 +112,26 @@ impl Server {
         tracing::info!("stopped");
         result
     }
+}
+
+/// While storage cannot vouch for the log (Postgres lost), sync requests and `/healthz` get 503, so clients and
+/// load balancers go to another node. Metrics and the file services keep answering.
+async fn refuse_while_unavailable(
+    State(storage): State<Arc<dyn EventStorage>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let uri = request.uri();
+    let refused = !storage.is_available()
+        && (uri.path() == "/healthz"
+            || uri.query().is_some_and(|query| query.contains("storeId=")));
+    if refused {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "the database is unavailable; try another node or retry shortly",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }

@@ -1,5 +1,5 @@
-//! Persistence of store logs behind a trait, so the SQLite default and a future Postgres backend are
-//! interchangeable.
+//! Persistence of store logs behind a trait, so the SQLite default (`sqlite`, one process) and PostgreSQL
+//! (`postgres`, any number of nodes on one database) are interchangeable.
 //!
 //! A backend owns three duties: it admits pushes (backendId and head checks, atomically with the append), it makes
 //! them durable before acknowledging, and it publishes every accepted batch to the store's hub in commit order.
@@ -10,8 +10,12 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use livestore_proto::rpc::PushArgs;
 
+use crate::config::ServerConfig;
 use crate::error::ServerError;
+use crate::hub::Hubs;
+use crate::metrics::Metrics;
 
+pub mod postgres;
 pub mod sqlite;
 
 /// A store's identity as the log sees it.
@@ -84,4 +88,27 @@ pub trait EventStorage: Send + Sync + 'static {
 
     /// Finishes queued writes and releases the database.
     fn shutdown(&self) -> BoxFuture<'static, ()>;
+
+    /// Whether the log can be served right now. A backend whose database went away answers false until it is back;
+    /// meanwhile the server refuses sync requests (503) and has already closed the live subscriptions.
+    fn is_available(&self) -> bool {
+        true
+    }
+}
+
+/// Opens the backend `config` selects (Postgres with `database_url`, SQLite in `data_dir` otherwise), with hubs and
+/// metrics of its own. For tests and tools that use the storage without a server.
+pub async fn open(config: &ServerConfig) -> Result<Arc<dyn EventStorage>, ServerError> {
+    open_with(config, Arc::new(Hubs::default()), Arc::new(Metrics::new())).await
+}
+
+pub(crate) async fn open_with(
+    config: &ServerConfig,
+    hubs: Arc<Hubs>,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<dyn EventStorage>, ServerError> {
+    Ok(match &config.database_url {
+        Some(url) => Arc::new(postgres::PostgresStorage::open(url, hubs, metrics).await?),
+        None => Arc::new(sqlite::SqliteStorage::open(&config.data_dir, hubs, metrics)?),
+    })
 }

@@ -1,0 +1,16 @@
+//! Integration tests of livestore-server's storage backends, through the public API only.
+//!
+//! - `backend`: opening SQLite in a temp dir and Postgres in a fresh database of the test cluster
+//!   (`LIVESTORE_TEST_DATABASE_URL`, see `scripts/with-postgres`);
+//! - `conformance`: one suite of `EventStorage` behaviours, instantiated for both backends;
+//! - `nodes`: several Postgres-backed instances on one database: serialized pushes, shared logs, and two in-process
+//!   servers whose live pulls see each other's commits.
+//!
+//! Without `LIVESTORE_TEST_DATABASE_URL` the Postgres tests print a note and pass, unless
+//! `LIVESTORE_REQUIRE_POSTGRES` is set (`scripts/test` sets it), in which case they fail.
+
+#![allow(unreachable_pub, clippy::needless_pass_by_value)]
+
+mod backend;
+mod conformance;
+mod nodes;
