@@ -6,6 +6,7 @@
 //! (`__livestore_state_head`) and the store replays the missing tail on open, so a crash between the two leaves a
 //! recoverable, never a wrong, state.
 //!
+//! - [`changes`]: which state tables a transaction wrote (for subscriptions);
 //! - [`open`]: file layout, locking, format checks (foreign or corrupt files are errors, never reset);
 //! - [`eventlog`]: the `eventlog` and `__livestore_sync_status` tables;
 //! - [`state`]: state tables, the state head, and materialization;
@@ -13,6 +14,7 @@
 //! - [`writer`]: appending events and running materializers, with statements kept for a batch;
 //! - [`query`]: running queries into rows or serde types, and finding the tables a query reads.
 
+pub(crate) mod changes;
 pub(crate) mod eventlog;
 pub(crate) mod open;
 pub(crate) mod query;

@@ -25,6 +25,7 @@ use rusqlite::Connection;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::db::changes::ChangedTables;
 use crate::db::open::{Durability, Storage};
 use crate::db::query::{Row, query_rows, rows_to_typed, tables_read};
 use crate::db::undo::{self, UndoLog};
@@ -143,7 +144,7 @@ pub(crate) struct Core {
     pub(crate) conn: Option<Connection>,
     pub(crate) sync_state: SyncState,
     pub(crate) backend_id: Option<String>,
-    pub(crate) changed_tables: Arc<Mutex<BTreeSet<String>>>,
+    pub(crate) changed_tables: Arc<ChangedTables>,
     pub(crate) undo: Arc<UndoLog>,
     pub(crate) state_location: StateLocation,
     subscriptions: BTreeMap<u64, SubscriptionEntry>,
@@ -175,7 +176,7 @@ impl Store {
         let undo_log = Arc::new(UndoLog::new(&schema));
         undo::install(&conn, &schema, &undo_log)?;
         // Before any replay: the hook records undo for inserts of pending events.
-        let changed_tables = Arc::new(Mutex::new(BTreeSet::new()));
+        let changed_tables = Arc::new(ChangedTables::new(&schema));
         install_update_hook(&conn, &changed_tables, &undo_log);
         let state_location =
             StateLocation { path: opened.state_path.clone(), durability: options.durability };
@@ -215,9 +216,7 @@ impl Store {
         let sync_state = SyncState::from_parts(pending, upstream_head, local_head)
             .map_err(|error| StoreError::InvalidEventlog(error.to_string()))?;
         // Nobody subscribed yet; what the replay wrote is not news.
-        if let Ok(mut tables) = changed_tables.lock() {
-            tables.clear();
-        }
+        changed_tables.take();
 
         let core = Core {
             conn: Some(conn),
@@ -489,7 +488,7 @@ impl Store {
                 &core.state_location,
                 upstream_head,
             )?;
-            core.mark_all_tables_changed(&self.shared.schema);
+            core.mark_all_tables_changed();
             core.collect_notifications()
         };
         deliver(notifications);
@@ -538,16 +537,11 @@ impl Core {
     }
 
     pub(crate) fn take_changed_tables(&self) -> BTreeSet<String> {
-        self.changed_tables
-            .lock()
-            .map(|mut tables| std::mem::take(&mut *tables))
-            .unwrap_or_default()
+        self.changed_tables.take()
     }
 
-    pub(crate) fn mark_all_tables_changed(&self, schema: &Schema) {
-        if let Ok(mut tables) = self.changed_tables.lock() {
-            tables.extend(schema.tables().iter().map(|table| table.name().to_owned()));
-        }
+    pub(crate) fn mark_all_tables_changed(&self) {
+        self.changed_tables.mark_all();
     }
 
     /// Re-runs subscriptions affected by the tables written since the last call; returns those whose rows changed.
@@ -590,24 +584,19 @@ pub(crate) fn schema_hash_of(schema: &Schema, name: &str) -> i64 {
 }
 
 /// Tracks which state tables a transaction wrote (for subscriptions) and feeds inserts to the undo log.
-fn install_update_hook(
-    conn: &Connection,
-    changed: &Arc<Mutex<BTreeSet<String>>>,
-    undo_log: &Arc<UndoLog>,
-) {
-    let sink = Arc::clone(changed);
+fn install_update_hook(conn: &Connection, changed: &Arc<ChangedTables>, undo_log: &Arc<UndoLog>) {
+    let changed = Arc::clone(changed);
     let undo_log = Arc::clone(undo_log);
     conn.update_hook(Some(move |action, database: &str, table: &str, rowid| {
         if database != "state" || table.starts_with("__") {
             return;
         }
-        if action == rusqlite::hooks::Action::SQLITE_INSERT {
-            undo_log.on_insert(table, rowid);
-        }
-        if let Ok(mut tables) = sink.lock()
-            && !tables.contains(table)
+        let index = changed.index_of(table);
+        changed.mark(index, table);
+        if action == rusqlite::hooks::Action::SQLITE_INSERT
+            && let Some(index) = index
         {
-            tables.insert(table.to_owned());
+            undo_log.on_insert(index, rowid);
         }
     }));
 }

@@ -35,6 +35,7 @@ pub mod error;
 pub mod event;
 pub mod frame;
 pub mod page;
+pub mod pull_chunk;
 pub mod rpc;
 pub mod url;
 

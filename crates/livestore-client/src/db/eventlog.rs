@@ -5,6 +5,8 @@
 
 use livestore_core::event::LocalEvent;
 use livestore_core::seq_num::EventSeqNum;
+use std::sync::Arc;
+
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 /// The `schemaHash` stored for events the schema does not know.
@@ -105,6 +107,7 @@ pub(crate) fn for_each_page_after(
 ) -> Result<(), crate::error::StoreError> {
     const PAGE: i64 = 10_000;
     let mut cursor = after;
+    let mut strings = Interner::default();
     loop {
         let mut statement = conn.prepare_cached(
             "SELECT seqNumGlobal, seqNumClient, seqNumRebaseGeneration, parentSeqNumGlobal, parentSeqNumClient,
@@ -112,9 +115,12 @@ pub(crate) fn for_each_page_after(
              FROM main.eventlog WHERE (seqNumGlobal, seqNumClient) > (?1, ?2)
              ORDER BY seqNumGlobal, seqNumClient LIMIT ?3",
         )?;
-        let page: Vec<LocalEvent> = statement
-            .query_map(params![seq_global(cursor), cursor.client, PAGE], row_to_event)?
-            .collect::<rusqlite::Result<_>>()?;
+        let mut rows = statement.query(params![seq_global(cursor), cursor.client, PAGE])?;
+        let mut page = Vec::new();
+        while let Some(row) = rows.next()? {
+            page.push(row_to_event(row, &mut strings)?);
+        }
+        drop(rows);
         drop(statement);
         let Some(last) = page.last() else { return Ok(()) };
         cursor = last.seq_num;
@@ -138,24 +144,44 @@ pub(crate) fn load_after(
     Ok(events)
 }
 
-fn row_to_event(row: &Row<'_>) -> rusqlite::Result<LocalEvent> {
+/// Reuses the previous row's name, client and session strings when they repeat (they nearly always do), so a
+/// page of events does not allocate three copies of the same strings per row.
+#[derive(Default)]
+struct Interner {
+    name: Option<Arc<str>>,
+    client_id: Option<Arc<str>>,
+    session_id: Option<Arc<str>>,
+}
+
+fn intern(slot: &mut Option<Arc<str>>, text: &str) -> Arc<str> {
+    match slot {
+        Some(previous) if **previous == *text => Arc::clone(previous),
+        _ => Arc::clone(slot.insert(Arc::from(text))),
+    }
+}
+
+fn row_to_event(row: &Row<'_>, strings: &mut Interner) -> rusqlite::Result<LocalEvent> {
     let seq_num = EventSeqNum::new(row.get::<_, i64>(0)?.max(0) as u64, row.get(1)?, row.get(2)?);
     let parent_seq_num =
         EventSeqNum::new(row.get::<_, i64>(3)?.max(0) as u64, row.get(4)?, row.get(5)?);
-    let name: String = row.get(6)?;
-    let args_json: String = row.get(7)?;
-    let client_id: String = row.get(8)?;
-    let session_id: String = row.get(9)?;
-    let client_only = seq_num.client > 0;
-    Ok(LocalEvent::new(
+    let text = |index: usize| -> rusqlite::Result<&str> {
+        row.get_ref(index)?.as_str().map_err(|error| {
+            rusqlite::Error::FromSqlConversionFailure(
+                index,
+                rusqlite::types::Type::Text,
+                Box::new(error),
+            )
+        })
+    };
+    Ok(LocalEvent {
         seq_num,
         parent_seq_num,
-        name,
-        args_json,
-        client_id,
-        session_id,
-        client_only,
-    ))
+        name: intern(&mut strings.name, text(6)?),
+        args_json: Arc::from(text(7)?),
+        client_id: intern(&mut strings.client_id, text(8)?),
+        session_id: intern(&mut strings.session_id, text(9)?),
+        client_only: seq_num.client > 0,
+    })
 }
 
 /// The upstream head (last global number the backend confirmed) and the known `backendId`.

@@ -44,7 +44,7 @@ pub(crate) struct UndoLog {
     generation: AtomicI64,
     counter: AtomicI64,
     /// `DELETE FROM state."<table>" WHERE rowid=` per state table, in schema order.
-    delete_prefixes: Vec<(String, String)>,
+    delete_prefixes: Vec<String>,
     /// Inserts seen by the update hook since the last flush.
     inserts: Mutex<Vec<BufferedInsert>>,
 }
@@ -62,10 +62,7 @@ impl UndoLog {
         let delete_prefixes = schema
             .tables()
             .iter()
-            .map(|table| {
-                let prefix = format!("DELETE FROM state.{} WHERE rowid=", quote_ident(&table.name));
-                (table.name.clone(), prefix)
-            })
+            .map(|table| format!("DELETE FROM state.{} WHERE rowid=", quote_ident(&table.name)))
             .collect();
         UndoLog {
             active: AtomicBool::new(false),
@@ -96,14 +93,12 @@ impl UndoLog {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// Called by the update hook for every row inserted into a state table.
-    pub(crate) fn on_insert(&self, table: &str, rowid: i64) {
-        if !self.is_active() {
+    /// Called by the update hook for every row inserted into a state table; `table` is its position in
+    /// [`Schema::tables`] (rows of tables outside the schema are not recorded).
+    pub(crate) fn on_insert(&self, table: usize, rowid: i64) {
+        if !self.is_active() || table >= self.delete_prefixes.len() {
             return;
         }
-        let Some(table) = self.delete_prefixes.iter().position(|(name, _)| name == table) else {
-            return;
-        };
         let insert = BufferedInsert {
             key: [
                 self.global.load(Ordering::Relaxed),
@@ -132,7 +127,7 @@ impl UndoLog {
         let mut text = String::new();
         for insert in inserts {
             text.clear();
-            text.push_str(&self.delete_prefixes[insert.table].1);
+            text.push_str(&self.delete_prefixes[insert.table]);
             text.push_str(&insert.rowid.to_string());
             let [global, client, generation] = insert.key;
             statement.execute(params![global, client, generation, insert.counter, text])?;

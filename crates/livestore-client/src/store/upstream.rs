@@ -161,6 +161,26 @@ impl Store {
         Ok(core.sync_state.pending_synced().take(max).map(LocalEvent::to_global_form).collect())
     }
 
+    /// The synced pending events after global number `after` to push next (at most `max`), in global form.
+    ///
+    /// The driver's form of [`Store::push_candidates`]: it skips what the server already accepted without
+    /// copying the whole pending list on every push.
+    pub fn push_candidates_after(
+        &self,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<LocalEvent>, StoreError> {
+        let core = self.shared.lock_core()?;
+        let pending = core.sync_state.pending();
+        let start = pending.partition_point(|event| event.seq_num.global <= after);
+        Ok(pending[start..]
+            .iter()
+            .filter(|event| !event.client_only)
+            .take(max)
+            .map(LocalEvent::to_global_form)
+            .collect())
+    }
+
     /// The pull cursor: the upstream head's global number and the known backend id.
     pub fn upstream_cursor(&self) -> Result<(u64, Option<String>), StoreError> {
         let core = self.shared.lock_core()?;
@@ -181,7 +201,7 @@ impl Store {
             })?;
             core.sync_state = SyncState::new(EventSeqNum::ROOT);
             core.backend_id = None;
-            core.mark_all_tables_changed(&schema);
+            core.mark_all_tables_changed();
             core.collect_notifications()
         };
         tracing::warn!(target: "livestore_client::_events::reset", store = %self.shared.store_id, "local eventlog and state wiped after a backend reset");
