@@ -77,8 +77,12 @@ pub(super) async fn connection(
     stop: &mut watch::Receiver<bool>,
     state: &watch::Sender<DriverState>,
 ) -> ConnectionEnd {
-    let connect =
-        tokio::time::timeout(options.connect_timeout, tokio_tungstenite::connect_async(url));
+    // Nagle's algorithm would hold a small push back until the previous segment is acknowledged, which with
+    // delayed ACKs costs tens of milliseconds per commit.
+    let connect = tokio::time::timeout(
+        options.connect_timeout,
+        tokio_tungstenite::connect_async_with_config(url, None, true),
+    );
     let mut socket: Socket = tokio::select! {
         result = connect => match result {
             Ok(Ok((socket, _response))) => socket,
