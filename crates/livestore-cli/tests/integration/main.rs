@@ -14,6 +14,7 @@ mod filesync_js;
 mod js_clients;
 mod js_driver;
 mod lifecycle;
+mod multinode;
 mod protocol;
 #[allow(dead_code)]
 mod support;

@@ -20,6 +20,8 @@ pub struct TestServer {
     pub port: u16,
     pub data_dir: PathBuf,
     env: Vec<(String, String)>,
+    /// Extra `livestore serve` arguments (e.g. `--database-url`).
+    args: Vec<String>,
     child: Option<Child>,
     log_path: PathBuf,
     _temp: Option<tempfile::TempDir>,
@@ -53,6 +55,11 @@ impl TestServer {
 
     /// Starts a server with extra environment variables (e.g. auth tokens).
     pub fn start_with_env(env: &[(&str, &str)]) -> TestServer {
+        Self::start_with(env, &[])
+    }
+
+    /// Starts a server with extra environment variables and extra `livestore serve` arguments.
+    pub fn start_with(env: &[(&str, &str)], args: &[&str]) -> TestServer {
         let temp = tempfile::tempdir().unwrap();
         let data_dir = temp.path().join("data");
         let log_path = temp.path().join("server.log");
@@ -60,6 +67,7 @@ impl TestServer {
             port: free_port(),
             data_dir,
             env: env.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect(),
+            args: args.iter().map(|arg| arg.to_string()).collect(),
             child: None,
             log_path,
             _temp: Some(temp),
@@ -84,6 +92,8 @@ impl TestServer {
         command
             .args(["serve", "--addr", &format!("127.0.0.1:{}", self.port), "--data-dir"])
             .arg(&self.data_dir)
+            .args(&self.args)
+            .env_remove("LIVESTORE_DATABASE_URL")
             .env_remove("LIVESTORE_AUTH_TOKENS")
             .env_remove("LIVESTORE_JWT_SECRET")
             .env_remove("LIVESTORE_CONFIG")
