@@ -27,6 +27,9 @@ pub(crate) struct ServeArgs {
     /// (postgres://user:password@host:port/dbname). Prefer the environment variable: flags show in process lists.
     #[arg(long, env = "LIVESTORE_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Directory of static files (e.g. a built web app) to serve under `/`.
+    #[arg(long, env = "LIVESTORE_STATIC_DIR")]
+    static_dir: Option<PathBuf>,
     /// TOML config file (see README); flags and environment override it.
     #[arg(long, env = "LIVESTORE_CONFIG")]
     config: Option<PathBuf>,
@@ -67,6 +70,9 @@ fn resolve(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     }
     if let Some(data_dir) = args.data_dir {
         config.data_dir = data_dir;
+    }
+    if let Some(static_dir) = args.static_dir {
+        config.static_dir = Some(static_dir);
     }
     if let Some(database_url) = args.database_url {
         config.database_url = Some(DatabaseUrl(database_url));

@@ -24,6 +24,7 @@ use crate::auth::{AuthRejection, Authenticator};
 use crate::config::Limits;
 use crate::hub::Hubs;
 use crate::metrics::Metrics;
+use crate::static_site::StaticSite;
 use crate::storage::EventStorage;
 
 /// What every handler shares.
@@ -38,6 +39,8 @@ pub(crate) struct AppState {
     pub(crate) shutdown: CancellationToken,
     /// Tracks WebSocket sessions so shutdown can wait for their close frames.
     pub(crate) sessions: TaskTracker,
+    /// `--static-dir`: answers GET and HEAD requests that are not for the sync endpoint or another route.
+    pub(crate) static_site: Option<Arc<StaticSite>>,
 }
 
 /// The text `GET /` answers with, as the reference worker does.
@@ -107,6 +110,11 @@ async fn sync_endpoint(
         return plain(StatusCode::BAD_REQUEST, "malformed query string");
     };
     let (Some(store_id), Some(transport)) = (query.get("storeId"), query.get("transport")) else {
+        if let Some(site) = &state.static_site
+            && (method == Method::GET || method == Method::HEAD)
+        {
+            return site.serve(&method, uri.path(), uri.query(), &headers).await;
+        }
         return if method == Method::GET && uri.path() == "/" {
             plain(StatusCode::OK, INFO_TEXT)
         } else {

@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// File services (signer and object store). Unset: the embedded object store in `<data_dir>/objects`.
     pub files: Option<livestore_objects::FilesConfig>,
+    /// A directory of static files (e.g. a built web app) served under `/` to GET requests no other route takes.
+    pub static_dir: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +45,7 @@ impl Default for ServerConfig {
             auth: AuthConfig::default(),
             limits: Limits::default(),
             files: None,
+            static_dir: None,
         }
     }
 }
@@ -80,6 +83,14 @@ impl ServerConfig {
         }
         if let Some(url) = &self.database_url {
             url.to_postgres_config()?;
+        }
+        if let Some(dir) = &self.static_dir
+            && !dir.is_dir()
+        {
+            return Err(ServerError::InvalidConfig(format!(
+                "static_dir {} is not a directory",
+                dir.display()
+            )));
         }
         self.files_config()
             .validate()

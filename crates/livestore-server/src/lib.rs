@@ -31,6 +31,7 @@ mod metrics;
 mod pull;
 mod push;
 mod server;
+mod static_site;
 pub mod storage;
 mod ws;
 

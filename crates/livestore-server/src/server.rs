@@ -19,6 +19,7 @@ use crate::config::ServerConfig;
 use crate::error::ServerError;
 use crate::hub::Hubs;
 use crate::metrics::Metrics;
+use crate::static_site::StaticSite;
 use crate::storage::{self, EventStorage};
 
 /// How long shutdown waits for sockets to take their close frames.
@@ -63,6 +64,16 @@ impl Server {
                 "authentication is off: any local process can read and write every store"
             );
         }
+        let static_site = match &config.static_dir {
+            Some(dir) => {
+                let site = StaticSite::open(dir).map_err(|error| {
+                    ServerError::InvalidConfig(format!("static_dir {}: {error}", dir.display()))
+                })?;
+                tracing::info!(dir = %dir.display(), "serving static files under /");
+                Some(Arc::new(site))
+            }
+            None => None,
+        };
         let state = AppState {
             storage,
             hubs,
@@ -71,6 +82,7 @@ impl Server {
             limits: config.limits.clone(),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
+            static_site,
         };
         Ok(Server { listener, state: AppStateHandle(state), files })
     }
