@@ -28,8 +28,8 @@ use crate::error::FilesError;
 use crate::layout::{ContentHash, remote_key_for_path, stored_path};
 use crate::local::now_ms;
 use crate::schema::{
-    FileRecord, FileRemoteDeleteDone, FileUpdated, LocalFileState, LocalFileStateRemove, REMOTE_DELETES_TABLE,
-    RemoteDelete, TransferStatus,
+    FileRecord, FileRemoteDeleteDone, FileUpdated, LocalFileState, LocalFileStateRemove,
+    REMOTE_DELETES_TABLE, RemoteDelete, TransferStatus,
 };
 use crate::status::{FileError, FileSyncEvent, SyncStatus, TransferKind, TransferProgress};
 use crate::sync::{Inner, active_rows_with_hash, key_referenced, new_event};
@@ -87,6 +87,8 @@ pub(crate) struct RuntimeState {
     reconciled: bool,
     running: bool,
     pending_writes: usize,
+    /// Why the last reconcile failed, if it did.
+    engine_error: Option<String>,
 }
 
 impl Default for RuntimeState {
@@ -104,6 +106,7 @@ impl Default for RuntimeState {
             reconciled: false,
             running: false,
             pending_writes: 0,
+            engine_error: None,
         }
     }
 }
@@ -204,9 +207,15 @@ impl Engine {
         if self.inner.dirty.load(Ordering::SeqCst) && self.reconcile_allowed(now) {
             self.inner.dirty.store(false, Ordering::SeqCst);
             let started = Instant::now();
-            if let Err(error) = self.reconcile() {
+            let result = self.reconcile();
+            self.inner.runtime.lock().expect("runtime lock").engine_error =
+                result.as_ref().err().map(ToString::to_string);
+            if let Err(error) = result {
                 tracing::warn!(target: "livestore_files::_events::reconcile", %error, "reconcile failed");
-                self.emit(FileSyncEvent::SyncError { error: error.to_string(), context: "reconcile".to_owned() });
+                self.emit(FileSyncEvent::SyncError {
+                    error: error.to_string(),
+                    context: "reconcile".to_owned(),
+                });
                 self.inner.dirty.store(true, Ordering::SeqCst);
             }
             self.reconcile_cost = started.elapsed();
@@ -220,7 +229,10 @@ impl Engine {
         if self.evict_due {
             self.evict_due = false;
             if let Err(error) = self.evict() {
-                self.emit(FileSyncEvent::SyncError { error: error.to_string(), context: "evict".to_owned() });
+                self.emit(FileSyncEvent::SyncError {
+                    error: error.to_string(),
+                    context: "evict".to_owned(),
+                });
             }
             self.flush();
         }
@@ -246,7 +258,8 @@ impl Engine {
         if self.inner.dirty.load(Ordering::SeqCst)
             && let Some(last) = self.last_reconcile
         {
-            deadline = deadline.min(last + (self.reconcile_cost * 5).max(Duration::from_millis(20)));
+            deadline =
+                deadline.min(last + (self.reconcile_cost * 5).max(Duration::from_millis(20)));
         }
         let runtime = self.inner.runtime.lock().expect("runtime lock");
         if !runtime.inflight.is_empty() {
@@ -265,7 +278,9 @@ impl Engine {
     fn queue_write<E: livestore_client::schema::Event>(&mut self, event: &E) {
         match new_event(event) {
             Ok(event) => self.writes.push(event),
-            Err(error) => tracing::error!(target: "livestore_files::_events::state", %error, "cannot encode a state event"),
+            Err(error) => {
+                tracing::error!(target: "livestore_files::_events::state", %error, "cannot encode a state event")
+            }
         }
         self.inner.runtime.lock().expect("runtime lock").pending_writes = self.writes.len();
     }
@@ -277,7 +292,10 @@ impl Engine {
         let writes = std::mem::take(&mut self.writes);
         if let Err(error) = self.inner.store.commit_batch(writes) {
             tracing::warn!(target: "livestore_files::_events::state", %error, "could not commit transfer state");
-            self.emit(FileSyncEvent::SyncError { error: error.to_string(), context: "state".to_owned() });
+            self.emit(FileSyncEvent::SyncError {
+                error: error.to_string(),
+                context: "state".to_owned(),
+            });
             self.inner.dirty.store(true, Ordering::SeqCst);
         }
         self.inner.runtime.lock().expect("runtime lock").pending_writes = 0;
@@ -292,7 +310,8 @@ impl Engine {
                     s.uploadStatus, s.lastSyncError \
              FROM files f LEFT JOIN localFileState s ON s.fileId = f.id \
              WHERE NOT ( (f.deletedAt IS NOT NULL AND s.fileId IS NULL) \
-                 OR (f.deletedAt IS NULL AND s.uploadStatus = 'done' AND s.downloadStatus = 'done' \
+                 OR (s.fileId IS NOT NULL AND f.deletedAt IS NULL \
+                     AND s.uploadStatus = 'done' AND s.downloadStatus = 'done' \
                      AND s.path = f.path AND (s.localHash = f.contentHash OR s.localHash = '') \
                      AND (f.remoteKey != '' OR ?1)) ) \
              ORDER BY f.createdAt, f.id",
@@ -301,7 +320,10 @@ impl Engine {
         let mut work = WorkLists::default();
         let mut upload_hashes = HashSet::new();
         let mut download_hashes = HashSet::new();
-        let (inflight_ids, hashes_inflight): (HashSet<(TransferKind, String)>, HashSet<ContentHash>) = {
+        let (inflight_ids, hashes_inflight): (
+            HashSet<(TransferKind, String)>,
+            HashSet<ContentHash>,
+        ) = {
             let runtime = self.inner.runtime.lock().expect("runtime lock");
             (runtime.inflight.keys().cloned().collect(), runtime.hashes_inflight.clone())
         };
@@ -328,7 +350,10 @@ impl Engine {
                     local_hash: String::new(),
                     download_status: TransferStatus::Error.as_str().to_owned(),
                     upload_status: TransferStatus::Done.as_str().to_owned(),
-                    last_sync_error: format!("contentHash {:?} is not a SHA-256 hex digest", row.content_hash),
+                    last_sync_error: format!(
+                        "contentHash {:?} is not a SHA-256 hex digest",
+                        row.content_hash
+                    ),
                 };
                 self.write_if_changed(state.as_ref(), desired);
                 continue;
@@ -337,7 +362,9 @@ impl Engine {
             let keep = |current: Option<TransferStatus>, kind: TransferKind| -> TransferStatus {
                 match current {
                     Some(TransferStatus::Error) => TransferStatus::Error,
-                    Some(TransferStatus::InProgress) if inflight_ids.contains(&(kind, row.id.clone())) => {
+                    Some(TransferStatus::InProgress)
+                        if inflight_ids.contains(&(kind, row.id.clone())) =>
+                    {
                         TransferStatus::InProgress
                     }
                     _ => TransferStatus::Queued,
@@ -361,7 +388,11 @@ impl Engine {
                         key: String::new(),
                     });
                 }
-                (hash.to_string(), done, keep(state.as_ref().map(LocalFileState::upload), TransferKind::Upload))
+                (
+                    hash.to_string(),
+                    done,
+                    keep(state.as_ref().map(LocalFileState::upload), TransferKind::Upload),
+                )
             } else if present {
                 (hash.to_string(), done, done)
             } else if !row.remote_key.is_empty() {
@@ -373,7 +404,11 @@ impl Engine {
                         key: row.remote_key.clone(),
                     });
                 }
-                (String::new(), keep(state.as_ref().map(LocalFileState::download), TransferKind::Download), done)
+                (
+                    String::new(),
+                    keep(state.as_ref().map(LocalFileState::download), TransferKind::Download),
+                    done,
+                )
             } else {
                 // Another client has the bytes and has not uploaded them yet: nothing to do here.
                 work.awaiting_remote += 1;
@@ -399,7 +434,10 @@ impl Engine {
             self.write_if_changed(state.as_ref(), desired);
         }
         if !local_only {
-            let deletes: Vec<RemoteDelete> = self.inner.store.query(&Query::select(REMOTE_DELETES_TABLE).order_by("queuedAt"))?;
+            let deletes: Vec<RemoteDelete> = self
+                .inner
+                .store
+                .query(&Query::select(REMOTE_DELETES_TABLE).order_by("queuedAt"))?;
             work.deletes = deletes.into_iter().map(|delete| delete.key).collect();
         }
         let mut runtime = self.inner.runtime.lock().expect("runtime lock");
@@ -462,7 +500,9 @@ impl Engine {
                         break;
                     }
                     let id = (kind, job.file_id.clone());
-                    if runtime.inflight.contains_key(&id) || runtime.hashes_inflight.contains(&job.hash) {
+                    if runtime.inflight.contains_key(&id)
+                        || runtime.hashes_inflight.contains(&job.hash)
+                    {
                         continue;
                     }
                     if runtime.failures.get(&id).is_some_and(|failure| failure.next_at > now) {
@@ -484,7 +524,10 @@ impl Engine {
                     break;
                 }
                 if runtime.deletes_inflight.contains(&key)
-                    || runtime.delete_failures.get(&key).is_some_and(|failure| failure.next_at > now)
+                    || runtime
+                        .delete_failures
+                        .get(&key)
+                        .is_some_and(|failure| failure.next_at > now)
                 {
                     continue;
                 }
@@ -492,6 +535,7 @@ impl Engine {
                 delete_starts.push(key);
             }
         }
+        tracing::debug!(target: "livestore_files::_events::launch", starts = starts.len(), deletes = delete_starts.len(), "launch");
         for (kind, job) in starts {
             let (loaded, total) = {
                 let runtime = self.inner.runtime.lock().expect("runtime lock");
@@ -511,9 +555,15 @@ impl Engine {
             let state = LocalFileState {
                 file_id: job.file_id.clone(),
                 path: job.path.clone(),
-                local_hash: if kind == TransferKind::Upload { job.hash.to_string() } else { String::new() },
-                download_status: if kind == TransferKind::Download { "inProgress" } else { "done" }.to_owned(),
-                upload_status: if kind == TransferKind::Upload { "inProgress" } else { "done" }.to_owned(),
+                local_hash: if kind == TransferKind::Upload {
+                    job.hash.to_string()
+                } else {
+                    String::new()
+                },
+                download_status: if kind == TransferKind::Download { "inProgress" } else { "done" }
+                    .to_owned(),
+                upload_status: if kind == TransferKind::Upload { "inProgress" } else { "done" }
+                    .to_owned(),
                 last_sync_error: self.last_error(kind, &job.file_id),
             };
             self.queue_write(&state.to_event());
@@ -548,7 +598,11 @@ impl Engine {
 
     fn last_error(&self, kind: TransferKind, file_id: &str) -> String {
         let runtime = self.inner.runtime.lock().expect("runtime lock");
-        runtime.failures.get(&(kind, file_id.to_owned())).map(|failure| failure.error.clone()).unwrap_or_default()
+        runtime
+            .failures
+            .get(&(kind, file_id.to_owned()))
+            .map(|failure| failure.error.clone())
+            .unwrap_or_default()
     }
 
     fn complete(&mut self, completion: Completion) {
@@ -574,11 +628,18 @@ impl Engine {
                 self.finish_inflight(TransferKind::Download, &job);
                 match result {
                     Ok(()) => {
-                        self.inner.runtime.lock().expect("runtime lock").failures.remove(&(TransferKind::Download, job.file_id.clone()));
+                        self.inner
+                            .runtime
+                            .lock()
+                            .expect("runtime lock")
+                            .failures
+                            .remove(&(TransferKind::Download, job.file_id.clone()));
                         if let Err(error) = self.download_succeeded(&job) {
                             self.transfer_failed(TransferKind::Download, &job, &error);
                         } else {
-                            self.emit(FileSyncEvent::DownloadComplete { file_id: job.file_id.clone() });
+                            self.emit(FileSyncEvent::DownloadComplete {
+                                file_id: job.file_id.clone(),
+                            });
                         }
                         self.evict_due = self.inner.options.local_byte_budget.is_some();
                     }
@@ -597,15 +658,24 @@ impl Engine {
                         self.emit(FileSyncEvent::RemoteDeleteComplete { key });
                     }
                     Err(error) => {
-                        let attempts = runtime.delete_failures.get(&key).map_or(0, |failure| failure.attempts) + 1;
+                        let attempts =
+                            runtime.delete_failures.get(&key).map_or(0, |failure| failure.attempts)
+                                + 1;
                         let delay = backoff(&self.inner.options, attempts);
                         runtime.delete_failures.insert(
                             key.clone(),
-                            Failure { attempts, next_at: Instant::now() + delay, error: error.to_string() },
+                            Failure {
+                                attempts,
+                                next_at: Instant::now() + delay,
+                                error: error.to_string(),
+                            },
                         );
                         drop(runtime);
                         self.check_connectivity(&error);
-                        self.emit(FileSyncEvent::RemoteDeleteError { key, error: error.to_string() });
+                        self.emit(FileSyncEvent::RemoteDeleteError {
+                            key,
+                            error: error.to_string(),
+                        });
                     }
                 }
             }
@@ -622,13 +692,20 @@ impl Engine {
     /// Records `remoteKey` on every active row with this content that lacks it (one batch), or queues the
     /// object's deletion if every such row was deleted meanwhile.
     fn upload_succeeded(&mut self, job: &Job, uploaded: &Uploaded) -> Result<(), FilesError> {
-        self.inner.runtime.lock().expect("runtime lock").failures.remove(&(TransferKind::Upload, job.file_id.clone()));
+        self.inner
+            .runtime
+            .lock()
+            .expect("runtime lock")
+            .failures
+            .remove(&(TransferKind::Upload, job.file_id.clone()));
         let hash = job.hash.to_string();
         let rows = active_rows_with_hash(&self.inner.store, &hash)?;
         let now = now_ms();
         let mut used = false;
         for row in rows {
-            if remote_key_for_path(&row.path) != uploaded.key && row.path != stored_path(&self.inner.store_id, &job.hash) {
+            if remote_key_for_path(&row.path) != uploaded.key
+                && row.path != stored_path(&self.inner.store_id, &job.hash)
+            {
                 continue;
             }
             used = true;
@@ -657,7 +734,10 @@ impl Engine {
         }
         if !used && !key_referenced(&self.inner.store, &uploaded.key, None)? {
             // Deleted while it was uploading: do not leave an orphan object behind.
-            self.queue_write(&crate::schema::FileRemoteDeleteQueued { key: uploaded.key.clone(), queued_at: now });
+            self.queue_write(&crate::schema::FileRemoteDeleteQueued {
+                key: uploaded.key.clone(),
+                queued_at: now,
+            });
         }
         Ok(())
     }
@@ -689,7 +769,10 @@ impl Engine {
             let id = (kind, job.file_id.clone());
             let attempts = runtime.failures.get(&id).map_or(0, |failure| failure.attempts) + 1;
             let delay = backoff(&self.inner.options, attempts);
-            runtime.failures.insert(id, Failure { attempts, next_at: Instant::now() + delay, error: message.clone() });
+            runtime.failures.insert(
+                id,
+                Failure { attempts, next_at: Instant::now() + delay, error: message.clone() },
+            );
             attempts
         };
         tracing::info!(target: "livestore_files::_events::transfer", ?kind, file_id = %job.file_id, attempts, error = %message, "transfer failed; will retry");
@@ -698,7 +781,8 @@ impl Engine {
             TransferKind::Download => ("error", "done", String::new()),
         };
         // Only rows that still exist get a state; a deleted row's state is removed by the next reconcile.
-        if matches!(crate::sync::row(&self.inner.store, &job.file_id), Ok(Some(row)) if row.is_active()) {
+        if matches!(crate::sync::row(&self.inner.store, &job.file_id), Ok(Some(row)) if row.is_active())
+        {
             self.queue_write(
                 &LocalFileState {
                     file_id: job.file_id.clone(),
@@ -712,8 +796,12 @@ impl Engine {
             );
         }
         self.emit(match kind {
-            TransferKind::Upload => FileSyncEvent::UploadError { file_id: job.file_id.clone(), error: message },
-            TransferKind::Download => FileSyncEvent::DownloadError { file_id: job.file_id.clone(), error: message },
+            TransferKind::Upload => {
+                FileSyncEvent::UploadError { file_id: job.file_id.clone(), error: message }
+            }
+            TransferKind::Download => {
+                FileSyncEvent::DownloadError { file_id: job.file_id.clone(), error: message }
+            }
         });
         self.check_connectivity(error);
     }
@@ -738,7 +826,9 @@ impl Engine {
                 if !was_online {
                     // Back online: every waiting retry runs now.
                     let now = Instant::now();
-                    for failure in runtime.failures.values_mut().chain(runtime.delete_failures.values_mut()) {
+                    for failure in
+                        runtime.failures.values_mut().chain(runtime.delete_failures.values_mut())
+                    {
                         failure.next_at = now;
                     }
                 }
@@ -759,7 +849,9 @@ impl Engine {
             self.offline_delay = (self.offline_delay * 2).min(interval);
             if was_online {
                 tracing::info!(target: "livestore_files::_events::online", "signer unreachable; pausing transfers");
-                self.emit(FileSyncEvent::Offline { reason: "the signer's health check failed".to_owned() });
+                self.emit(FileSyncEvent::Offline {
+                    reason: "the signer's health check failed".to_owned(),
+                });
             }
         }
     }
@@ -768,7 +860,8 @@ impl Engine {
         if self.inner.events.receiver_count() == 0 {
             return;
         }
-        let progress: Vec<TransferProgress> = transfers(&self.inner.runtime.lock().expect("runtime lock"));
+        let progress: Vec<TransferProgress> =
+            transfers(&self.inner.runtime.lock().expect("runtime lock"));
         for progress in progress {
             self.emit(match progress.kind {
                 TransferKind::Upload => FileSyncEvent::UploadProgress { progress },
@@ -796,9 +889,11 @@ impl Engine {
             "SELECT contentHash, sum(remoteKey = '') AS notUploaded FROM files WHERE deletedAt IS NULL GROUP BY contentHash",
             [],
         ))?;
-        let uses: HashMap<String, i64> = uses.into_iter().map(|usage| (usage.content_hash, usage.not_uploaded)).collect();
+        let uses: HashMap<String, i64> =
+            uses.into_iter().map(|usage| (usage.content_hash, usage.not_uploaded)).collect();
         inventory.sort_by_key(|(_, _, modified)| *modified);
-        let hashes_inflight = self.inner.runtime.lock().expect("runtime lock").hashes_inflight.clone();
+        let hashes_inflight =
+            self.inner.runtime.lock().expect("runtime lock").hashes_inflight.clone();
         for (hash, size, modified) in inventory {
             if used <= budget {
                 break;
@@ -809,7 +904,10 @@ impl Engine {
                 // Unreferenced content: only when it is not brand new (a save may be about to commit its row).
                 None => modified.elapsed().unwrap_or_default() > Duration::from_secs(60),
             };
-            if !safe || hashes_inflight.contains(&hash) || self.inner.pinned.lock().expect("pin lock").contains_key(&hash) {
+            if !safe
+                || hashes_inflight.contains(&hash)
+                || self.inner.pinned.lock().expect("pin lock").contains_key(&hash)
+            {
                 continue;
             }
             self.inner.local.remove(&hash)?;
@@ -865,7 +963,11 @@ impl UnsettledRow {
 }
 
 /// Deletes a remote object unless an active row uses it again (identical content saved meanwhile).
-async fn delete_remote(inner: &Inner, remote: &crate::remote::SignerClient, key: &str) -> Result<(), FilesError> {
+async fn delete_remote(
+    inner: &Inner,
+    remote: &crate::remote::SignerClient,
+    key: &str,
+) -> Result<(), FilesError> {
     if key_referenced(&inner.store, key, None)? {
         return Ok(());
     }
@@ -876,7 +978,8 @@ async fn delete_remote(inner: &Inner, remote: &crate::remote::SignerClient, key:
 /// Capped exponential backoff with ±20 % jitter.
 fn backoff(options: &crate::sync::FileSyncOptions, attempts: u32) -> Duration {
     let exponent = attempts.saturating_sub(1).min(20);
-    let delay = options.retry_base_delay.saturating_mul(1u32 << exponent).min(options.retry_max_delay);
+    let delay =
+        options.retry_base_delay.saturating_mul(1u32 << exponent).min(options.retry_max_delay);
     delay.mul_f64(rand::random_range(0.8..1.2))
 }
 
@@ -928,7 +1031,11 @@ pub(crate) fn retry_now(inner: &Inner) {
 
 /// Downloads one file right away, outside the queue (for `get_file`), sharing the per-content exclusivity with
 /// the engine: if the engine is already downloading the same content, waits for it instead.
-pub(crate) async fn download_now(inner: &Arc<Inner>, row: &FileRecord, hash: ContentHash) -> Result<(), FilesError> {
+pub(crate) async fn download_now(
+    inner: &Arc<Inner>,
+    row: &FileRecord,
+    hash: ContentHash,
+) -> Result<(), FilesError> {
     let Some(remote) = inner.remote.clone() else { return Err(FilesError::LocalOnly) };
     loop {
         {
@@ -966,6 +1073,7 @@ pub(crate) fn is_idle(inner: &Inner) -> bool {
     }
     let runtime = inner.runtime.lock().expect("runtime lock");
     runtime.reconciled
+        && runtime.engine_error.is_none()
         && runtime.pending_writes == 0
         && runtime.inflight.is_empty()
         && runtime.deletes_inflight.is_empty()
@@ -982,7 +1090,8 @@ pub(crate) fn status(inner: &Inner) -> Result<SyncStatus, FilesError> {
     ))?;
     let deletes: Vec<RemoteDelete> = inner.store.query(&Query::select(REMOTE_DELETES_TABLE))?;
     let local_only = inner.remote.is_none();
-    let mut status = SyncStatus { local_only, pending_remote_deletes: deletes.len(), ..SyncStatus::default() };
+    let mut status =
+        SyncStatus { local_only, pending_remote_deletes: deletes.len(), ..SyncStatus::default() };
     let runtime = inner.runtime.lock().expect("runtime lock");
     status.online = local_only || runtime.online;
     status.transfers = transfers(&runtime);
@@ -994,12 +1103,16 @@ pub(crate) fn status(inner: &Inner) -> Result<SyncStatus, FilesError> {
         let download = state.download();
         match upload {
             TransferStatus::InProgress => status.uploading_count += 1,
-            TransferStatus::Queued | TransferStatus::Pending | TransferStatus::Error => status.queued_upload_count += 1,
+            TransferStatus::Queued | TransferStatus::Pending | TransferStatus::Error => {
+                status.queued_upload_count += 1
+            }
             TransferStatus::Done => {}
         }
         match download {
             TransferStatus::InProgress => status.downloading_count += 1,
-            TransferStatus::Queued | TransferStatus::Pending | TransferStatus::Error => status.queued_download_count += 1,
+            TransferStatus::Queued | TransferStatus::Pending | TransferStatus::Error => {
+                status.queued_download_count += 1
+            }
             TransferStatus::Done => {}
         }
         if upload.is_pending_work()
@@ -1007,14 +1120,38 @@ pub(crate) fn status(inner: &Inner) -> Result<SyncStatus, FilesError> {
         {
             status.upload_bytes_pending += inner.local.size(&hash).unwrap_or(0);
         }
-        if (upload == TransferStatus::Error || download == TransferStatus::Error) && !state.last_sync_error.is_empty() {
-            let kind = if upload == TransferStatus::Error { TransferKind::Upload } else { TransferKind::Download };
-            let attempts = runtime.failures.get(&(kind, state.file_id.clone())).map_or(1, |failure| failure.attempts);
-            errors.push(FileError { file_id: state.file_id.clone(), error: state.last_sync_error.clone(), attempts });
+        if (upload == TransferStatus::Error || download == TransferStatus::Error)
+            && !state.last_sync_error.is_empty()
+        {
+            let kind = if upload == TransferStatus::Error {
+                TransferKind::Upload
+            } else {
+                TransferKind::Download
+            };
+            let attempts = runtime
+                .failures
+                .get(&(kind, state.file_id.clone()))
+                .map_or(1, |failure| failure.attempts);
+            errors.push(FileError {
+                file_id: state.file_id.clone(),
+                error: state.last_sync_error.clone(),
+                attempts,
+            });
         }
     }
+    if let Some(error) = &runtime.engine_error {
+        errors.push(FileError {
+            file_id: String::new(),
+            error: format!("reconcile: {error}"),
+            attempts: 1,
+        });
+    }
     for (key, failure) in &runtime.delete_failures {
-        errors.push(FileError { file_id: key.clone(), error: failure.error.clone(), attempts: failure.attempts });
+        errors.push(FileError {
+            file_id: key.clone(),
+            error: failure.error.clone(),
+            attempts: failure.attempts,
+        });
     }
     drop(runtime);
     status.error_count = errors.len();

@@ -41,7 +41,9 @@ pub enum FilesError {
         source: std::io::Error,
     },
     /// The local copy does not match its content hash; it was moved to quarantine and will be downloaded again.
-    #[error("local copy of {hash} is corrupt (content hash {actual}); quarantined at {quarantined}")]
+    #[error(
+        "local copy of {hash} is corrupt (content hash {actual}); quarantined at {quarantined}"
+    )]
     CorruptLocalFile {
         /// The expected hash.
         hash: String,

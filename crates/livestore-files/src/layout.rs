@@ -117,7 +117,10 @@ mod tests {
             format!("livestore-filesync-files/node_filesync_store/{hash}")
         );
         assert_eq!(remote_key_for_path(&stored_path("s", &hash)), format!("s/{hash}"));
-        assert_eq!(remote_key_for_path(&format!("/livestore-filesync-files/s/{hash}")), format!("s/{hash}"));
+        assert_eq!(
+            remote_key_for_path(&format!("/livestore-filesync-files/s/{hash}")),
+            format!("s/{hash}")
+        );
         assert_eq!(hash_from_path(&stored_path("s", &hash)), Some(hash));
         assert!("ABC".parse::<ContentHash>().is_err());
         assert!(hash.to_string().to_uppercase().parse::<ContentHash>().is_err());

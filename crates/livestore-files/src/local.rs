@@ -108,7 +108,10 @@ impl LocalFiles {
 
     /// Size of the local copy, if there is one.
     pub fn size(&self, hash: &ContentHash) -> Option<u64> {
-        fs::metadata(self.content_path(hash)).ok().filter(|meta| meta.is_file()).map(|meta| meta.len())
+        fs::metadata(self.content_path(hash))
+            .ok()
+            .filter(|meta| meta.is_file())
+            .map(|meta| meta.len())
     }
 
     /// Whether a local copy exists.
@@ -142,7 +145,10 @@ impl LocalFiles {
                 Ok(read) => read,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(source) => {
-                    return Err(FilesError::SourceUnreadable { path: PathBuf::from("<reader>"), source });
+                    return Err(FilesError::SourceUnreadable {
+                        path: PathBuf::from("<reader>"),
+                        source,
+                    });
                 }
             };
             hasher.update(&buffer[..read]);
@@ -150,8 +156,10 @@ impl LocalFiles {
                 .map_err(|source| FilesError::LocalIo { path: temp_path.clone(), source })?;
             size += read as u64;
         }
-        file.sync_data().map_err(|source| FilesError::LocalIo { path: temp_path.clone(), source })?;
-        staged.ingested = Ingested { hash: ContentHash::from_bytes(hasher.finalize().into()), size };
+        file.sync_data()
+            .map_err(|source| FilesError::LocalIo { path: temp_path.clone(), source })?;
+        staged.ingested =
+            Ingested { hash: ContentHash::from_bytes(hasher.finalize().into()), size };
         Ok(staged)
     }
 
@@ -209,7 +217,8 @@ impl LocalFiles {
     /// Opens the local copy for reading; the reader fails at the end if the bytes do not match the hash.
     pub fn open_verified(&self, hash: &ContentHash) -> Result<VerifiedReader, FilesError> {
         let path = self.content_path(hash);
-        let file = File::open(&path).map_err(|source| FilesError::LocalIo { path: path.clone(), source })?;
+        let file = File::open(&path)
+            .map_err(|source| FilesError::LocalIo { path: path.clone(), source })?;
         Ok(VerifiedReader { file, hasher: Sha256::new(), expected: *hash, path, finished: false })
     }
 
@@ -217,7 +226,11 @@ impl LocalFiles {
     ///
     /// A corrupt local copy is quarantined and reported as [`FilesError::CorruptLocalFile`]; `destination` is not
     /// touched then.
-    pub fn copy_verified_to(&self, hash: &ContentHash, destination: &Path) -> Result<u64, FilesError> {
+    pub fn copy_verified_to(
+        &self,
+        hash: &ContentHash,
+        destination: &Path,
+    ) -> Result<u64, FilesError> {
         let mut reader = self.open_verified(hash)?;
         write_atomically(destination, |file| {
             let mut buffer = vec![0u8; CHUNK_BYTES];
@@ -252,7 +265,11 @@ impl LocalFiles {
         let _ = fs::rename(self.content_path(hash), &quarantined);
         let _ = fs::remove_file(self.sidecar_path(hash));
         tracing::warn!(target: "livestore_files::_events::quarantine", %hash, %actual, path = %quarantined.display(), "corrupt local file quarantined");
-        FilesError::CorruptLocalFile { hash: hash.to_string(), actual: actual.to_owned(), quarantined }
+        FilesError::CorruptLocalFile {
+            hash: hash.to_string(),
+            actual: actual.to_owned(),
+            quarantined,
+        }
     }
 
     /// Moves arbitrary bad bytes (a failed download) to quarantine; returns where they went.
@@ -402,7 +419,10 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// A MIME type from a file name's extension (the sidecar's `type`), `application/octet-stream` when unknown.
@@ -443,7 +463,8 @@ mod tests {
         let ingested = files.ingest(&mut &b"Hello from node"[..], "text/plain").unwrap();
         assert_eq!(ingested.hash, ContentHash::of(b"Hello from node"));
         assert_eq!(ingested.size, 15);
-        let path = temp.path().join("livestore-filesync-files/store_one").join(ingested.hash.to_string());
+        let path =
+            temp.path().join("livestore-filesync-files/store_one").join(ingested.hash.to_string());
         assert_eq!(fs::read(&path).unwrap(), b"Hello from node");
         assert_eq!(files.mime_type(&ingested.hash), "text/plain");
         // Saving the same bytes again is a no-op on disk.

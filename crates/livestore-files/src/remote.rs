@@ -139,7 +139,8 @@ impl SignerClient {
 
     /// `GET /health`: true iff 2xx within 5 s. Never fails.
     pub async fn health(&self) -> bool {
-        let request = self.http.get(format!("{}/health", self.base)).timeout(Duration::from_secs(5));
+        let request =
+            self.http.get(format!("{}/health", self.base)).timeout(Duration::from_secs(5));
         matches!(request.send().await, Ok(response) if response.status().is_success())
     }
 
@@ -165,8 +166,9 @@ impl SignerClient {
 
     /// `POST /v1/sign/download`.
     pub async fn sign_download(&self, key: &str) -> Result<SignedRequest, RemoteError> {
-        let signed: SignedRequest =
-            self.call("sign download", "/v1/sign/download", &serde_json::json!({ "key": key })).await?;
+        let signed: SignedRequest = self
+            .call("sign download", "/v1/sign/download", &serde_json::json!({ "key": key }))
+            .await?;
         validate_signed("sign download", &signed, false)?;
         Ok(signed)
     }
@@ -191,7 +193,8 @@ impl SignerClient {
         if let Some(content_type) = content_type {
             body["contentType"] = content_type.into();
         }
-        let created: MultipartUpload = self.call("multipart create", "/v1/multipart/create", &body).await?;
+        let created: MultipartUpload =
+            self.call("multipart create", "/v1/multipart/create", &body).await?;
         if created.upload_id.is_empty() {
             return Err(RemoteError::InvalidResponse {
                 operation: "multipart create",
@@ -214,15 +217,21 @@ impl SignerClient {
             "key": key, "uploadId": upload_id, "partNumber": part_number,
             "contentLength": content_length, "sha256": sha256,
         });
-        let signed: SignedRequest = self.call("multipart sign part", "/v1/multipart/sign-part", &body).await?;
+        let signed: SignedRequest =
+            self.call("multipart sign part", "/v1/multipart/sign-part", &body).await?;
         validate_signed("multipart sign part", &signed, true)?;
         Ok(signed)
     }
 
     /// `POST /v1/multipart/parts` (extension): what a resumed upload already has.
-    pub async fn multipart_parts(&self, key: &str, upload_id: &str) -> Result<Vec<UploadedPart>, RemoteError> {
+    pub async fn multipart_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Vec<UploadedPart>, RemoteError> {
         let body = serde_json::json!({ "key": key, "uploadId": upload_id });
-        let parts: PartsResponse = self.call("multipart parts", "/v1/multipart/parts", &body).await?;
+        let parts: PartsResponse =
+            self.call("multipart parts", "/v1/multipart/parts", &body).await?;
         Ok(parts.parts)
     }
 
@@ -266,20 +275,27 @@ impl SignerClient {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<Bytes, RemoteError> {
-        let mut request =
-            self.http.post(format!("{}{path}", self.base)).json(body).timeout(Duration::from_secs(30));
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .timeout(Duration::from_secs(30));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.map_err(|source| RemoteError::Network { operation, source })?;
+        let response =
+            request.send().await.map_err(|source| RemoteError::Network { operation, source })?;
         let status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(|source| RemoteError::Network { operation, source })?;
+        let bytes =
+            response.bytes().await.map_err(|source| RemoteError::Network { operation, source })?;
         if (200..300).contains(&status) {
             return Ok(bytes);
         }
         let message = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
-            .and_then(|value| value.get("error").and_then(|error| error.as_str()).map(str::to_owned))
+            .and_then(|value| {
+                value.get("error").and_then(|error| error.as_str()).map(str::to_owned)
+            })
             .unwrap_or_else(|| excerpt(&bytes));
         Err(match status {
             401 | 403 => RemoteError::Unauthorized { operation, status, message },
@@ -355,7 +371,8 @@ impl SignerClient {
         if offset > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={offset}-"));
         }
-        let response = request.send().await.map_err(|source| RemoteError::Network { operation, source })?;
+        let response =
+            request.send().await.map_err(|source| RemoteError::Network { operation, source })?;
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(response);
@@ -370,8 +387,13 @@ impl SignerClient {
     }
 }
 
-fn validate_signed(operation: &'static str, signed: &SignedRequest, upload: bool) -> Result<(), RemoteError> {
-    let invalid = |reason: &str| RemoteError::InvalidResponse { operation, reason: reason.to_owned() };
+fn validate_signed(
+    operation: &'static str,
+    signed: &SignedRequest,
+    upload: bool,
+) -> Result<(), RemoteError> {
+    let invalid =
+        |reason: &str| RemoteError::InvalidResponse { operation, reason: reason.to_owned() };
     if signed.url.is_empty() {
         return Err(invalid("empty url"));
     }
@@ -385,7 +407,12 @@ fn validate_signed(operation: &'static str, signed: &SignedRequest, upload: bool
 }
 
 /// Maps a data-plane (S3) failure: expired URLs, missing objects, refused checksums.
-fn data_plane_error(operation: &'static str, status: u16, body: &[u8], key: Option<&str>) -> RemoteError {
+fn data_plane_error(
+    operation: &'static str,
+    status: u16,
+    body: &[u8],
+    key: Option<&str>,
+) -> RemoteError {
     let text = String::from_utf8_lossy(&body[..body.len().min(2048)]);
     if status == 403 && text.to_ascii_lowercase().contains("expired") {
         return RemoteError::UrlExpired { operation };

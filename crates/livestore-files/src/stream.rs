@@ -19,7 +19,11 @@ pub(crate) const CHANNEL_CHUNKS: usize = 4;
 
 /// Reads `length` bytes of `path` from `offset` on a blocking thread, as a stream of chunks. A short file is an
 /// error (`UnexpectedEof`), so a body never silently ends early.
-pub(crate) fn read_file_chunks(path: PathBuf, offset: u64, length: u64) -> mpsc::Receiver<io::Result<Bytes>> {
+pub(crate) fn read_file_chunks(
+    path: PathBuf,
+    offset: u64,
+    length: u64,
+) -> mpsc::Receiver<io::Result<Bytes>> {
     let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
     tokio::task::spawn_blocking(move || {
         let result = (|| -> io::Result<()> {
@@ -45,7 +49,11 @@ pub(crate) fn read_file_chunks(path: PathBuf, offset: u64, length: u64) -> mpsc:
 }
 
 /// Hashes `length` bytes of a file from `offset` (multipart parts are signed with their SHA-256).
-pub(crate) fn hash_file_range(path: &std::path::Path, offset: u64, length: u64) -> io::Result<String> {
+pub(crate) fn hash_file_range(
+    path: &std::path::Path,
+    offset: u64,
+    length: u64,
+) -> io::Result<String> {
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(offset))?;
     let mut hasher = Sha256::new();

@@ -197,9 +197,11 @@ impl FileSync {
     pub fn new(store: Store, options: FileSyncOptions) -> Result<FileSync, FilesError> {
         for required in [FILES_TABLE, LOCAL_STATE_TABLE] {
             if !store.schema().tables().iter().any(|table| table.name() == required) {
-                return Err(FilesError::Store(livestore_client::StoreError::InvalidSchema(format!(
-                    "file sync needs the filesync schema (table {required:?} is missing); use livestore_files::schema::add_to"
-                ))));
+                return Err(FilesError::Store(livestore_client::StoreError::InvalidSchema(
+                    format!(
+                        "file sync needs the filesync schema (table {required:?} is missing); use livestore_files::schema::add_to"
+                    ),
+                )));
             }
         }
         let store_id = store.store_id().to_owned();
@@ -280,7 +282,11 @@ impl FileSync {
     /// Replaces a file's content. Same bytes: nothing happens. Otherwise the new bytes are stored, `v1.FileUpdated`
     /// commits with an empty `remoteKey`, and the old local copy and remote object are removed unless another
     /// active file still uses them (the remote delete is queued and retried until it succeeds).
-    pub fn update_file(&self, file_id: &str, source: FileSource<'_>) -> Result<SavedFile, FilesError> {
+    pub fn update_file(
+        &self,
+        file_id: &str,
+        source: FileSource<'_>,
+    ) -> Result<SavedFile, FilesError> {
         self.update_file_with(file_id, source, SaveOptions::default())
     }
 
@@ -298,7 +304,12 @@ impl FileSync {
         let size = staged.ingested.size;
         if hash.to_string() == row.content_hash {
             drop(staged);
-            return Ok(SavedFile { file_id: row.id, path: row.path, content_hash: row.content_hash, size });
+            return Ok(SavedFile {
+                file_id: row.id,
+                path: row.path,
+                content_hash: row.content_hash,
+                size,
+            });
         }
         let _pin = self.pin(hash);
         self.inner.local.publish_staged(staged, &mime)?;
@@ -374,7 +385,8 @@ impl FileSync {
         if self.inner.remote.is_none() {
             return Err(FilesError::NotAvailable {
                 id: row.id,
-                reason: "not on this device, and remote storage is disabled (local-only mode)".to_owned(),
+                reason: "not on this device, and remote storage is disabled (local-only mode)"
+                    .to_owned(),
             });
         }
         if row.remote_key.is_empty() {
@@ -443,9 +455,13 @@ impl FileSync {
     /// Active files (oldest first) with this device's transfer state.
     pub fn list_files(&self) -> Result<Vec<FileEntry>, FilesError> {
         let records: Vec<FileRecord> = self.inner.store.query(
-            &Query::select(FILES_TABLE).where_eq("deletedAt", None::<i64>).order_by("createdAt").order_by("id"),
+            &Query::select(FILES_TABLE)
+                .where_eq("deletedAt", None::<i64>)
+                .order_by("createdAt")
+                .order_by("id"),
         )?;
-        let states: Vec<LocalFileState> = self.inner.store.query(&Query::select(LOCAL_STATE_TABLE))?;
+        let states: Vec<LocalFileState> =
+            self.inner.store.query(&Query::select(LOCAL_STATE_TABLE))?;
         let mut states: HashMap<String, LocalFileState> =
             states.into_iter().map(|state| (state.file_id.clone(), state)).collect();
         Ok(records
@@ -567,7 +583,11 @@ impl FileSync {
         self.inner.wake.notify_one();
     }
 
-    fn stage(&self, source: FileSource<'_>, mime_type: Option<&str>) -> Result<(Staged, String), FilesError> {
+    fn stage(
+        &self,
+        source: FileSource<'_>,
+        mime_type: Option<&str>,
+    ) -> Result<(Staged, String), FilesError> {
         match source {
             FileSource::Bytes(bytes) => {
                 let staged = self.inner.local.stage(&mut &bytes[..])?;
@@ -603,13 +623,19 @@ impl FileSync {
                     return Err(FilesError::SourceChanged { path: path.to_path_buf() });
                 }
                 let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default();
-                let mime = mime_type.map(str::to_owned).unwrap_or_else(|| mime_from_name(name).to_owned());
+                let mime =
+                    mime_type.map(str::to_owned).unwrap_or_else(|| mime_from_name(name).to_owned());
                 Ok((staged, mime))
             }
         }
     }
 
-    fn local_state_for_new_bytes(&self, file_id: &str, path: &str, hash: &ContentHash) -> LocalFileState {
+    fn local_state_for_new_bytes(
+        &self,
+        file_id: &str,
+        path: &str,
+        hash: &ContentHash,
+    ) -> LocalFileState {
         let upload =
             if self.inner.remote.is_some() { TransferStatus::Queued } else { TransferStatus::Done };
         LocalFileState {
@@ -668,20 +694,28 @@ impl FileSync {
     }
 
     fn local_state(&self, file_id: &str) -> Result<Option<LocalFileState>, FilesError> {
-        let states: Vec<LocalFileState> =
-            self.inner.store.query(&Query::select(LOCAL_STATE_TABLE).where_eq("fileId", file_id))?;
+        let states: Vec<LocalFileState> = self
+            .inner
+            .store
+            .query(&Query::select(LOCAL_STATE_TABLE).where_eq("fileId", file_id))?;
         Ok(states.into_iter().next())
     }
 
     /// The remote delete to queue when `row` stops using its object, unless another active row uses it.
-    fn remote_delete_if_unreferenced(&self, row: &FileRecord) -> Result<Option<NewEvent>, FilesError> {
+    fn remote_delete_if_unreferenced(
+        &self,
+        row: &FileRecord,
+    ) -> Result<Option<NewEvent>, FilesError> {
         if self.inner.remote.is_none() || row.remote_key.is_empty() {
             return Ok(None);
         }
         if key_referenced(&self.inner.store, &row.remote_key, Some(&row.id))? {
             return Ok(None);
         }
-        Ok(Some(new_event(&FileRemoteDeleteQueued { key: row.remote_key.clone(), queued_at: now_ms() })?))
+        Ok(Some(new_event(&FileRemoteDeleteQueued {
+            key: row.remote_key.clone(),
+            queued_at: now_ms(),
+        })?))
     }
 
     /// Removes the local copy of `content_hash` unless an active row still uses it.
@@ -721,9 +755,14 @@ pub(crate) fn row(store: &Store, file_id: &str) -> Result<Option<FileRecord>, Fi
 }
 
 /// Active rows with this content hash.
-pub(crate) fn active_rows_with_hash(store: &Store, content_hash: &str) -> Result<Vec<FileRecord>, FilesError> {
+pub(crate) fn active_rows_with_hash(
+    store: &Store,
+    content_hash: &str,
+) -> Result<Vec<FileRecord>, FilesError> {
     Ok(store.query(
-        &Query::select(FILES_TABLE).where_eq("contentHash", content_hash).where_eq("deletedAt", None::<i64>),
+        &Query::select(FILES_TABLE)
+            .where_eq("contentHash", content_hash)
+            .where_eq("deletedAt", None::<i64>),
     )?)
 }
 
@@ -733,7 +772,11 @@ pub(crate) fn hash_referenced(store: &Store, content_hash: &str) -> Result<bool,
 }
 
 /// Whether an active row (other than `except`) uses this object: by `remoteKey`, or by content whose key it is.
-pub(crate) fn key_referenced(store: &Store, key: &str, except: Option<&str>) -> Result<bool, FilesError> {
+pub(crate) fn key_referenced(
+    store: &Store,
+    key: &str,
+    except: Option<&str>,
+) -> Result<bool, FilesError> {
     let by_key: Vec<FileRecord> = store.query(
         &Query::select(FILES_TABLE).where_eq("remoteKey", key).where_eq("deletedAt", None::<i64>),
     )?;

@@ -118,7 +118,9 @@ async fn upload_multipart(
     let (record, existing) = match record {
         Some(record) => match ctx.remote.multipart_parts(key, &record.upload_id).await {
             Ok(parts) => (record, parts),
-            Err(RemoteError::Status { status: 404, .. }) => (create_upload(ctx, key, mime_type, &record_path).await?, vec![]),
+            Err(RemoteError::Status { status: 404, .. }) => {
+                (create_upload(ctx, key, mime_type, &record_path).await?, vec![])
+            }
             Err(error) => return Err(error.into()),
         },
         None => (create_upload(ctx, key, mime_type, &record_path).await?, vec![]),
@@ -152,14 +154,26 @@ async fn upload_multipart(
                 let offset = u64::from(number - 1) * part_size;
                 let length = part_length(number);
                 let hash_path = path.clone();
-                let sha256 = tokio::task::spawn_blocking(move || hash_file_range(&hash_path, offset, length))
-                    .await
-                    .map_err(|error| FilesError::LocalIo { path: path.clone(), source: std::io::Error::other(error) })?
-                    .map_err(|source| FilesError::LocalIo { path: path.clone(), source })?;
+                let sha256 = tokio::task::spawn_blocking(move || {
+                    hash_file_range(&hash_path, offset, length)
+                })
+                .await
+                .map_err(|error| FilesError::LocalIo {
+                    path: path.clone(),
+                    source: std::io::Error::other(error),
+                })?
+                .map_err(|source| FilesError::LocalIo { path: path.clone(), source })?;
                 let mut attempt = 0;
                 loop {
-                    let signed = ctx.remote.multipart_sign_part(key, &upload_id, number, length, &sha256).await?;
-                    match ctx.remote.put_file_range("upload part", &signed, &path, offset, length, &ctx.loaded).await {
+                    let signed = ctx
+                        .remote
+                        .multipart_sign_part(key, &upload_id, number, length, &sha256)
+                        .await?;
+                    match ctx
+                        .remote
+                        .put_file_range("upload part", &signed, &path, offset, length, &ctx.loaded)
+                        .await
+                    {
                         Ok(Some(etag)) => return Ok((number, etag)),
                         Ok(None) => {
                             return Err(RemoteError::InvalidResponse {
@@ -168,7 +182,9 @@ async fn upload_multipart(
                             }
                             .into());
                         }
-                        Err(RemoteError::UrlExpired { .. }) if attempt < RESIGN_LIMIT => attempt += 1,
+                        Err(RemoteError::UrlExpired { .. }) if attempt < RESIGN_LIMIT => {
+                            attempt += 1
+                        }
                         Err(error) => return Err(error.into()),
                     }
                 }
@@ -211,7 +227,11 @@ async fn create_upload(
 }
 
 /// Downloads `key` into the local store as `hash`: resumes a partial file, verifies the hash, then publishes.
-pub(crate) async fn download(ctx: &TransferContext, hash: ContentHash, key: &str) -> Result<(), FilesError> {
+pub(crate) async fn download(
+    ctx: &TransferContext,
+    hash: ContentHash,
+    key: &str,
+) -> Result<(), FilesError> {
     if ctx.local.contains(&hash) {
         return Ok(());
     }
@@ -238,7 +258,8 @@ pub(crate) async fn download(ctx: &TransferContext, hash: ContentHash, key: &str
             .unwrap_or("application/octet-stream")
             .to_owned();
         let base = if resumed { offset } else { 0 };
-        ctx.total.store(response.content_length().map_or(0, |length| length + base), Ordering::Relaxed);
+        ctx.total
+            .store(response.content_length().map_or(0, |length| length + base), Ordering::Relaxed);
         ctx.loaded.store(base, Ordering::Relaxed);
         let mut writer = HashingWriter::start(partial.clone(), resumed);
         let mut body = response.bytes_stream();
