@@ -238,6 +238,13 @@ async fn open_store(shared: &Arc<Shared>, store_id: &str) -> Result<StoreLog, Se
 /// The connection settings of every connection a node opens.
 fn connection_config(url: &DatabaseUrl) -> Result<tokio_postgres::Config, ServerError> {
     let mut config = url.to_postgres_config()?;
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(ServerError::InvalidConfig(
+            "database_url asks for sslmode=require, but this build connects to Postgres without TLS; use a \
+             private network or a local TLS tunnel (see docs/deploy.md)"
+                .into(),
+        ));
+    }
     if config.get_application_name().is_none() {
         config.application_name("livestore");
     }
@@ -271,13 +278,24 @@ async fn connect_at_startup(
     loop {
         match connect(config).await {
             Ok(client) => return Ok(client),
-            Err(error) if tokio::time::Instant::now() + delay < deadline => {
+            Err(error)
+                if is_transient(&error) && tokio::time::Instant::now() + delay < deadline =>
+            {
                 tracing::warn!(database, %error, "cannot reach Postgres yet; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(error) => return Err(error.into()),
         }
+    }
+}
+
+/// Whether a failed connection attempt may succeed later: the server is unreachable or still starting, as opposed
+/// to refusing our credentials or database name.
+fn is_transient(error: &tokio_postgres::Error) -> bool {
+    match error.code() {
+        None => true,
+        Some(code) => code.code().starts_with("57P") || code.code().starts_with("08"),
     }
 }
 

@@ -59,15 +59,17 @@ pub(super) async fn migrate(
             "it has a livestore_stores table that livestore serve did not create".into(),
         ));
     }
-    transaction
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS livestore_schema_migrations (
-                version INTEGER PRIMARY KEY,
-                description TEXT NOT NULL,
-                applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-            )",
-        )
-        .await?;
+    if !has_migrations {
+        transaction
+            .batch_execute(
+                "CREATE TABLE livestore_schema_migrations (
+                    version INTEGER PRIMARY KEY,
+                    description TEXT NOT NULL,
+                    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                )",
+            )
+            .await?;
+    }
     let applied: i32 = transaction
         .query_one("SELECT coalesce(max(version), 0) FROM livestore_schema_migrations", &[])
         .await?
