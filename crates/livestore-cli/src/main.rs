@@ -3,6 +3,7 @@
 //! Subcommands own their argument resolution (flags as given → validated configuration); the libraries own all
 //! behaviour. Errors are printed with their whole cause chain and turn into a non-zero exit code.
 
+mod files;
 mod serve;
 
 use std::process::ExitCode;
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run the sync server (WebSocket and HTTP transports) on an embedded SQLite database.
     Serve(serve::ServeArgs),
+    /// Local-first file sync: add, list, get, update and remove files; sync them; serve them over HTTP.
+    Files(files::FilesArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Files(args) => files::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

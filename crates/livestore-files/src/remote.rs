@@ -385,6 +385,11 @@ impl SignerClient {
     pub(crate) fn raw_get(&self, url: &str) -> reqwest::RequestBuilder {
         self.http.get(url)
     }
+
+    /// A HEAD of a presigned GET URL is not signed for HEAD; the local file server sends a one-byte GET instead.
+    pub(crate) fn raw_head(&self, url: &str) -> reqwest::RequestBuilder {
+        self.http.get(url).header(reqwest::header::RANGE, "bytes=0-0")
+    }
 }
 
 fn validate_signed(
