@@ -4,11 +4,18 @@
 //! - `protocol`: the sync-cf wire protocol spoken frame by frame, including every bad-input case;
 //! - `auth`: static tokens and JWTs, before the upgrade and on the HTTP transport;
 //! - `lifecycle`: restarts, backendId persistence, graceful shutdown, the data-dir lock, config refusal;
-//! - `js_clients`: real `@livestore/*` 0.4.0 Node clients syncing through the server.
+//! - `js_clients`: real `@livestore/*` 0.4.0 Node clients syncing through the server;
+//! - `resilient`: raw protocol clients that survive faults (used by `faults`, `crash`, `chaos`);
+//! - `faults`: cuts, stalls, delays and blackholes injected by `livestore_testkit::FaultProxy`;
+//! - `crash`: `kill -9` during concurrent pipelined pushes, repeated with seeded timings;
+//! - `chaos`: a seeded schedule of offline periods, faults and restarts with raw and JS clients.
 
 #![allow(unreachable_pub, clippy::needless_pass_by_value, clippy::unused_async)]
 
 mod auth;
+mod chaos;
+mod crash;
+mod faults;
 mod files;
 mod filesync_js;
 mod js_clients;
@@ -16,5 +23,7 @@ mod js_driver;
 mod lifecycle;
 mod multinode;
 mod protocol;
+#[allow(dead_code)]
+mod resilient;
 #[allow(dead_code)]
 mod support;
