@@ -203,6 +203,8 @@ impl Engine {
     /// One turn: reconcile if needed, start what may start, commit state, evict, report progress.
     fn turn(&mut self) {
         while self.tasks.try_join_next().is_some() {}
+        // State written by completions must be in the store before a reconcile reads it back.
+        self.flush();
         let now = Instant::now();
         if self.inner.dirty.load(Ordering::SeqCst) && self.reconcile_allowed(now) {
             self.inner.dirty.store(false, Ordering::SeqCst);

@@ -17,6 +17,7 @@ mod chaos;
 mod crash;
 mod faults;
 mod files;
+mod files_sync;
 mod filesync_js;
 mod js_clients;
 mod js_driver;
