@@ -186,6 +186,8 @@ const statusOf = (file, local) => {
 
 /** Card elements and their current thumbnail source by file id. */
 const cards = new Map()
+/** Every status a card went through, in order (shown states only): `{ id, status, label, at }`. */
+const transitions = []
 
 const makeCard = (id) => {
   const card = document.createElement('li')
@@ -248,6 +250,9 @@ const render = () => {
     const name = metadata?.custom?.name ?? file.contentHash.slice(0, 12)
     const isImage = (metadata?.mimeType ?? '').startsWith('image/')
     const { status, label, percent } = statusOf(file, local)
+    if (card.dataset.status !== status || card.querySelector('.label').textContent !== label) {
+      transitions.push({ id: file.id, status, label, at: Math.round(performance.now()) })
+    }
     card.dataset.status = status
     card.dataset.contentHash = file.contentHash
     card.dataset.name = name
@@ -398,12 +403,17 @@ window.gallery = {
       name: card.dataset.name,
       contentHash: card.dataset.contentHash,
     })),
-  /** SHA-256 (hex) of this device's local copy of a file, or null when it has none. */
+  /** SHA-256 (hex) of this device's local copy of an active file, or null when it has none. */
   localSha256: async (fileId) => {
     const file = files.find((row) => row.id === fileId)
-    if (!file) return null
+    return file ? window.gallery.localSha256AtPath(file.path) : null
+  },
+  /** Every status change of every card, oldest first. */
+  transitions: (fileId) => transitions.filter((entry) => fileId == null || entry.id === fileId),
+  /** SHA-256 (hex) of the local file at a content-addressed path, or null when it is not on this device. */
+  localSha256AtPath: async (path) => {
     try {
-      const local = await fileSync.readFile(file.path)
+      const local = await fileSync.readFile(path)
       return hex(await crypto.subtle.digest('SHA-256', await local.arrayBuffer()))
     } catch {
       return null

@@ -13,6 +13,7 @@
 #![allow(unreachable_pub, clippy::needless_pass_by_value, clippy::unused_async)]
 
 mod auth;
+mod browser;
 mod chaos;
 mod crash;
 mod faults;
