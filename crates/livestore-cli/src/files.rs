@@ -260,8 +260,7 @@ async fn get(
     id: &str,
     output: &std::path::Path,
 ) -> anyhow::Result<()> {
-    if matches!(files.file(id), Err(FilesError::NotFound(_))) && !resolved.options.remote.is_none()
-    {
+    if matches!(files.file(id), Err(FilesError::NotFound(_))) && resolved.options.remote.is_some() {
         // Not known here yet: pull the store's events once, then look again.
         sync_events(resolved, files.store(), Duration::from_secs(20)).await;
     }

@@ -357,7 +357,7 @@ impl Engine {
                         row.content_hash
                     ),
                 };
-                self.write_if_changed(state.as_ref(), desired);
+                self.write_if_changed(state.as_ref(), &desired);
                 continue;
             };
             let present = self.inner.local.contains(&hash);
@@ -433,7 +433,7 @@ impl Engine {
                 upload_status: upload.as_str().to_owned(),
                 last_sync_error,
             };
-            self.write_if_changed(state.as_ref(), desired);
+            self.write_if_changed(state.as_ref(), &desired);
         }
         if !local_only {
             let deletes: Vec<RemoteDelete> = self
@@ -450,8 +450,8 @@ impl Engine {
         Ok(())
     }
 
-    fn write_if_changed(&mut self, current: Option<&LocalFileState>, desired: LocalFileState) {
-        if current != Some(&desired) {
+    fn write_if_changed(&mut self, current: Option<&LocalFileState>, desired: &LocalFileState) {
+        if current != Some(desired) {
             self.queue_write(&desired.to_event());
         }
     }

@@ -6,7 +6,6 @@
 //! engine, which records the error and retries with backoff. State (rows, statuses) is the engine's business;
 //! this module only moves and checks bytes.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -215,14 +214,14 @@ async fn create_upload(
     ctx: &TransferContext,
     key: &str,
     mime_type: &str,
-    record_path: &PathBuf,
+    record_path: &std::path::Path,
 ) -> Result<MultipartRecord, FilesError> {
     let created = ctx.remote.multipart_create(key, Some(mime_type)).await?;
     let part_size = ctx.part_size.max(created.min_part_size.unwrap_or(5 * 1024 * 1024));
     let record = MultipartRecord { key: key.to_owned(), upload_id: created.upload_id, part_size };
     let json = serde_json::to_vec(&record).expect("a multipart record serializes");
     write_atomically(record_path, |file| std::io::Write::write_all(file, &json))
-        .map_err(|source| FilesError::LocalIo { path: record_path.clone(), source })?;
+        .map_err(|source| FilesError::LocalIo { path: record_path.to_path_buf(), source })?;
     Ok(record)
 }
 
