@@ -280,12 +280,24 @@ const main = async () => {
           '[data-testid=file-input]',
           more.map(([name, buffer]) => ({ name, mimeType: 'image/png', buffer })),
         )
-        await waitFor('B shows a picture in transit', async () =>
-          (await cards(B.page)).some((card) => card.status !== 'uploaded'),
-          10_000,
-        )
-        await sleep(300)
-        await B.page.screenshot({ path: DOCS_SCREENSHOT })
+        // Best moment: all five cards on B and as many different states as possible.
+        const distinct = async () => {
+          const list = await cards(B.page)
+          return list.length === 5 ? new Set(list.map((card) => card.status)).size : 0
+        }
+        let best = 0
+        const deadline = Date.now() + 10_000
+        while (Date.now() < deadline) {
+          const count = await distinct()
+          if (count > best) {
+            best = count
+            await B.page.screenshot({ path: DOCS_SCREENSHOT })
+          }
+          if (count >= 3) break
+          await sleep(40)
+        }
+        if (best === 0) throw new Error('the pictures did not reach B')
+        facts.docsScreenshotStates = best
         facts.docsScreenshot = DOCS_SCREENSHOT
       } catch (error) {
         log('docs screenshot skipped:', error?.message ?? error)

@@ -181,7 +181,7 @@ const statusOf = (file, local) => {
   if (display.isUploaded && display.hasLocalCopy) return { status: 'uploaded', label: 'uploaded' }
   if (display.isUploaded) return { status: 'queued', label: 'on the server' }
   if (display.hasLocalCopy) return { status: 'queued', label: 'waiting to upload' }
-  return { status: 'pending', label: 'waiting for its device to upload it' }
+  return { status: 'pending', label: 'not uploaded yet' }
 }
 
 /** Card elements and their current thumbnail source by file id. */
