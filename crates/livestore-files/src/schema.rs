@@ -321,11 +321,12 @@ pub fn remote_deletes_table() -> Table {
         .column(Column::date_ms("queuedAt"))
 }
 
-/// The `fileSyncCursor` client document: `{lastEventSequence, updatedAt}`, fixed id `global`.
+/// The `fileSyncCursor` client document: `{lastEventSequence, updatedAt}` (`updatedAt` is `DateFromMillis`, so
+/// epoch ms), fixed id `global`.
 pub fn cursor_document() -> ClientDocument {
     ClientDocument::new(
         CURSOR_DOCUMENT,
-        serde_json::json!({ "lastEventSequence": "e0", "updatedAt": "1970-01-01T00:00:00.000Z" }),
+        serde_json::json!({ "lastEventSequence": "e0", "updatedAt": 0 }),
     )
     .default_id("global")
 }

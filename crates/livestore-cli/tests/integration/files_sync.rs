@@ -509,3 +509,183 @@ fn a_full_disk_fails_the_save_cleanly() {
     assert_eq!(rows.len(), 1);
     assert_eq!(client.get(&kept, &temp.path().join("out")), b"fits");
 }
+
+/// `tests/js/filesync-driver.mjs`: real LiveStore 0.4.0 Node clients with the filesync schema, over JSON lines.
+struct FilesyncJs {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    next_id: u64,
+}
+
+impl FilesyncJs {
+    fn start() -> FilesyncJs {
+        use tokio::io::AsyncBufReadExt;
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/js");
+        assert!(
+            dir.join("node_modules/@livestore/livestore").exists(),
+            "tests/js/node_modules is missing: run `npm ci` in tests/js (scripts/test does this)"
+        );
+        let mut child = tokio::process::Command::new("node")
+            .arg("filesync-driver.mjs")
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node starts");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        FilesyncJs { child, stdin, stdout, next_id: 0 }
+    }
+
+    async fn call(&mut self, mut command: Value) -> Value {
+        use tokio::io::AsyncWriteExt;
+        self.next_id += 1;
+        let id = self.next_id;
+        command["id"] = serde_json::json!(id);
+        self.stdin.write_all(format!("{command}\n").as_bytes()).await.unwrap();
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(90), self.stdout.next_line())
+                .await
+                .expect("the driver answers")
+                .unwrap()
+                .expect("the driver is running");
+            let response: Value = serde_json::from_str(&line).unwrap();
+            if response["id"] != serde_json::json!(id) {
+                continue;
+            }
+            assert_eq!(response["ok"], true, "driver command {command} failed: {response}");
+            return response["result"].clone();
+        }
+    }
+
+    async fn files(&mut self, name: &str) -> Vec<Value> {
+        let rows = self
+            .call(serde_json::json!({"cmd": "query", "name": name, "sql": "SELECT * FROM files ORDER BY createdAt, id"}))
+            .await;
+        rows.as_array().unwrap().clone()
+    }
+
+    async fn exit(mut self) {
+        let _ = self.call(serde_json::json!({"cmd": "exit"})).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+/// Uploads bytes under their content-addressed key through the signer (checksum-bound), like a JS client would.
+async fn upload_object(server: &str, key: &str, bytes: &[u8]) {
+    let client = reqwest::Client::new();
+    let signed: Value = client
+        .post(format!("{server}/api/v1/sign/upload"))
+        .json(&serde_json::json!({"key": key, "contentLength": bytes.len(), "sha256": sha256_hex(bytes)}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut put = client.put(signed["url"].as_str().unwrap()).body(bytes.to_vec());
+    for (name, value) in signed["headers"].as_object().into_iter().flatten() {
+        if !name.eq_ignore_ascii_case("content-length") {
+            put = put.header(name.as_str(), value.as_str().unwrap());
+        }
+    }
+    let response = put.send().await.unwrap();
+    assert!(response.status().is_success(), "upload: {}", response.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_client_with_the_filesync_schema_shares_rows_and_files_with_rust() {
+    let server = TestServer::start();
+    let temp = tempfile::tempdir().unwrap();
+    let url = server.http_url();
+    let store = "files-js";
+    let a = FilesClient::new(temp.path(), "a", store, &url);
+    let b = FilesClient::new(temp.path(), "b", store, &url);
+    let source = temp.path().join("rust.txt");
+    std::fs::write(&source, b"bytes saved by rust").unwrap();
+    let rust_id = a.add(&source);
+    a.sync();
+    let rust_rows = a.ls();
+
+    // JS sees exactly the Rust client's row.
+    let mut js = FilesyncJs::start();
+    js.call(serde_json::json!({"cmd": "open", "name": "j", "storeId": store, "url": url, "clientId": "j"})).await;
+    js.call(serde_json::json!({"cmd": "waitSynced", "name": "j", "timeoutMs": 30_000})).await;
+    let js_rows = js.files("j").await;
+    assert_eq!(js_rows.len(), 1, "{js_rows:?}");
+    for column in [
+        "id",
+        "path",
+        "remoteKey",
+        "contentHash",
+        "metadataJson",
+        "createdAt",
+        "updatedAt",
+        "deletedAt",
+    ] {
+        assert_eq!(js_rows[0][column], rust_rows[0][column], "column {column}");
+    }
+
+    // JS commits a FileCreated/FileUpdated pair for an uploaded object: Rust downloads and verifies it.
+    let js_bytes = b"bytes uploaded for a javascript client".to_vec();
+    let hash = sha256_hex(&js_bytes);
+    let key = format!("{store}/{hash}");
+    upload_object(&url, &key, &js_bytes).await;
+    let path = format!("livestore-filesync-files/{store}/{hash}");
+    js.call(serde_json::json!({"cmd": "commit", "name": "j", "events": [
+        {"name": "v1.FileCreated", "args": {"id": "js-file-1", "path": path, "contentHash": hash,
+            "metadataJson": "{\"mimeType\":\"text/plain\"}",
+            "createdAt": "2026-01-02T03:04:05.678Z", "updatedAt": "2026-01-02T03:04:05.678Z"}},
+        {"name": "v1.FileUpdated", "args": {"id": "js-file-1", "path": path, "remoteKey": key, "contentHash": hash,
+            "updatedAt": "2026-01-02T03:04:06.000Z"}},
+        {"name": "v1.FileDeleted", "args": {"id": rust_id, "deletedAt": "2026-01-02T03:04:07.000Z"}},
+    ]}))
+    .await;
+    js.call(serde_json::json!({"cmd": "waitSynced", "name": "j", "timeoutMs": 30_000})).await;
+    b.sync();
+    let rows = b.ls();
+    assert_eq!(rows.len(), 1, "the JS delete of the Rust file applies: {rows:?}");
+    let js_row = row(&rows, "js-file-1");
+    assert_eq!(js_row["createdAt"], 1_767_323_045_678i64);
+    assert_eq!(js_row["updatedAt"], 1_767_323_046_000i64);
+    // The update omitted metadataJson, so the created value stays (filesync's backward-compatibility rule).
+    assert_eq!(js_row["metadataJson"], "{\"mimeType\":\"text/plain\"}");
+    assert_eq!(js_row["remoteKey"], key);
+    assert_eq!(js_row["localState"]["localHash"], hash);
+    assert_eq!(b.get("js-file-1", &temp.path().join("js-out")), js_bytes);
+    assert_no_corrupt_visible(&b);
+
+    // And the Rust client's later update (which sends metadataJson) is what JS materializes.
+    let replacement = temp.path().join("rust2.txt");
+    std::fs::write(&replacement, b"rust replaced the javascript bytes").unwrap();
+    b.ok(&["update", "js-file-1", replacement.to_str().unwrap()]);
+    b.sync();
+    let rust_row = row(&b.ls(), "js-file-1").clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let js_rows = js.files("j").await;
+        let js_row = js_rows.iter().find(|row| row["id"] == "js-file-1").unwrap();
+        if js_row["contentHash"] == rust_row["contentHash"]
+            && js_row["remoteKey"] == rust_row["remoteKey"]
+        {
+            for column in [
+                "path",
+                "remoteKey",
+                "contentHash",
+                "metadataJson",
+                "createdAt",
+                "updatedAt",
+                "deletedAt",
+            ] {
+                assert_eq!(js_row[column], rust_row[column], "column {column}");
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "JS never saw the Rust update: {js_row}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    js.exit().await;
+}
