@@ -89,7 +89,11 @@ fn sqlite_insert_rate(rows: usize) -> anyhow::Result<f64> {
             let mut statement = transaction
                 .prepare_cached("INSERT INTO events (store_key, seq_num, created_at, encoded) VALUES (1, ?1, ?2, ?3)")?;
             for row in 0..1000 {
-                statement.execute(rusqlite::params![(batch * 1000 + row) as i64, "2026-01-01T00:00:00.000Z", encoded])?;
+                statement.execute(rusqlite::params![
+                    (batch * 1000 + row) as i64,
+                    "2026-01-01T00:00:00.000Z",
+                    encoded
+                ])?;
             }
         }
         transaction.commit()?;
@@ -147,7 +151,9 @@ fn fanout_floor(sockets: usize, rounds: usize) -> anyhow::Result<serde_json::Val
             tokio::spawn(async move {
                 let mut ack = [0u8; 40];
                 while triggered.recv().await.is_some() {
-                    if sender.write_all(&[1u8; 400]).await.is_err() || sender.read_exact(&mut ack).await.is_err() {
+                    if sender.write_all(&[1u8; 400]).await.is_err()
+                        || sender.read_exact(&mut ack).await.is_err()
+                    {
                         break;
                     }
                 }
