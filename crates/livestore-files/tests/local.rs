@@ -52,10 +52,10 @@ fn a_source_that_changes_while_it_is_saved_is_refused_and_nothing_is_saved() {
 #[tokio::test]
 async fn the_local_file_server_serves_bytes_with_ranges() {
     let dir = tempfile::tempdir().unwrap();
-    let files = local_sync(dir.path(), "served/store");
+    let files = local_sync(dir.path(), "served-store");
     let bytes: Vec<u8> = (0..100_000u32).map(|value| (value % 251) as u8).collect();
     let saved = files.save_file(FileSource::Bytes(&bytes)).unwrap();
-    assert!(saved.path.starts_with("livestore-filesync-files/served_store/"));
+    assert!(saved.path.starts_with("livestore-filesync-files/served-store/"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(
@@ -79,7 +79,7 @@ async fn the_local_file_server_serves_bytes_with_ranges() {
     let head = client.head(&url).send().await.unwrap();
     assert_eq!(head.headers()["content-length"], "100000");
     let missing = client
-        .get(format!("{base}/livestore-filesync-files/served_store/{}", "0".repeat(64)))
+        .get(format!("{base}/livestore-filesync-files/served-store/{}", "0".repeat(64)))
         .send()
         .await
         .unwrap();
