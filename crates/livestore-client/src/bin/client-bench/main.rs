@@ -141,26 +141,26 @@ fn run(
     let big_store = "big";
     let needs_big = ["catchup", "rebuild", "cold_start"].iter().any(|name| selected(name));
     let mut big_filled = false;
-    if let Some(url) = &args.url {
-        if needs_big {
-            let server_store = match &args.catchup_store {
-                Some(store) => store.clone(),
-                None => {
-                    let store = format!("clientbench-{}-{}", std::process::id(), events);
-                    progress(&format!("filling server store {store} with {events} events"));
-                    runtime.block_on(remote::fill(url, &store, events))?;
-                    store
-                }
-            };
-            progress("catchup");
-            let report = remote::catchup(runtime, url, dir, &server_store, events)?;
-            if selected("catchup") {
-                emit(report);
+    if let Some(url) = &args.url
+        && needs_big
+    {
+        let server_store = match &args.catchup_store {
+            Some(store) => store.clone(),
+            None => {
+                let store = format!("clientbench-{}-{}", std::process::id(), events);
+                progress(&format!("filling server store {store} with {events} events"));
+                runtime.block_on(remote::fill(url, &store, events))?;
+                store
             }
-            // The client store is named after the server store; make it the one the next workloads use.
-            std::fs::rename(dir.join(&server_store), dir.join(big_store))?;
-            big_filled = true;
+        };
+        progress("catchup");
+        let report = remote::catchup(runtime, url, dir, &server_store, events)?;
+        if selected("catchup") {
+            emit(report);
         }
+        // The client store is named after the server store; make it the one the next workloads use.
+        std::fs::rename(dir.join(&server_store), dir.join(big_store))?;
+        big_filled = true;
     }
     if needs_big && !big_filled && (selected("rebuild") || selected("cold_start")) {
         progress(&format!("filling a local store with {events} events (no --url)"));

@@ -74,6 +74,7 @@ impl Report {
         }
     }
 
+    #[allow(dead_code)] // kept for workloads that need to qualify their numbers
     pub(crate) fn with_note(mut self, note: impl Into<String>) -> Report {
         self.note = Some(note.into());
         self
