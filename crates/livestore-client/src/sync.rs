@@ -133,6 +133,7 @@ impl Drop for SyncHandle {
 
 /// Starts syncing `store` in a background task.
 pub fn start(store: Store, options: DriverOptions) -> SyncHandle {
+    install_crypto_provider();
     let (stop_sender, stop_receiver) = watch::channel(false);
     let (state_sender, state_receiver) = watch::channel(DriverState::default());
     let task = tokio::spawn(run(store, options, stop_receiver, state_sender));
@@ -198,6 +199,16 @@ async fn run(
         state.connected = false;
         state.stopped = true;
     });
+}
+
+/// `wss://` connections build their TLS configuration from rustls' process-wide crypto provider, which rustls
+/// can only pick by itself when exactly one provider is compiled in. Install ring unless the application
+/// already chose one.
+fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // An error means another thread installed one first, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
 }
 
 /// ±25 % jitter so many clients do not reconnect in lockstep.
