@@ -147,6 +147,7 @@ fn foreign(seq: u64, k: &str, v: i64) -> UpstreamEvent {
 
 /// Commits `ops` (in batches of `batch`), confirms the first `confirmed` by echo, then forces a rebase with a
 /// foreign event and checks the state against a rebuild.
+#[allow(clippy::needless_pass_by_value)] // proptest hands over owned cases
 fn check(store: &Store, ops: Vec<NewEvent>, batch: usize, confirmed: usize) {
     for chunk in ops.chunks(batch.max(1)) {
         store.commit_batch(chunk.to_vec()).unwrap();
