@@ -17,6 +17,7 @@ struct TestServer {
     addr: SocketAddr,
     data_dir: PathBuf,
     tokens: Vec<String>,
+    ttl_seconds: Option<u64>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -27,6 +28,7 @@ impl TestServer {
             addr: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.to_path_buf(),
             tokens: tokens.iter().map(|token| token.to_string()).collect(),
+            ttl_seconds: None,
             shutdown: None,
             task: None,
         };
@@ -42,7 +44,11 @@ impl TestServer {
         };
         config.auth.tokens =
             self.tokens.iter().map(|token| TokenEntry::AllStores(Secret(token.clone()))).collect();
-        config.files = Some(config.files_config());
+        let mut files = config.files_config();
+        if let Some(ttl_seconds) = self.ttl_seconds {
+            files.ttl_seconds = ttl_seconds;
+        }
+        config.files = Some(files);
         let server = Server::bind(config).await.expect("server binds");
         self.addr = server.local_addr();
         let (sender, receiver) = oneshot::channel();
@@ -441,6 +447,42 @@ async fn the_byte_budget_evicts_uploaded_files_and_resolve_brings_them_back() {
     }
     eventually("evicted file back", Duration::from_secs(20), || read_all(&b.files, evicted[0]))
         .await;
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_presigned_url_is_recognised_so_the_transfer_re_signs() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start(server_dir.path(), &[]).await;
+    server.stop().await;
+    server.ttl_seconds = Some(1);
+    server.spawn().await;
+    let signer = livestore_files::remote::SignerClient::new(&RemoteConfig {
+        signer_url: format!("{}/api", server.url()),
+        auth_token: None,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bytes");
+    std::fs::write(&path, b"expiring").unwrap();
+    let hash = livestore_files::ContentHash::of(b"expiring").to_string();
+    let key = format!("expiring/{hash}");
+    let signed = signer.sign_upload(&key, 8, Some(&hash), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let error = signer.put_file_range("upload", &signed, &path, 0, 8, &progress).await.unwrap_err();
+    assert!(matches!(error, livestore_files::RemoteError::UrlExpired { .. }), "{error}");
+    // A fresh signature works, which is what the transfer does on `UrlExpired`.
+    let signed = signer.sign_upload(&key, 8, Some(&hash), None).await.unwrap();
+    signer.put_file_range("upload", &signed, &path, 0, 8, &progress).await.unwrap();
+    // And the engine moves files through a signer with one-second URLs.
+    let a = Client::open("expiring", &server.url(), None, |_| {});
+    let b = Client::open("expiring", &server.url(), None, |_| {});
+    let saved = a.files.save_file(FileSource::Bytes(&pseudo_random(300_000, 5))).unwrap();
+    let got =
+        eventually("the file on B", Duration::from_secs(30), || read_all(&b.files, &saved.file_id))
+            .await;
+    assert_eq!(got, pseudo_random(300_000, 5));
     a.close().await;
     b.close().await;
 }

@@ -1,6 +1,7 @@
 //! `files-bench`: measures the file sync and prints one JSON object.
 //!
 //! Workloads (each selectable with `--only NAME`, comma-separated):
+//! - `hash_1mib`: SHA-256 of 1 MiB buffers, median and p99, plus MB/s;
 //! - `save_1mib`: `save_file` of 1 MiB (different bytes each time) into a store on `--data-dir`, durable (fsync,
 //!   rename, directory fsync, commit) and then resolvable locally; median and p99 latency;
 //! - `e2e_1gib`: one file of `--e2e-mib` MiB (default 1024) saved on client A, uploaded, downloaded and verified
@@ -75,6 +76,9 @@ fn main() {
     let mut report = serde_json::Map::new();
     report
         .insert("cores".into(), json!(std::thread::available_parallelism().map_or(0, usize::from)));
+    if wanted("hash_1mib") {
+        report.insert("hash_1mib".into(), hash_1mib(&args));
+    }
     if wanted("save_1mib") {
         report.insert("save_1mib".into(), runtime.block_on(save_1mib(&args)));
     }
@@ -198,6 +202,31 @@ async fn save_1mib(args: &Args) -> Value {
         "p99_ms": percentile(&latencies, 0.99),
         "max_ms": latencies.last().copied().unwrap_or_default(),
         "data_dir": args.data_dir.display().to_string(),
+    })
+}
+
+/// SHA-256 of 1 MiB buffers (what every save, upload check and download verification costs per MiB).
+fn hash_1mib(args: &Args) -> Value {
+    let mut buffer = vec![0u8; 1024 * 1024];
+    let mut generator = Generator::new(3, u64::MAX);
+    let mut latencies = Vec::with_capacity(args.save_count);
+    for _ in 0..args.save_count {
+        generator.read_exact(&mut buffer).unwrap();
+        let started = Instant::now();
+        std::hint::black_box(livestore_files::ContentHash::of(&buffer));
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let started = Instant::now();
+    for _ in 0..256 {
+        std::hint::black_box(livestore_files::ContentHash::of(&buffer));
+    }
+    let megabytes_per_second = 256.0 * 1024.0 * 1024.0 / 1e6 / started.elapsed().as_secs_f64();
+    json!({
+        "count": args.save_count,
+        "median_ms": percentile(&latencies, 0.5),
+        "p99_ms": percentile(&latencies, 0.99),
+        "hash_mb_s": megabytes_per_second,
     })
 }
 
