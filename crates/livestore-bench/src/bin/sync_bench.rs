@@ -3,6 +3,8 @@
 //! Scenarios:
 //! - `ingest`: pushes batches into one or many stores and reports events/s and push round-trip latency;
 //! - `fanout`: one push to N live subscribers, reports the latency of the last (and median) delivery per round;
+//!   with `--subscriber-urls` the subscribers spread over other nodes (cross-node fan-out through a shared
+//!   database) while the pusher stays on `--url`;
 //! - `backlog`: fills a store, then times a fresh client pulling the whole log;
 //! - `idle`: opens N live connections and reports the server's resident memory (needs `--server-pid`).
 
@@ -49,6 +51,9 @@ enum Scenario {
         subscribers: usize,
         #[arg(long, default_value_t = 50)]
         rounds: u64,
+        /// Multi-node only: comma-separated base URLs the subscribers connect to, round-robin (default: `--url`).
+        #[arg(long, value_delimiter = ',')]
+        subscriber_urls: Vec<String>,
     },
     Backlog {
         #[arg(long, default_value_t = 1_000_000)]
@@ -79,8 +84,8 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         Scenario::Ingest { stores, batch, events, pipeline, args_bytes } => {
             ingest(&args.url, &prefix, *stores, *batch, *events, *pipeline, *args_bytes).await
         }
-        Scenario::Fanout { subscribers, rounds } => {
-            fanout(&args.url, &prefix, *subscribers, *rounds).await
+        Scenario::Fanout { subscribers, rounds, subscriber_urls } => {
+            fanout(&args.url, subscriber_urls, &prefix, *subscribers, *rounds).await
         }
         Scenario::Backlog { events, fill_pipeline } => {
             backlog(&args.url, &prefix, *events, *fill_pipeline).await
@@ -168,6 +173,7 @@ async fn ingest(
 
 async fn fanout(
     url: &str,
+    subscriber_urls: &[String],
     prefix: &str,
     subscribers: usize,
     rounds: u64,
@@ -176,6 +182,7 @@ async fn fanout(
     let (receipts, mut receipt_stream) = mpsc::unbounded_channel::<(u64, Instant)>();
     let ready = Arc::new(Barrier::new(subscribers + 1));
     for index in 0..subscribers {
+        let url = subscriber_url(url, subscriber_urls, index);
         let (url, store_id, receipts, ready) =
             (url.to_owned(), store_id.clone(), receipts.clone(), ready.clone());
         tokio::spawn(async move {
@@ -239,9 +246,18 @@ async fn fanout(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(json!({
-        "scenario": "fanout", "subscribers": subscribers, "rounds": rounds,
+        "scenario": "fanout", "subscribers": subscribers, "rounds": rounds, "subscriber_urls": subscriber_urls,
         "last_delivery": summarize(&mut last_delivery), "median_delivery": summarize(&mut median_delivery),
     }))
+}
+
+/// Multi-node fan-out: where the `index`th subscriber connects. Without `--subscriber-urls`, the pusher's node.
+fn subscriber_url<'a>(pusher_url: &'a str, subscriber_urls: &'a [String], index: usize) -> &'a str {
+    if subscriber_urls.is_empty() {
+        pusher_url
+    } else {
+        &subscriber_urls[index % subscriber_urls.len()]
+    }
 }
 
 async fn backlog(
