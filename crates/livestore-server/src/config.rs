@@ -81,6 +81,11 @@ impl ServerConfig {
                 "limits.max_message_bytes must be at least 1 MiB: sync-cf clients send frames of up to ~900 KB".into(),
             ));
         }
+        if self.limits.header_read_timeout_seconds == 0 {
+            return Err(ServerError::InvalidConfig(
+                "limits.header_read_timeout_seconds must be at least 1".into(),
+            ));
+        }
         if let Some(url) = &self.database_url {
             url.to_postgres_config()?;
         }
@@ -255,11 +260,18 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Outgoing frames buffered per connection before a slow client is disconnected.
     pub outbound_queue_frames: usize,
+    /// Seconds a connection may take to send its first bytes and each request's headers; also how long an idle
+    /// keep-alive connection stays open. Guards against clients that connect and send nothing, or dribble headers.
+    pub header_read_timeout_seconds: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_message_bytes: 4 * 1024 * 1024, outbound_queue_frames: 256 }
+        Limits {
+            max_message_bytes: 4 * 1024 * 1024,
+            outbound_queue_frames: 256,
+            header_read_timeout_seconds: 30,
+        }
     }
 }
 

@@ -82,6 +82,8 @@ pub(crate) async fn handle(
                 live: false,
                 out,
                 lagging: tokio_util::sync::CancellationToken::new(),
+                // The response stream pulls from an 8-frame channel only as fast as the client reads.
+                backlog_budget: None,
             };
             tokio::spawn(run_pull(job));
             streamed_json_array(frames)
@@ -105,7 +107,7 @@ fn streamed_json_array(frames: mpsc::Receiver<Outbound>) -> Response {
     });
     let parts = frames.filter_map(move |frame| {
         let part = match frame {
-            Outbound::Text(text) => {
+            Outbound::Text(text) | Outbound::Page { text, .. } => {
                 let separator = if first { "[" } else { "," };
                 first = false;
                 Some(Ok::<Bytes, Infallible>(Bytes::from(format!("{separator}{text}"))))

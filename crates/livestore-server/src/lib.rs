@@ -25,6 +25,7 @@ mod app;
 pub mod auth;
 pub mod config;
 mod error;
+mod http_server;
 mod http_transport;
 mod hub;
 mod metrics;

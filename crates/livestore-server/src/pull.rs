@@ -12,15 +12,25 @@ use std::time::Instant;
 use livestore_proto::encode;
 use livestore_proto::page::{PageBuilder, StoredEventRef, empty_page};
 use livestore_proto::rpc::PullCursor;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Hubs, LiveBatch, SubscriberTarget};
 use crate::metrics::Metrics;
 use crate::storage::{EventStorage, StoreLog};
 
-/// Events read from storage per round trip while streaming a backlog.
+/// Most events read from storage per round trip while streaming a backlog.
 const BACKLOG_READ_BATCH: usize = 2_000;
+/// Bytes one storage read aims at: with large events, 2,000 of them would be tens of megabytes per pull. The next
+/// read's count follows the average event size seen so far.
+const BACKLOG_READ_BYTES: usize = 2 * 1024 * 1024;
+/// Events in the first read, before the average size is known.
+const BACKLOG_FIRST_READ: usize = 100;
+
+/// Bytes of backlog pages one connection may have queued and not yet handed to its socket. Without it, a client
+/// that pulls a large backlog and never reads pins up to `outbound_queue_frames` pages (~900 KB each) until the
+/// write timeout ends the connection.
+pub(crate) const BACKLOG_BUDGET_BYTES: usize = 4 * 1024 * 1024;
 
 /// WebSocket close code "try again later": the client fell too far behind the live stream.
 pub(crate) const CLOSE_LAGGING: u16 = 1013;
@@ -32,6 +42,9 @@ pub(crate) const CLOSE_INTERNAL: u16 = 1011;
 pub(crate) enum Outbound {
     /// A text frame (one JSON message).
     Text(String),
+    /// A backlog page: a text frame that holds its share of the connection's backlog byte budget until the writer
+    /// has handed it to the socket, so a client that stops reading pins a bounded amount of memory.
+    Page { text: String, budget: Option<OwnedSemaphorePermit> },
     /// Close the connection with this code and reason.
     Close { code: u16, reason: String },
     /// A live batch for one subscription; the connection's writer turns its pages into `Chunk` frames.
@@ -50,6 +63,8 @@ pub(crate) struct PullJob {
     pub(crate) out: mpsc::Sender<Outbound>,
     /// The connection's "close with 1013" signal, for a subscriber that cannot keep up.
     pub(crate) lagging: CancellationToken,
+    /// Bytes of backlog pages the connection may have queued at once (`None`: only the channel bounds them).
+    pub(crate) backlog_budget: Option<Arc<Semaphore>>,
 }
 
 /// Runs a pull until its backlog is sent (non-live), or until the connection goes away (live).
@@ -139,12 +154,16 @@ async fn send_backlog(
     }
     let mut builder = PageBuilder::new(backend_id, up_to);
     let mut read_after = after;
+    let mut read_limit = BACKLOG_FIRST_READ;
     while read_after < up_to {
         let events = job
             .storage
-            .read_events(&job.store_id, read_after, up_to, BACKLOG_READ_BATCH)
+            .read_events(&job.store_id, read_after, up_to, read_limit)
             .await
             .map_err(|error| error.to_string())?;
+        let read_bytes: usize = events.iter().map(|event| event.encoded_json.len()).sum();
+        let average_bytes = (read_bytes / events.len().max(1)).max(1);
+        read_limit = (BACKLOG_READ_BYTES / average_bytes).clamp(1, BACKLOG_READ_BATCH);
         let Some(last) = events.last() else {
             return Err(format!(
                 "the log of {} ends at {read_after}, before its head {up_to}",
@@ -174,7 +193,19 @@ async fn send_backlog(
 }
 
 async fn send_frame(job: &PullJob, frame: String) -> bool {
-    job.out.send(Outbound::Text(frame)).await.is_ok()
+    let budget = match &job.backlog_budget {
+        // A page larger than the whole budget still goes, alone.
+        Some(budget) => {
+            let wanted = frame.len().min(BACKLOG_BUDGET_BYTES);
+            let permits = u32::try_from(wanted).expect("the budget fits in u32");
+            match Arc::clone(budget).acquire_many_owned(permits).await {
+                Ok(permit) => Some(permit),
+                Err(_) => return false,
+            }
+        }
+        None => None,
+    };
+    job.out.send(Outbound::Page { text: frame, budget }).await.is_ok()
 }
 
 /// Reports a failure: live pulls must not end with an `Exit`, so they close the socket instead.

@@ -109,21 +109,14 @@ impl Server {
             axum::middleware::from_fn_with_state(state.storage.clone(), refuse_while_unavailable),
         );
         tracing::info!(target: "livestore_server::_events::listening", %addr, "listening");
-        // Small frames (Pong, acks, one-event pages) must leave at once: with Nagle's algorithm a frame written
-        // while the client's delayed ACK is pending waits up to 40 ms.
-        let listener = axum::serve::ListenerExt::tap_io(
-            self.listener,
-            |stream: &mut tokio::net::TcpStream| {
-                if let Err(error) = stream.set_nodelay(true) {
-                    tracing::debug!(%error, "cannot set TCP_NODELAY");
-                }
-            },
-        );
-        let serving = axum::serve(listener, router).with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: closing sockets so clients reconnect");
-            token.cancel();
-        });
+        // axum::serve plus TCP_NODELAY and the header timeouts (see `http_server`).
+        let header_read_timeout = Duration::from_secs(state.limits.header_read_timeout_seconds);
+        let serving =
+            crate::http_server::serve(self.listener, router, header_read_timeout, async move {
+                shutdown.await;
+                tracing::info!("shutting down: closing sockets so clients reconnect");
+                token.cancel();
+            });
         let result = serving.await.map_err(ServerError::Serve);
         state.shutdown.cancel();
         state.sessions.close();

@@ -61,6 +61,8 @@ impl StaticSite {
         let Some(metadata) = self.metadata_inside(&candidate).await else { return not_found() };
         let (file, metadata) = if metadata.is_dir() {
             if !path.ends_with('/') {
+                // One leading slash only: `//host/dir` as a Location is protocol-relative, a redirect to `host`.
+                let path = format!("/{}", path.trim_start_matches('/'));
                 let location = match query {
                     Some(query) => format!("{path}/?{query}"),
                     None => format!("{path}/"),
@@ -320,6 +322,21 @@ mod tests {
         assert_eq!(get(&site, "/empty/").await.0, StatusCode::NOT_FOUND);
         assert_eq!(get(&site, "/missing.js").await.0, StatusCode::NOT_FOUND);
         assert_eq!(get(&site, "/assets/missing.js").await.0, StatusCode::NOT_FOUND);
+    }
+
+    /// Found by the security tests: `//sub` redirected to `//sub/`, which browsers read as the host `sub`.
+    #[tokio::test]
+    async fn redirects_never_leave_the_origin() {
+        let (_temp, site) = fixture();
+        for path in ["//sub", "///sub", "//sub?x=1"] {
+            let (status, headers, _) = get(&site, path).await;
+            assert_eq!(status, StatusCode::PERMANENT_REDIRECT, "{path}");
+            let location = headers[header::LOCATION].to_str().unwrap();
+            assert!(
+                location.starts_with("/sub/") && !location.starts_with("//"),
+                "{path} -> {location}"
+            );
+        }
     }
 
     #[tokio::test]

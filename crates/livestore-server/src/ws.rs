@@ -8,6 +8,7 @@
 //! The session is generic over the socket's `Sink`/`Stream` halves so tests can drive it without a network.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -18,14 +19,14 @@ use livestore_proto::encode;
 use livestore_proto::frame::{ClientMessage, decode_client_message};
 use livestore_proto::rpc::RpcCall;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
 use crate::error::ServerError;
 use crate::metrics::RejectReason;
-use crate::pull::{CLOSE_LAGGING, Outbound, PullJob, run_pull};
+use crate::pull::{BACKLOG_BUDGET_BYTES, CLOSE_LAGGING, Outbound, PullJob, run_pull};
 use crate::storage::AppendOutcome;
 
 /// Close code when the server shuts down or restarts: clients reconnect.
@@ -76,6 +77,7 @@ async fn run_session<S, R>(
         url_payload,
         out: out.clone(),
         lagging,
+        backlog_budget: Arc::new(Semaphore::new(BACKLOG_BUDGET_BYTES)),
         pushes,
         pulls: HashMap::new(),
     };
@@ -142,6 +144,8 @@ struct Session<'a> {
     url_payload: Option<Box<RawValue>>,
     out: mpsc::Sender<Outbound>,
     lagging: CancellationToken,
+    /// Shared by this connection's pulls: see `pull::BACKLOG_BUDGET_BYTES`.
+    backlog_budget: Arc<Semaphore>,
     pushes: mpsc::UnboundedSender<PendingPush>,
     pulls: HashMap<String, JoinHandle<()>>,
 }
@@ -208,6 +212,7 @@ impl Session<'_> {
                     live: args.live,
                     out: self.out.clone(),
                     lagging: self.lagging.clone(),
+                    backlog_budget: Some(self.backlog_budget.clone()),
                 };
                 if let Some(previous) = self.pulls.insert(request_id, tokio::spawn(run_pull(job))) {
                     previous.abort();
@@ -293,6 +298,12 @@ where
 {
     match frame {
         Outbound::Text(text) => feed_text(sink, text).await,
+        // The budget is released once the socket took the page (its write buffer holds at most about one frame).
+        Outbound::Page { text, budget } => {
+            let fed = feed_text(sink, text).await;
+            drop(budget);
+            fed
+        }
         Outbound::Live { request_id, batch } => {
             for page in &batch.pages {
                 if !feed_text(sink, encode::chunk(&request_id, &[page.json.as_str()])).await {

@@ -8,7 +8,9 @@
 //! - `resilient`: raw protocol clients that survive faults (used by `faults`, `crash`, `chaos`);
 //! - `faults`: cuts, stalls, delays and blackholes injected by `livestore_testkit::FaultProxy`;
 //! - `crash`: `kill -9` during concurrent pipelined pushes, repeated with seeded timings;
-//! - `chaos`: a seeded schedule of offline periods, faults and restarts with raw and JS clients.
+//! - `chaos`: a seeded schedule of offline periods, faults and restarts with raw and JS clients;
+//! - `security`: other stores' credentials everywhere, key and path escapes, size limits, slow and idle clients,
+//!   many sockets, secrets in logs.
 
 #![allow(unreachable_pub, clippy::needless_pass_by_value, clippy::unused_async)]
 
@@ -27,5 +29,6 @@ mod multinode;
 mod protocol;
 #[allow(dead_code)]
 mod resilient;
+mod security;
 #[allow(dead_code)]
 mod support;

@@ -1,0 +1,120 @@
+//! Accepting TCP connections and serving the router on each (HTTP/1.1 with WebSocket upgrades).
+//!
+//! This is `axum::serve` (HTTP/1 only, as axum is built here) with graceful shutdown, plus the timeout
+//! `axum::serve` does not set. Without it a client could hold a connection, its task and its buffers forever: by
+//! connecting and sending nothing, by sending request headers a byte at a time (slowloris), or by idling between
+//! keep-alive requests. Here:
+//! - request headers must be complete within `header_read_timeout` of hyper starting to read them: from the
+//!   connection's start for the first request, from the previous response for the next, so a connection that
+//!   sends nothing or idles between keep-alive requests that long is closed too;
+//! - every connection gets TCP_NODELAY, so small frames (Pong, acks, one-event pages) leave at once instead of
+//!   waiting up to 40 ms for the client's delayed ACK.
+//!
+//! Upgraded WebSockets are not affected: an idle live pull is normal, and `ws` bounds slow readers itself.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets open requests finish and
+/// returns once every connection has closed. (WebSocket sessions are tracked and closed by the caller.)
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let (signal_tx, signal_rx) = watch::channel(());
+    tokio::spawn(async move {
+        shutdown.await;
+        drop(signal_rx);
+    });
+    // Every connection task holds a receiver; waiting for `closed()` waits for all of them.
+    let (close_tx, close_rx) = watch::channel(());
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    handle_accept_error(error).await;
+                    continue;
+                }
+            },
+            () = signal_tx.closed() => break,
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        tokio::spawn(serve_connection(
+            stream,
+            router.clone(),
+            builder.clone(),
+            signal_tx.clone(),
+            close_rx.clone(),
+        ));
+    }
+    drop(close_rx);
+    drop(listener);
+    close_tx.closed().await;
+    Ok(())
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    router: Router,
+    builder: http1::Builder,
+    signal_tx: watch::Sender<()>,
+    close_rx: watch::Receiver<()>,
+) {
+    let service = TowerToHyperService::new(
+        router.map_request(|request: Request<Incoming>| request.map(Body::new)),
+    );
+    let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    tokio::pin!(connection);
+    let signal_closed = signal_tx.closed();
+    tokio::pin!(signal_closed);
+    let mut shutting_down = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::trace!(%error, "connection ended with an error");
+                }
+                break;
+            }
+            () = &mut signal_closed, if !shutting_down => {
+                shutting_down = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+    drop(close_rx);
+}
+
+/// Errors that only concern one connection are skipped; others (out of file descriptors) pause accepting briefly
+/// instead of spinning.
+async fn handle_accept_error(error: io::Error) {
+    if matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(%error, "accept failed; pausing for a second");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
