@@ -191,8 +191,10 @@ async fn serve(tcp: tokio::net::TcpStream, state: Arc<Mutex<ServerState>>) {
                 ));
                 let frame_page = page(&new, true);
                 state.live_pulls.retain(|(pull, pull_id)| {
-                    pull.send(Message::Text(encode::chunk(pull_id, std::slice::from_ref(&frame_page)).into()))
-                        .is_ok()
+                    pull.send(Message::Text(
+                        encode::chunk(pull_id, std::slice::from_ref(&frame_page)).into(),
+                    ))
+                    .is_ok()
                 });
             }
             _ => {}
