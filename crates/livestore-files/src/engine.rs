@@ -51,8 +51,8 @@ pub(crate) struct Job {
 /// What the last reconcile found to do.
 #[derive(Debug, Default)]
 pub(crate) struct WorkLists {
-    uploads: Vec<Job>,
-    downloads: Vec<Job>,
+    uploads: VecDeque<Job>,
+    downloads: VecDeque<Job>,
     deletes: Vec<String>,
     awaiting_remote: usize,
 }
@@ -383,7 +383,7 @@ impl Engine {
                 (hash.to_string(), done, done)
             } else if present && row.remote_key.is_empty() {
                 if upload_hashes.insert(hash) {
-                    work.uploads.push(Job {
+                    work.uploads.push_back(Job {
                         file_id: row.id.clone(),
                         hash,
                         path: row.path.clone(),
@@ -399,7 +399,7 @@ impl Engine {
                 (hash.to_string(), done, done)
             } else if !row.remote_key.is_empty() {
                 if download_hashes.insert(hash) {
-                    work.downloads.push(Job {
+                    work.downloads.push_back(Job {
                         file_id: row.id.clone(),
                         hash,
                         path: row.path.clone(),
@@ -481,44 +481,66 @@ impl Engine {
                 return;
             }
             let runtime = &mut *runtime;
-            let count = |runtime: &RuntimeState, kind: TransferKind| {
-                runtime.inflight.keys().filter(|(inflight_kind, _)| *inflight_kind == kind).count()
+            let RuntimeState { work, inflight, hashes_inflight, failures, prioritized, .. } =
+                runtime;
+            let count = |kind: TransferKind| {
+                inflight.keys().filter(|(inflight_kind, _)| *inflight_kind == kind).count()
             };
-            let mut downloads: Vec<Job> = Vec::new();
-            for id in &runtime.prioritized {
-                if let Some(job) = runtime.work.downloads.iter().find(|job| &job.file_id == id) {
-                    downloads.push(job.clone());
+            let mut running = count(TransferKind::Download);
+            let mut running_uploads = count(TransferKind::Upload);
+            let mut try_start = |kind: TransferKind, job: &Job, running: &mut usize| -> bool {
+                let id = (kind, job.file_id.clone());
+                if inflight.contains_key(&id)
+                    || hashes_inflight.contains(&job.hash)
+                    || failures.get(&id).is_some_and(|failure| failure.next_at > now)
+                {
+                    return false;
+                }
+                let loaded = Arc::new(AtomicU64::new(0));
+                let total = Arc::new(AtomicU64::new(0));
+                inflight.insert(
+                    id,
+                    Inflight { file_id: job.file_id.clone(), hash: job.hash, loaded, total },
+                );
+                hashes_inflight.insert(job.hash);
+                *running += 1;
+                true
+            };
+            let download_limit = self.inner.options.max_concurrent_downloads;
+            // Prioritized downloads first (few: the ones an app asked a URL for).
+            for id in prioritized.iter() {
+                if running >= download_limit {
+                    break;
+                }
+                if let Some(position) = work.downloads.iter().position(|job| &job.file_id == id)
+                    && try_start(TransferKind::Download, &work.downloads[position], &mut running)
+                {
+                    let job = work.downloads.remove(position).expect("the position was just found");
+                    starts.push((TransferKind::Download, job));
                 }
             }
-            downloads.extend(runtime.work.downloads.iter().cloned());
-            let uploads: Vec<Job> = runtime.work.uploads.clone();
-            for (kind, jobs, limit) in [
-                (TransferKind::Download, downloads, self.inner.options.max_concurrent_downloads),
-                (TransferKind::Upload, uploads, self.inner.options.max_concurrent_uploads),
+            // Then the queues front to back. A job that cannot start now (same content moving, backoff, already
+            // running) goes to the back; each job is looked at once per turn, so the cost is bounded by what
+            // starts plus what waits.
+            for (kind, queue, limit, running) in [
+                (TransferKind::Download, &mut work.downloads, download_limit, &mut running),
+                (
+                    TransferKind::Upload,
+                    &mut work.uploads,
+                    self.inner.options.max_concurrent_uploads,
+                    &mut running_uploads,
+                ),
             ] {
-                let mut running = count(runtime, kind);
-                for job in jobs {
-                    if running >= limit {
-                        break;
+                let mut looked_at = 0;
+                let waiting = queue.len();
+                while *running < limit && looked_at < waiting {
+                    looked_at += 1;
+                    let Some(job) = queue.pop_front() else { break };
+                    if try_start(kind, &job, running) {
+                        starts.push((kind, job));
+                    } else {
+                        queue.push_back(job);
                     }
-                    let id = (kind, job.file_id.clone());
-                    if runtime.inflight.contains_key(&id)
-                        || runtime.hashes_inflight.contains(&job.hash)
-                    {
-                        continue;
-                    }
-                    if runtime.failures.get(&id).is_some_and(|failure| failure.next_at > now) {
-                        continue;
-                    }
-                    let loaded = Arc::new(AtomicU64::new(0));
-                    let total = Arc::new(AtomicU64::new(0));
-                    runtime.inflight.insert(
-                        id,
-                        Inflight { file_id: job.file_id.clone(), hash: job.hash, loaded, total },
-                    );
-                    runtime.hashes_inflight.insert(job.hash);
-                    running += 1;
-                    starts.push((kind, job));
                 }
             }
             for key in runtime.work.deletes.clone() {
@@ -768,6 +790,11 @@ impl Engine {
         let message = error.to_string();
         let attempts = {
             let mut runtime = self.inner.runtime.lock().expect("runtime lock");
+            // Back in the queue: it is retried after its backoff (or picked up again by the next reconcile).
+            match kind {
+                TransferKind::Upload => runtime.work.uploads.push_back(job.clone()),
+                TransferKind::Download => runtime.work.downloads.push_back(job.clone()),
+            }
             let id = (kind, job.file_id.clone());
             let attempts = runtime.failures.get(&id).map_or(0, |failure| failure.attempts) + 1;
             let delay = backoff(&self.inner.options, attempts);
