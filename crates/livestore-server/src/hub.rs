@@ -333,6 +333,49 @@ mod tests {
     }
 
     #[test]
+    fn closing_all_hubs_asks_every_subscriber_connection_to_close() {
+        let hubs = Hubs::default();
+        let hub = hubs.ensure("s", &Arc::from("b"), 0);
+        let (roomy, mut roomy_receiver) = target(4);
+        let (full, _full_receiver) = target(1);
+        let full_lagging = full.lagging.clone();
+        let _roomy = hub.subscribe(roomy);
+        let full_subscription = hub.subscribe(full);
+        hub.go_live(&full_subscription, 0).unwrap();
+        hub.publish(1, Some(batch(1, 1)));
+        assert_eq!(hubs.close_all("database unavailable"), 2);
+        assert!(matches!(
+            roomy_receiver.try_recv(),
+            Ok(Outbound::Close { code: CLOSE_LAGGING, reason }) if reason == "database unavailable"
+        ));
+        // No room for a Close frame: the lagging signal closes the connection instead.
+        assert!(full_lagging.is_cancelled());
+        assert_eq!(hubs.store_count(), 0);
+        assert!(hubs.get("s").is_none());
+    }
+
+    #[test]
+    fn published_events_continue_the_head() {
+        let hubs = Hubs::default();
+        let hub = hubs.ensure("s", &Arc::from("b"), 2);
+        let (target, mut receiver) = target(4);
+        let subscription = hub.subscribe(target);
+        hub.go_live(&subscription, 2).unwrap();
+        let event = |seq_num| StoredEvent {
+            seq_num,
+            encoded_json: format!(
+                r#"{{"name":"v1.E","seqNum":{seq_num},"parentSeqNum":{},"clientId":"c","sessionId":"s"}}"#,
+                seq_num - 1
+            ),
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+        };
+        hub.publish_events(&[event(3), event(4)]);
+        hub.publish_events(&[]);
+        assert_eq!(hub.head(), 4);
+        assert_eq!(received_ranges(&mut receiver), [(3, 4)]);
+    }
+
+    #[test]
     fn dropping_a_subscription_unsubscribes() {
         let hubs = Hubs::default();
         let hub = hubs.ensure("s", &Arc::from("b"), 0);

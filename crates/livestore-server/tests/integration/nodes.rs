@@ -98,6 +98,38 @@ async fn foreign_and_newer_schemas_are_refused_untouched() {
     newer.cleanup().await;
 }
 
+/// A commit that fails inside the database (here a row planted where the next event goes) leaves nothing behind:
+/// the group's pushes get an error, the head stays, and the writer carries on with the next group.
+#[tokio::test]
+async fn a_failed_commit_leaves_no_trace_and_the_writer_carries_on() {
+    let Some(backend) = Backend::postgres().await else { return };
+    let node = backend.open().await;
+    node.append("planted", push("planted", 0, 2, None)).await.unwrap();
+    let sql = backend.sql().await;
+    sql.batch_execute(
+        "INSERT INTO livestore_events (store_key, seq_num, parent_seq_num, created_at, encoded)
+         SELECT store_key, 4, 3, 'x', '{}' FROM livestore_stores WHERE store_id = 'planted'",
+    )
+    .await
+    .unwrap();
+    let error = node.append("planted", push("planted", 2, 3, None)).await.unwrap_err();
+    assert!(matches!(error, ServerError::Postgres(_)), "{error:?}");
+    assert_eq!(node.open_store("planted").await.unwrap().head, 2);
+    assert_eq!(
+        all_seq_nums(&node, "planted").await,
+        [1, 2, 4],
+        "only the planted row beyond the head"
+    );
+    sql.batch_execute("DELETE FROM livestore_events WHERE seq_num = 4").await.unwrap();
+    assert_eq!(
+        node.append("planted", push("planted", 2, 3, None)).await.unwrap(),
+        AppendOutcome::Appended { head: 5 }
+    );
+    assert_eq!(all_seq_nums(&node, "planted").await, [1, 2, 3, 4, 5]);
+    node.shutdown().await;
+    backend.cleanup().await;
+}
+
 /// Two servers on one database; live pulls on both, pushers on both racing for the head. Every subscriber must see
 /// exactly 1..=N, ascending, once, whichever node accepted each event.
 #[tokio::test]

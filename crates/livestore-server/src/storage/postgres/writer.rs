@@ -115,18 +115,27 @@ impl Writer {
         if self.connection.as_ref().is_none_or(|connection| connection.client.is_closed()) {
             self.connection = Some(WriteConnection::open(&self.config).await?);
         }
-        let connection = self.connection.as_mut().expect("connected above");
+        let connection = self.connection.as_ref().expect("connected above");
         let rows = resolve_stores(&self.shared, connection, pushes).await?;
         let keys: Vec<i64> =
             rows.values().map(|row| row.key).collect::<BTreeSet<_>>().into_iter().collect();
 
-        let transaction = connection.client.transaction().await?;
-        let mut heads: HashMap<i64, u64> = transaction
-            .query(&connection.lock_stores, &[&keys])
-            .await?
-            .iter()
-            .map(|row| (row.get::<_, i64>(0), row.get::<_, i64>(1) as u64))
-            .collect();
+        // BEGIN and the lock travel together (one round trip); so do the append and COMMIT below.
+        let client = &connection.client;
+        let lock_parameters: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&keys];
+        let (begun, locked) = tokio::join!(
+            client.batch_execute("BEGIN"),
+            client.query(&connection.lock_stores, &lock_parameters)
+        );
+        let locked = match begun.and(locked) {
+            Ok(rows) => rows,
+            Err(error) => {
+                rollback(client).await;
+                return Err(error.into());
+            }
+        };
+        let mut heads: HashMap<i64, u64> =
+            locked.iter().map(|row| (row.get::<_, i64>(0), row.get::<_, i64>(1) as u64)).collect();
 
         let created_at = now_rfc3339();
         let mut decisions = Vec::with_capacity(pushes.len());
@@ -135,7 +144,11 @@ impl Writer {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (store_id, push) in pushes {
             let row = &rows[store_id.as_str()];
-            let head = heads.get_mut(&row.key).ok_or(ServerError::StorageUnavailable)?;
+            let Some(head) = heads.get_mut(&row.key) else {
+                // The row vanished after we cached it (a database restored under a running node).
+                rollback(client).await;
+                return Err(ServerError::StorageUnavailable);
+            };
             let decision = match admit(*head, &row.backend_id, push) {
                 Admission::Empty => Decision::Refused(AppendOutcome::Empty),
                 Admission::ServerAhead { head, provided_parent } => {
@@ -165,28 +178,31 @@ impl Writer {
             };
             decisions.push(decision);
         }
-        if !new_heads.is_empty() {
-            let head_keys: Vec<i64> = new_heads.keys().copied().collect();
-            let head_values: Vec<i64> = new_heads.values().map(|head| *head as i64).collect();
-            let notifications: Vec<String> =
-                new_heads.iter().map(|(key, head)| format!("{key}:{head}")).collect();
-            transaction
-                .execute(
-                    &connection.append,
-                    &[
-                        &event_keys,
-                        &seq_nums,
-                        &parents,
-                        &created_at,
-                        &encoded,
-                        &head_keys,
-                        &head_values,
-                        &notifications,
-                    ],
-                )
-                .await?;
+        if new_heads.is_empty() {
+            client.batch_execute("COMMIT").await?;
+            return Ok(decisions);
         }
-        transaction.commit().await?;
+        let head_keys: Vec<i64> = new_heads.keys().copied().collect();
+        let head_values: Vec<i64> = new_heads.values().map(|head| *head as i64).collect();
+        let notifications: Vec<String> =
+            new_heads.iter().map(|(key, head)| format!("{key}:{head}")).collect();
+        let parameters: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            &event_keys,
+            &seq_nums,
+            &parents,
+            &created_at,
+            &encoded,
+            &head_keys,
+            &head_values,
+            &notifications,
+        ];
+        // If the append fails, the transaction is aborted and this COMMIT rolls it back: nothing is half-written.
+        let (appended, committed) = tokio::join!(
+            client.execute(&connection.append, &parameters),
+            client.batch_execute("COMMIT")
+        );
+        appended?;
+        committed?;
         Ok(decisions)
     }
 }
@@ -285,6 +301,13 @@ impl WriteConnection {
                 .await?,
             client,
         })
+    }
+}
+
+/// Ends a failed transaction; if the connection is gone, Postgres rolls back on its own.
+async fn rollback(client: &Client) {
+    if let Err(error) = client.batch_execute("ROLLBACK").await {
+        tracing::debug!(%error, "rollback failed");
     }
 }
 
