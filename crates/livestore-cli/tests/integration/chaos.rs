@@ -38,7 +38,9 @@ async fn seeded_chaos_with_raw_and_js_clients_offline_periods_and_restarts() {
     // once (a JS client reporting a duplicate event id after a restart) is reproduced by seed and understood: a
     // suite that fails at random would block every other change from landing. Tracked in RELIABILITY.md.
     if std::env::var("LIVESTORE_CHAOS").as_deref() != Ok("1") {
-        eprintln!("NOTE: seeded chaos run skipped; set LIVESTORE_CHAOS=1 or run scripts/chaos-long");
+        eprintln!(
+            "NOTE: seeded chaos run skipped; set LIVESTORE_CHAOS=1 or run scripts/chaos-long"
+        );
         return;
     }
     let seed = Seed::from_env("chaos");
