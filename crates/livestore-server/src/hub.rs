@@ -1,7 +1,8 @@
 //! Per-store fan-out of accepted batches to live pull subscriptions.
 //!
-//! A [`StoreHub`] holds a store's committed head and its subscribers under one lock. Only the storage writer
-//! creates hubs and publishes to them, in commit order, and only after the batch is durable. A subscription
+//! A [`StoreHub`] holds a store's committed head and its subscribers under one lock. Only the storage backend
+//! creates hubs and publishes to them (SQLite: its writer thread; Postgres: the store's publisher on each node), in
+//! commit order, in contiguous batches, and only after the batch is durable. A subscription
 //! registers under the same lock and learns the head at that instant: every event up to that head is in the
 //! database (the backlog), every later event is buffered in the subscriber's entry until the backlog has been sent.
 //! Then [`StoreHub::go_live`] flushes the buffer and from there on `publish` hands each batch straight to the
