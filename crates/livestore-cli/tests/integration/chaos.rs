@@ -19,7 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use crate::faults::{CONVERGE_MS, Seed, inject_random_fault, summarize};
+use crate::faults::{CONVERGE_MS, Seed, env_number, inject_random_fault, summarize};
 use crate::js_driver::{JsDriver, created};
 use crate::resilient::{RawWriter, assert_contiguous_and_unique, read_log, ws_url};
 use crate::support::*;
@@ -29,7 +29,7 @@ const JS_CLIENTS: [&str; 2] = ["js0", "js1"];
 const STORE: &str = "chaos";
 
 fn chaos_seconds() -> u64 {
-    std::env::var("CHAOS_SECONDS").ok().and_then(|value| value.parse().ok()).unwrap_or(20)
+    env_number("CHAOS_SECONDS", 20)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::faults::Seed;
+use crate::faults::{Seed, env_number};
 use crate::resilient::{RawWriter, assert_contiguous_and_unique, read_log, ws_url};
 use crate::support::*;
 
@@ -24,7 +24,6 @@ const WRITERS: [(&str, &str); 6] = [
     ("solo-0", "crash-solo-0"),
     ("solo-1", "crash-solo-1"),
 ];
-const CYCLES: u64 = 6;
 
 fn check_store(
     store: &str,
@@ -62,8 +61,9 @@ async fn kill_9_during_concurrent_pipelined_pushes_loses_no_acknowledged_event()
         .collect();
     let mut backends: HashMap<&str, String> = HashMap::new();
     let mut kill_delays = Vec::new();
+    let cycles = env_number("CRASH_CYCLES", 6);
 
-    for cycle in 0..CYCLES {
+    for cycle in 0..cycles {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for (index, mut writer) in writers.drain(..).enumerate() {
@@ -114,7 +114,7 @@ async fn kill_9_during_concurrent_pipelined_pushes_loses_no_acknowledged_event()
     let mut events = 0;
     for store in ["crash-shared", "crash-solo-0", "crash-solo-1"] {
         let (_, log) = read_log(&addr, store).await;
-        check_store(store, &log, &writers, CYCLES);
+        check_store(store, &log, &writers, cycles);
         let created: usize = writers
             .iter()
             .filter(|writer| WRITERS.iter().any(|(name, s)| *name == writer.name && *s == store))
@@ -128,7 +128,7 @@ async fn kill_9_during_concurrent_pipelined_pushes_loses_no_acknowledged_event()
         writers.iter().map(|writer| writer.stats.landed_without_ack).sum();
     let lost_connections: u64 = writers.iter().map(|writer| writer.stats.connection_losses).sum();
     eprintln!(
-        "reliability: crash.kill9 seed={} kills={CYCLES} kill_after_ms={kill_delays:?} events={events} acked={acked} \
+        "reliability: crash.kill9 seed={} kills={cycles} kill_after_ms={kill_delays:?} events={events} acked={acked} \
          landed_without_ack={landed_without_ack} connections_lost={lost_connections}",
         seed.0
     );

@@ -45,6 +45,11 @@ impl Drop for Seed {
     }
 }
 
+/// A number from the environment (long mode scales the tests with these), or the short-mode default.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
+}
+
 /// How long JS clients get to converge once the faults stop (the driver's own limit is 90 s per command).
 pub const CONVERGE_MS: u64 = 75_000;
 
@@ -149,7 +154,8 @@ async fn raw_clients_lose_no_acknowledged_event_through_cuts_stalls_and_blackhol
 
     let mut rng = StdRng::seed_from_u64(seed.0);
     let mut injected: Vec<&str> = Vec::new();
-    let fault_phase = tokio::time::Instant::now() + Duration::from_secs(10);
+    let fault_phase =
+        tokio::time::Instant::now() + Duration::from_secs(env_number("FAULT_SECONDS", 10));
     while tokio::time::Instant::now() < fault_phase {
         injected.push(inject_random_fault(&proxy, &mut rng).await);
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..500))).await;
@@ -253,7 +259,7 @@ async fn js_clients_converge_through_cuts_delays_stalls_and_blackholes() {
     let mut rng = StdRng::seed_from_u64(seed.0);
     let mut expected = Vec::new();
     let mut injected = Vec::new();
-    for round in 0..8 {
+    for round in 0..env_number("FAULT_ROUNDS", 8) {
         for name in names {
             let id = format!("{name}{round}");
             driver.commit(name, json!([created(&id, &format!("round {round}"))])).await;

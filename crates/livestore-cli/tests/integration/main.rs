@@ -10,7 +10,8 @@
 //! - `crash`: `kill -9` during concurrent pipelined pushes, repeated with seeded timings;
 //! - `chaos`: a seeded schedule of offline periods, faults and restarts with raw and JS clients;
 //! - `security`: other stores' credentials everywhere, key and path escapes, size limits, slow and idle clients,
-//!   many sockets, secrets in logs.
+//!   many sockets, secrets in logs;
+//! - `fuzz_regressions`: saved fuzz inputs (seeds and crashers) replayed in process and against the server.
 
 #![allow(unreachable_pub, clippy::needless_pass_by_value, clippy::unused_async)]
 
@@ -22,6 +23,7 @@ mod faults;
 mod files;
 mod files_sync;
 mod filesync_js;
+mod fuzz_regressions;
 mod js_clients;
 mod js_driver;
 mod lifecycle;
