@@ -277,7 +277,9 @@ const syncLatency = async (rounds) => {
   const b = await openStore({ storeId, storage: 'memory', sync: true, clientId: 'bench-b' })
   let waiter = null
   b.subscribe(tables.todos.select('completed').where({ id: 'latency' }), (rows) => {
-    const completed = rows.length === 0 ? null : rows[0].completed === true || rows[0].completed === 1
+    // A one-column select yields the values themselves.
+    const value = rows.length === 0 ? null : typeof rows[0] === 'object' ? rows[0].completed : rows[0]
+    const completed = value === null ? null : value === true || value === 1
     if (waiter !== null && waiter.expected === completed) {
       const resolve = waiter.resolve
       waiter = null
