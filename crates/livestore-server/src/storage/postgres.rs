@@ -110,6 +110,14 @@ impl PostgresStorage {
         let database = url.redacted();
         let mut client = connect_at_startup(&config, &database).await?;
         schema::migrate(&mut client, &database).await?;
+        let synchronous_commit: String =
+            client.query_one("SHOW synchronous_commit", &[]).await?.get(0);
+        if synchronous_commit == "off" {
+            tracing::warn!(
+                database,
+                "synchronous_commit is off: acknowledged pushes can be lost if Postgres crashes; set it to on"
+            );
+        }
         drop(client);
         tracing::info!(target: "livestore_server::_events::database_ready", database, "Postgres storage ready");
 
