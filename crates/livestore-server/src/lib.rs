@@ -2,12 +2,15 @@
 //!
 //! Real JavaScript clients (`makeWsSync` / `makeHttpSync` from `@livestore/sync-cf/client`) and our Rust client
 //! connect to it unchanged. This crate owns the transports (WebSocket and HTTP on axum), authentication, the
-//! per-store fan-out of accepted events, persistence behind the [`storage::EventStorage`] trait (SQLite by default),
-//! and metrics. The meaning of every frame lives in `livestore-proto`; this crate never parses protocol JSON by hand.
+//! per-store fan-out of accepted events, persistence behind the [`storage::EventStorage`] trait (SQLite by default,
+//! PostgreSQL for several nodes behind one address), and metrics. The meaning of every frame lives in
+//! `livestore-proto`; this crate never parses protocol JSON by hand.
 //!
 //! Features:
 //! - one totally ordered log per store, pushes admitted only on `parentSeqNum == head`;
 //! - durable group commits: a push is acknowledged only after its transaction is on disk;
+//! - several nodes on one Postgres database: pushes serialized by the database, live pulls on every node fed through
+//!   `LISTEN/NOTIFY`, a node that loses the database closes its sockets and answers 503;
 //! - exactly-once, ascending, gap-free delivery per pull subscription, backlog before live;
 //! - static bearer tokens or JWT HS256 with a store-id claim, checked before the WebSocket upgrade;
 //! - Prometheus metrics at `/metrics`, liveness at `/healthz`, graceful shutdown that closes sockets with 1012.

@@ -77,6 +77,7 @@ impl Registry {
             publisher.close();
         }
         let closed = self.hubs.close_all("database unavailable");
+        self.metrics.stores_open.set(0);
         tracing::warn!(
             target: "livestore_server::_events::database_lost",
             stores = publishers.len(),
@@ -322,6 +323,7 @@ impl Publisher {
                 shared.registry.remove(&self);
                 self.close();
                 self.hubs.close_store(&self.store_id, "store log unavailable");
+                self.metrics.stores_open.set(self.hubs.store_count() as i64);
                 return;
             }
             tracing::warn!(store_id = %self.store_id, problem, failures, "catch-up read failed; retrying");
