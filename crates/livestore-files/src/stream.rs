@@ -68,24 +68,30 @@ pub(crate) fn hash_file_range(
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// A blocking writer thread that appends chunks to a file while hashing everything the file holds.
+/// Two blocking threads behind one handle: one appends chunks to a file, the other hashes them, so a download
+/// costs the slower of hashing and writing rather than their sum. The hash covers everything the file holds
+/// (a resumed prefix is hashed first).
 pub(crate) struct HashingWriter {
-    sender: Option<mpsc::Sender<Bytes>>,
-    done: tokio::sync::oneshot::Receiver<io::Result<(String, u64)>>,
+    writer: Option<mpsc::Sender<Bytes>>,
+    hasher: Option<mpsc::Sender<Bytes>>,
+    written: tokio::sync::oneshot::Receiver<io::Result<u64>>,
+    hashed: tokio::sync::oneshot::Receiver<io::Result<String>>,
 }
 
 impl HashingWriter {
     /// Opens `path` for append; with `keep_existing` the bytes already there are hashed first (resume),
     /// otherwise the file is truncated.
     pub(crate) fn start(path: PathBuf, keep_existing: bool) -> HashingWriter {
-        let (sender, mut receiver) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
-        let (done_sender, done) = tokio::sync::oneshot::channel();
+        let (writer, mut write_receiver) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
+        let (hasher, mut hash_receiver) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
+        let (written_sender, written) = tokio::sync::oneshot::channel();
+        let (hashed_sender, hashed) = tokio::sync::oneshot::channel();
+        let hash_path = path.clone();
         tokio::task::spawn_blocking(move || {
-            let result = (|| -> io::Result<(String, u64)> {
+            let result = (|| -> io::Result<String> {
                 let mut hasher = Sha256::new();
-                let mut size = 0u64;
-                let mut file = if keep_existing {
-                    let mut existing = File::open(&path)?;
+                if keep_existing {
+                    let mut existing = File::open(&hash_path)?;
                     let mut buffer = vec![0u8; CHUNK_BYTES];
                     loop {
                         let read = existing.read(&mut buffer)?;
@@ -93,41 +99,51 @@ impl HashingWriter {
                             break;
                         }
                         hasher.update(&buffer[..read]);
-                        size += read as u64;
                     }
+                }
+                while let Some(chunk) = hash_receiver.blocking_recv() {
+                    hasher.update(&chunk);
+                }
+                Ok(hex::encode(hasher.finalize()))
+            })();
+            let _ = hashed_sender.send(result);
+        });
+        tokio::task::spawn_blocking(move || {
+            let result = (|| -> io::Result<u64> {
+                let mut file = if keep_existing {
                     let mut file = OpenOptions::new().write(true).open(&path)?;
-                    file.seek(SeekFrom::Start(size))?;
+                    file.seek(SeekFrom::End(0))?;
                     file
                 } else {
                     OpenOptions::new().write(true).create(true).truncate(true).open(&path)?
                 };
-                while let Some(chunk) = receiver.blocking_recv() {
-                    hasher.update(&chunk);
+                let mut size = file.stream_position()?;
+                while let Some(chunk) = write_receiver.blocking_recv() {
                     file.write_all(&chunk)?;
                     size += chunk.len() as u64;
                 }
                 file.sync_data()?;
-                Ok((hex::encode(hasher.finalize()), size))
+                Ok(size)
             })();
-            let _ = done_sender.send(result);
+            let _ = written_sender.send(result);
         });
-        HashingWriter { sender: Some(sender), done }
+        HashingWriter { writer: Some(writer), hasher: Some(hasher), written, hashed }
     }
 
-    /// Queues a chunk; fails when the writer thread stopped (its error comes from [`HashingWriter::finish`]).
+    /// Queues a chunk; fails when a thread stopped (its error comes from [`HashingWriter::finish`]).
     pub(crate) async fn write(&mut self, chunk: Bytes) -> Result<(), ()> {
-        match &self.sender {
-            Some(sender) => sender.send(chunk).await.map_err(|_| ()),
-            None => Err(()),
-        }
+        let (Some(writer), Some(hasher)) = (&self.writer, &self.hasher) else { return Err(()) };
+        hasher.send(chunk.clone()).await.map_err(|_| ())?;
+        writer.send(chunk).await.map_err(|_| ())
     }
 
     /// Ends the stream and returns the hash and size of the whole file.
     pub(crate) async fn finish(mut self) -> io::Result<(String, u64)> {
-        self.sender = None;
-        match self.done.await {
-            Ok(result) => result,
-            Err(_) => Err(io::Error::other("download writer thread ended unexpectedly")),
-        }
+        self.writer = None;
+        self.hasher = None;
+        let lost = || io::Error::other("download thread ended unexpectedly");
+        let size = self.written.await.map_err(|_| lost())??;
+        let hash = self.hashed.await.map_err(|_| lost())??;
+        Ok((hash, size))
     }
 }

@@ -48,7 +48,8 @@ pub struct FileSyncOptions {
     /// Keep at most this many bytes of content locally, evicting least recently used files that are safely
     /// uploaded (default: no limit).
     pub local_byte_budget: Option<u64>,
-    /// Files at least this large upload in parts and resume after a crash (default 256 MiB).
+    /// Files at least this large upload in parts and resume after a crash (default 4 GiB; smaller files go in
+    /// one checksum-bound PUT, which is faster, and restart from the beginning after a crash).
     pub multipart_threshold: u64,
     /// Part size for multipart uploads (default 64 MiB; raised to the store's minimum).
     pub part_size: u64,
@@ -69,7 +70,7 @@ impl FileSyncOptions {
             retry_max_delay: Duration::from_secs(60),
             health_check_interval: Duration::from_secs(10),
             local_byte_budget: None,
-            multipart_threshold: 256 * 1024 * 1024,
+            multipart_threshold: 4 * 1024 * 1024 * 1024,
             part_size: 64 * 1024 * 1024,
             local_url_base: None,
         }

@@ -689,3 +689,66 @@ async fn a_javascript_client_with_the_filesync_schema_shares_rows_and_files_with
     }
     js.exit().await;
 }
+
+#[test]
+fn files_serve_answers_from_local_then_remote_with_ranges() {
+    let server = TestServer::start();
+    let temp = tempfile::tempdir().unwrap();
+    let url = server.http_url();
+    let a = FilesClient::new(temp.path(), "a", "files-serve", &url);
+    let b = FilesClient::new(temp.path(), "b", "files-serve", &url);
+    let source = temp.path().join("page.html");
+    let bytes = write_random(&source, 300_000, 21);
+    let hash = sha256_hex(&bytes);
+    a.add(&source);
+    a.sync();
+    // B knows the row but has no bytes yet (events only: local-only mode never transfers).
+    let b_events_only = FilesClient {
+        extra: vec!["--local-only".into()],
+        ..FilesClient::new(temp.path(), "b", "files-serve", &url)
+    };
+    let _ = b_events_only.run(&["sync", "--timeout", "5"]);
+    assert!(!b.content_dir().join(&hash).exists());
+
+    let port = free_port();
+    let mut serving = b.spawn(&["serve", "--addr", &format!("127.0.0.1:{port}")]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "files serve did not start");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let file_url = format!("http://127.0.0.1:{port}/livestore-filesync-files/files-serve/{hash}");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        // Either source may answer first (the download starts at once); both must give the right bytes.
+        let part = client.get(&file_url).header("range", "bytes=100-199").send().await.unwrap();
+        assert_eq!(part.status(), 206);
+        assert_eq!(part.bytes().await.unwrap().to_vec(), bytes[100..200].to_vec());
+        let full = client.get(&file_url).send().await.unwrap();
+        assert_eq!(full.status(), 200);
+        assert_eq!(full.bytes().await.unwrap().to_vec(), bytes);
+        // Once downloaded, the local copy answers.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let response = client.get(&file_url).send().await.unwrap();
+            if response.headers()["x-source"] == "local" {
+                assert_eq!(response.bytes().await.unwrap().to_vec(), bytes);
+                break;
+            }
+            assert!(Instant::now() < deadline, "never served locally");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let missing = client
+            .get(format!(
+                "http://127.0.0.1:{port}/livestore-filesync-files/files-serve/{}",
+                "0".repeat(64)
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), 404);
+    });
+    let _ = serving.kill();
+    let _ = serving.wait();
+}

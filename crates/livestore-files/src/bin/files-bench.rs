@@ -32,6 +32,7 @@ struct Args {
     small_count: usize,
     small_uploads: usize,
     rss_gib: u64,
+    multipart_threshold_mib: Option<u64>,
 }
 
 fn parse_args() -> Args {
@@ -47,6 +48,7 @@ fn parse_args() -> Args {
         small_count: 10_000,
         small_uploads: 16,
         rss_gib: 10,
+        multipart_threshold_mib: None,
     };
     let mut iter = std::env::args().skip(1);
     while let Some(flag) = iter.next() {
@@ -60,6 +62,9 @@ fn parse_args() -> Args {
             "--small-count" => args.small_count = value().parse().expect("a number"),
             "--small-uploads" => args.small_uploads = value().parse().expect("a number"),
             "--rss-gib" => args.rss_gib = value().parse().expect("a number"),
+            "--multipart-threshold-mib" => {
+                args.multipart_threshold_mib = Some(value().parse().expect("a number"))
+            }
             other => panic!("unknown flag {other}"),
         }
     }
@@ -269,7 +274,13 @@ async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bo
 async fn move_one_file(args: &Args, name: &str, bytes: u64, server: &str) -> Value {
     let store_id = format!("bench-{name}-{}", std::process::id());
     let baseline_kib = peak_rss_kib();
-    let a = open_client(&args.data_dir.join(format!("{name}-a")), &store_id, Some(server), |_| {});
+    let threshold = args.multipart_threshold_mib;
+    let a =
+        open_client(&args.data_dir.join(format!("{name}-a")), &store_id, Some(server), |options| {
+            if let Some(mib) = threshold {
+                options.multipart_threshold = mib * 1024 * 1024;
+            }
+        });
     let mut generator = Generator::new(42, bytes);
     let started = Instant::now();
     let saved = a.files.save_file(FileSource::Reader(&mut generator)).unwrap();
@@ -303,6 +314,7 @@ async fn move_one_file(args: &Args, name: &str, bytes: u64, server: &str) -> Val
         "save_mb_s": megabytes / save_seconds,
         "upload_mb_s": megabytes / upload_seconds,
         "download_verified_mb_s": megabytes / download_seconds,
+        "multipart": bytes >= args.multipart_threshold_mib.map_or(4 << 30, |mib| mib << 20),
         "peak_rss_growth_mib": peak_growth_mib,
     })
 }
