@@ -130,21 +130,37 @@ async fn a_failed_commit_leaves_no_trace_and_the_writer_carries_on() {
     backend.cleanup().await;
 }
 
-/// Two servers on one database; live pulls on both, pushers on both racing for the head. Every subscriber must see
-/// exactly 1..=N, ascending, once, whichever node accepted each event.
+/// Three servers on one database; live pulls on two of them from the start, pushers on both racing for the head,
+/// and late live pulls joining on all three while the pushes run (the third node opens the store mid-stream). Every
+/// subscriber must see exactly 1..=N, ascending, once, whichever node accepted each event.
 #[tokio::test]
 async fn live_pulls_on_every_node_see_every_commit_once_in_order() {
     let Some(backend) = Backend::postgres().await else { return };
-    let nodes = [TestNode::start(&backend).await, TestNode::start(&backend).await];
+    let nodes = [
+        TestNode::start(&backend).await,
+        TestNode::start(&backend).await,
+        TestNode::start(&backend).await,
+    ];
     const TOTAL: u64 = 240;
     let mut subscribers = Vec::new();
-    for (index, node) in nodes.iter().enumerate() {
+    for (index, node) in nodes.iter().enumerate().take(2) {
         for _ in 0..3 {
             let mut client = Ws::connect(&node.url("fanout")).await;
             client.send(&pull_request("live", "fanout", None)).await;
             subscribers.push((index, client));
         }
     }
+    let late: Vec<_> = (0..6)
+        .map(|index| {
+            let url = nodes[index % 3].url("fanout");
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(40 * index as u64 + 20)).await;
+                let mut client = Ws::connect(&url).await;
+                client.send(&pull_request("late", "fanout", None)).await;
+                (index % 3, client.live_seq_nums_until(TOTAL).await)
+            })
+        })
+        .collect();
     let pushers: Vec<_> = (0..4)
         .map(|pusher| {
             let url = nodes[pusher % 2].url("fanout");
@@ -157,6 +173,10 @@ async fn live_pulls_on_every_node_see_every_commit_once_in_order() {
     for (node, mut subscriber) in subscribers {
         let seen = subscriber.live_seq_nums_until(TOTAL).await;
         assert_eq!(seen, (1..=TOTAL).collect::<Vec<u64>>(), "subscriber on node {node}");
+    }
+    for late in join_all(late).await {
+        let (node, seen) = late.unwrap();
+        assert_eq!(seen, (1..=TOTAL).collect::<Vec<u64>>(), "late subscriber on node {node}");
     }
     for node in nodes {
         node.stop().await;
