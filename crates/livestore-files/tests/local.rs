@@ -95,6 +95,9 @@ async fn the_local_file_server_serves_bytes_with_ranges() {
     let mut corrupt = bytes.clone();
     corrupt[500] ^= 1;
     std::fs::write(&content, &corrupt).unwrap();
-    let response = client.get(&url).send().await.unwrap();
-    assert!(response.bytes().await.is_err(), "a corrupt body must be cut off");
+    // The connection is cut: before the headers when the whole body is one chunk, else before its end.
+    match client.get(&url).send().await {
+        Err(_) => {}
+        Ok(response) => assert!(response.bytes().await.is_err(), "a corrupt body must be cut off"),
+    }
 }
