@@ -25,8 +25,10 @@ use super::{
 use crate::error::StoreError;
 use crate::store::{Store, UpstreamEvent};
 
-/// At most this many already-arrived frames are handled together.
-const MAX_COALESCED_FRAMES: usize = 64;
+/// At most this many already-arrived frames are handled together. Measured on a 1,000,000-event catch-up:
+/// 16-32 pages per transaction beat 64 and 256, where the socket goes unread for so long that the server's
+/// sending stalls.
+const MAX_COALESCED_FRAMES: usize = 32;
 /// How often the loop checks timers (pings, silence, the watchdog).
 const TICK: Duration = Duration::from_millis(250);
 
