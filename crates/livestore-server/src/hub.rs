@@ -140,7 +140,8 @@ impl StoreHub {
         self.state.lock().expect("hub lock poisoned").head
     }
 
-    /// Whether anyone listens; the writer skips pagination when nobody does.
+    /// Whether anyone listens. (Writers must not decide on pagination with it: see [`StoreHub::publish_with`].)
+    #[cfg(test)]
     pub(crate) fn has_subscribers(&self) -> bool {
         !self.state.lock().expect("hub lock poisoned").subscribers.is_empty()
     }
@@ -182,8 +183,29 @@ impl StoreHub {
     /// Advances the head and hands the batch to every subscriber. Writer only, in commit order.
     pub(crate) fn publish(&self, last_seq_num: u64, batch: Option<Arc<LiveBatch>>) {
         let mut state = self.state.lock().expect("hub lock poisoned");
+        Self::publish_locked(&mut state, last_seq_num, batch);
+    }
+
+    /// Like [`StoreHub::publish`], building the batch only if someone listens, decided under the hub lock.
+    ///
+    /// Checking `has_subscribers` first and publishing after is racy: a pull that subscribes in between learns the
+    /// old head, reads its backlog up to it, and would never get this batch (found by the chaos test: a client
+    /// connected, nothing pending, stuck below the head until the next push revealed the gap).
+    pub(crate) fn publish_with(&self, last_seq_num: u64, build: impl FnOnce() -> Arc<LiveBatch>) {
+        let mut state = self.state.lock().expect("hub lock poisoned");
+        let batch = (!state.subscribers.is_empty()).then(build);
+        Self::publish_locked(&mut state, last_seq_num, batch);
+    }
+
+    fn publish_locked(state: &mut HubState, last_seq_num: u64, batch: Option<Arc<LiveBatch>>) {
         state.head = last_seq_num;
-        let Some(batch) = batch else { return };
+        let Some(batch) = batch else {
+            // Without the batch, whoever listens now cannot be served gap-free: make them resume from their cursor.
+            for (_, subscriber) in state.subscribers.drain() {
+                subscriber.target.lagging.cancel();
+            }
+            return;
+        };
         state.subscribers.retain(|_, subscriber| {
             let kept = match &mut subscriber.phase {
                 Phase::Backlog(buffered) if buffered.len() < BACKLOG_BUFFER_BATCHES => {
@@ -204,7 +226,7 @@ impl StoreHub {
     /// Pages are built only when someone listens.
     pub(crate) fn publish_events(&self, events: &[StoredEvent]) {
         let (Some(first), Some(last)) = (events.first(), events.last()) else { return };
-        let live_batch = self.has_subscribers().then(|| {
+        self.publish_with(last.seq_num, || {
             let pages = paginate(
                 &self.backend_id,
                 events.iter().map(|event| StoredEventRef {
@@ -215,7 +237,6 @@ impl StoreHub {
             );
             Arc::new(LiveBatch { first_seq_num: first.seq_num, last_seq_num: last.seq_num, pages })
         });
-        self.publish(last.seq_num, live_batch);
     }
 
     /// Drops every subscriber, asking each connection to close; returns how many there were.
@@ -374,6 +395,38 @@ mod tests {
         hub.publish_events(&[]);
         assert_eq!(hub.head(), 4);
         assert_eq!(received_ranges(&mut receiver), [(3, 4)]);
+    }
+
+    /// Found by the chaos test: a pull that subscribed after the writer saw no subscribers, and before it published
+    /// without a batch, stayed below the head until another push came.
+    #[test]
+    fn a_pull_subscribing_during_a_publish_gets_the_batch_or_reconnects() {
+        let hubs = Hubs::default();
+        let hub = hubs.ensure("s", &Arc::from("b"), 0);
+        // The old interleaving: the writer looked (nobody), a pull subscribed, the writer published no batch. The
+        // pull cannot be served gap-free, so its connection is told to close and the client resumes.
+        let (late, _late_receiver) = target(4);
+        let late_lagging = late.lagging.clone();
+        let _late = hub.subscribe(late);
+        hub.publish(1, None);
+        assert!(late_lagging.is_cancelled());
+        assert!(!hub.has_subscribers());
+        // `publish_with` decides under the lock: a subscriber present at publish time gets the batch.
+        let (target, mut receiver) = target(4);
+        let subscription = hub.subscribe(target);
+        assert_eq!(subscription.head_at_subscribe, 1);
+        let mut built = false;
+        hub.publish_with(2, || {
+            built = true;
+            batch(2, 2)
+        });
+        assert!(built);
+        hub.go_live(&subscription, 1).unwrap();
+        assert_eq!(received_ranges(&mut receiver), [(2, 2)]);
+        // And nobody listening means no pagination at all.
+        drop(subscription);
+        hub.publish_with(3, || panic!("no subscriber, no pages"));
+        assert_eq!(hub.head(), 3);
     }
 
     #[test]

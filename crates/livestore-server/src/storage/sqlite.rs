@@ -324,7 +324,8 @@ impl Writer {
                 let first_seq_num = events.first().expect("appended batches are non-empty").seq_num;
                 let last_seq_num = events.last().expect("appended batches are non-empty").seq_num;
                 self.metrics.events_appended.inc_by(events.len() as u64);
-                let live_batch = hub.has_subscribers().then(|| {
+                // Pages are built only if someone listens, decided under the hub lock (see `publish_with`).
+                hub.publish_with(last_seq_num, || {
                     let pages = paginate(
                         &state.backend_id,
                         events.iter().map(|event| StoredEventRef {
@@ -335,7 +336,6 @@ impl Writer {
                     );
                     Arc::new(LiveBatch { first_seq_num, last_seq_num, pages })
                 });
-                hub.publish(last_seq_num, live_batch);
                 let _ = reply.send(Ok(AppendOutcome::Appended { head: last_seq_num }));
             }
             Effect::Refused { outcome, reply } => {
