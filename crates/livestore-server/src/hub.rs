@@ -180,7 +180,9 @@ impl StoreHub {
         Ok(())
     }
 
-    /// Advances the head and hands the batch to every subscriber. Writer only, in commit order.
+    /// Advances the head and hands the batch to every subscriber. Writer only, in commit order. (Writers use
+    /// [`StoreHub::publish_with`]; this form lets tests script interleavings.)
+    #[cfg(test)]
     pub(crate) fn publish(&self, last_seq_num: u64, batch: Option<Arc<LiveBatch>>) {
         let mut state = self.state.lock().expect("hub lock poisoned");
         Self::publish_locked(&mut state, last_seq_num, batch);
