@@ -155,6 +155,19 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            // The temp dir goes away with the server: keep its log for the failure report.
+            let dir = Path::new(env!("CARGO_BIN_EXE_livestore"))
+                .ancestors()
+                .nth(2)
+                .map_or_else(std::env::temp_dir, Path::to_path_buf)
+                .join("test-artifacts/server-logs");
+            let kept = dir.join(format!("server-{}-{}.log", self.port, std::process::id()));
+            if std::fs::create_dir_all(&dir).is_ok() && std::fs::copy(&self.log_path, &kept).is_ok()
+            {
+                eprintln!("server log kept in {}", kept.display());
+            }
+        }
     }
 }
 
