@@ -75,7 +75,17 @@ const quantile = (samples, fraction) => {
 /** Samples are milliseconds (performance.now()); `unit` is what the result reports them in. */
 const inUnit = (ms, unit) => (unit === 'us' ? ms * 1000 : ms)
 
-const emit = (result) => writeStdout(`${JSON.stringify({ client: CLIENT, note: null, ...result })}\n`)
+/** CPU seconds (user + system, all threads) this process used since `start` (a `process.cpuUsage()`). */
+const cpuSince = (start) => {
+  const used = process.cpuUsage(start)
+  return round((used.user + used.system) / 1e6)
+}
+
+const emit = (result) => {
+  const cpu = result.cpu_seconds ?? null
+  const perCpu = cpu !== null && cpu > 0 ? round(result.events / cpu) : null
+  writeStdout(`${JSON.stringify({ client: CLIENT, note: null, cpu_seconds: cpu, events_per_cpu_second: perCpu, ...result })}\n`)
+}
 
 const throughput = (workload, description, events, elapsedMs, samples, latencyUnit, note) => ({
   workload,
@@ -167,6 +177,7 @@ const durable = async (batch, commits) => {
   store.commit(...makeBatch())
   await waitLeaderLocal(store, next)
   const samples = []
+  const cpu = process.cpuUsage()
   for (let commit = 0; commit < commits; commit++) {
     const events = makeBatch()
     const start = performance.now()
@@ -175,12 +186,15 @@ const durable = async (batch, commits) => {
     samples.push(performance.now() - start)
   }
   const elapsed = samples.reduce((sum, sample) => sum + sample, 0)
+  const cpu_seconds = cpuSince(cpu)
   await store.shutdownPromise()
   fs.rmSync(dir, { recursive: true, force: true })
   const note = 'durable = written to the leader eventlog (adapter-node: rollback journal, no fsync)'
-  return batch === 1
-    ? throughput('durable_single_normal', 'durable commits of one event', commits, elapsed, samples, 'us', note)
-    : throughput('durable_batched_normal', 'durable commits of 1,000 events each', batch * commits, elapsed, samples, 'ms', note)
+  const result =
+    batch === 1
+      ? throughput('durable_single_normal', 'durable commits of one event', commits, elapsed, samples, 'us', note)
+      : throughput('durable_batched_normal', 'durable commits of 1,000 events each', batch * commits, elapsed, samples, 'ms', note)
+  return { ...result, cpu_seconds }
 }
 
 const catchupDir = path.join(workDir, 'catchup')
@@ -191,6 +205,7 @@ let storeEvents = events_
 const STALL_SECONDS = 90
 
 const catchup = async () => {
+  const cpu = process.cpuUsage()
   const start = performance.now()
   const store = await openStore({ storeId: catchupStore, storage: 'fs', dir: catchupDir, sync: true })
   let reached = -1
@@ -212,21 +227,25 @@ const catchup = async () => {
     await sleep(2)
   }
   const elapsed = (stalled ? progressAt : performance.now()) - start
+  const cpu_seconds = cpuSince(cpu)
   await store.shutdownPromise()
   const note = stalled
     ? `stalled: no progress for ${STALL_SECONDS} s at ${reached} of ${events_} events; rate up to the stall; includes store boot`
     : 'includes store boot'
   return {
     reached: stalled ? reached : events_,
-    report: throughput(
-      'catchup',
-      'fresh client pulls the whole log from livestore serve over loopback and materializes it',
-      stalled ? reached : events_,
-      elapsed,
-      [elapsed],
-      'ms',
-      note,
-    ),
+    report: {
+      ...throughput(
+        'catchup',
+        'fresh client pulls the whole log from livestore serve over loopback and materializes it',
+        stalled ? reached : events_,
+        elapsed,
+        [elapsed],
+        'ms',
+        note,
+      ),
+      cpu_seconds,
+    },
   }
 }
 
@@ -248,6 +267,7 @@ const coldStart = async (reps) => {
 const rebuild = async (reps) => {
   const samples = []
   const storeDir = path.join(catchupDir, catchupStore)
+  const cpu = process.cpuUsage()
   for (let rep = 0; rep < reps; rep++) {
     for (const file of fs.readdirSync(storeDir)) {
       if (file.startsWith('state')) fs.rmSync(path.join(storeDir, file))
@@ -260,15 +280,19 @@ const rebuild = async (reps) => {
     await store.shutdownPromise()
   }
   const median = quantile(samples, 0.5)
-  return throughput(
-    'rebuild',
-    'full rebuild of the state from the eventlog (median of repetitions)',
-    storeEvents,
-    median,
-    samples,
-    'ms',
-    'state file deleted, then a store boot (includes the boot)',
-  )
+  const cpu_seconds = round(cpuSince(cpu) / reps)
+  return {
+    ...throughput(
+      'rebuild',
+      'full rebuild of the state from the eventlog (median of repetitions)',
+      storeEvents,
+      median,
+      samples,
+      'ms',
+      'state file deleted, then a store boot (includes the boot)',
+    ),
+    cpu_seconds,
+  }
 }
 
 const syncLatency = async (rounds) => {

@@ -87,6 +87,7 @@ pub(crate) fn durable(
     // Timed: encoding the typed events and the commit call (as `store.commit` in the JavaScript benchmark);
     // not timed: making up ids and texts.
     let mut samples = Vec::with_capacity(commits);
+    let cpu = crate::stats::cpu_time();
     for _ in 0..commits {
         let events = make_batch();
         let one = Instant::now();
@@ -119,7 +120,8 @@ pub(crate) fn durable(
         elapsed,
         &mut samples,
         unit,
-    ))
+    )
+    .with_cpu_since(cpu))
 }
 
 /// Fills a local store with `events` upstream events (as if pulled) when no server is available.
@@ -159,21 +161,27 @@ pub(crate) fn rebuild(
 ) -> anyhow::Result<Report> {
     let store = open(dir, store_id, Durability::Normal)?;
     let mut samples = Vec::with_capacity(reps);
+    let cpu = crate::stats::cpu_time();
     for _ in 0..reps {
         let start = Instant::now();
         store.rebuild()?;
         samples.push(start.elapsed());
     }
+    let cpu_per_rep = crate::stats::cpu_time()
+        .zip(cpu)
+        .map(|(now, start)| now.saturating_sub(start) / reps.max(1) as u32);
     store.shutdown()?;
     let median = crate::stats::quantile(&mut samples, 0.5);
-    Ok(Report::throughput(
+    let mut report = Report::throughput(
         "rebuild",
         "full rebuild of the state from the eventlog (median of repetitions)",
         events,
         median,
         &mut samples,
         "ms",
-    ))
+    );
+    report.cpu_seconds = cpu_per_rep.map(|cpu| cpu.as_secs_f64());
+    Ok(report)
 }
 
 /// Opens a store of `events` events and runs its first query, `reps` times.

@@ -162,7 +162,9 @@ fn run(
         std::fs::rename(dir.join(&server_store), dir.join(big_store))?;
         big_filled = true;
     }
-    if needs_big && !big_filled && (selected("rebuild") || selected("cold_start")) {
+    // A store left in `--dir` by an earlier run is reused as it is.
+    let reuse = dir.join(big_store).join("eventlog.db").exists();
+    if needs_big && !big_filled && !reuse && (selected("rebuild") || selected("cold_start")) {
         progress(&format!("filling a local store with {events} events (no --url)"));
         local::fill_locally(dir, big_store, events)?;
     }

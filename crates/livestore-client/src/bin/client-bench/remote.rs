@@ -82,6 +82,7 @@ pub(crate) fn catchup(
 ) -> anyhow::Result<Report> {
     let store = open(dir, store_id, Durability::Normal)?;
     let _context = runtime.enter();
+    let cpu = crate::stats::cpu_time();
     let start = Instant::now();
     let handle = sync::start(store.clone(), DriverOptions::new(url));
     let deadline = start + Duration::from_secs(900);
@@ -94,17 +95,21 @@ pub(crate) fn catchup(
         std::thread::sleep(Duration::from_millis(1));
     }
     let elapsed = start.elapsed();
+    let cpu_now = crate::stats::cpu_time();
     runtime.block_on(handle.stop());
     store.shutdown()?;
     let mut samples = [elapsed];
-    Ok(Report::throughput(
+    let mut report = Report::throughput(
         "catchup",
         "fresh client pulls the whole log from livestore serve over loopback and materializes it",
         events,
         elapsed,
         &mut samples,
         "ms",
-    ))
+    );
+    report.cpu_seconds =
+        cpu_now.zip(cpu).map(|(now, start)| now.saturating_sub(start).as_secs_f64());
+    Ok(report)
 }
 
 /// Client A commits, client B (same store, same server) sees it in a subscription; `rounds` times.

@@ -23,6 +23,8 @@ pub(crate) struct Report {
     pub(crate) latency_unit: &'static str,
     pub(crate) samples: usize,
     pub(crate) note: Option<String>,
+    /// CPU time this process used for the measured part (all threads), when known.
+    pub(crate) cpu_seconds: Option<f64>,
 }
 
 impl Report {
@@ -47,6 +49,7 @@ impl Report {
             latency_unit,
             samples: operations.len(),
             note: None,
+            cpu_seconds: None,
         }
     }
 
@@ -71,12 +74,16 @@ impl Report {
             latency_unit: unit,
             samples: samples.len(),
             note: None,
+            cpu_seconds: None,
         }
     }
 
     #[allow(dead_code)] // kept for workloads that need to qualify their numbers
-    pub(crate) fn with_note(mut self, note: impl Into<String>) -> Report {
-        self.note = Some(note.into());
+    /// Records the CPU time since `start` (see [`cpu_time`]).
+    pub(crate) fn with_cpu_since(mut self, start: Option<Duration>) -> Report {
+        if let (Some(start), Some(now)) = (start, cpu_time()) {
+            self.cpu_seconds = Some(round(now.saturating_sub(start).as_secs_f64()));
+        }
         self
     }
 
@@ -94,6 +101,9 @@ impl Report {
             "latency_unit": self.latency_unit,
             "samples": self.samples,
             "note": self.note,
+            "cpu_seconds": self.cpu_seconds,
+            // Load-independent efficiency: what one fully available core would sustain.
+            "events_per_cpu_second": self.cpu_seconds.filter(|seconds| *seconds > 0.0).map(|seconds| round(self.events as f64 / seconds)),
         })
     }
 }
@@ -120,4 +130,18 @@ fn in_unit(duration: Duration, unit: &str) -> f64 {
 /// Three significant decimals are plenty and keep the JSON readable.
 fn round(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
+}
+
+/// User plus system CPU time of this process so far (Linux `/proc/self/stat`, 100 ticks per second); `None`
+/// elsewhere. Machines shared with other work make wall-clock rates noisy; CPU time is what the client costs.
+pub(crate) fn cpu_time() -> Option<Duration> {
+    const TICKS_PER_SECOND: u64 = 100;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may contain spaces; fields after its closing parenthesis are plain.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((user + system) * 1000 / TICKS_PER_SECOND))
 }
