@@ -247,8 +247,16 @@ impl Engine {
     /// Reconciles at most about every five times its own cost (and at least 20 ms apart), so a large table that
     /// changes constantly does not keep the loop busy.
     fn reconcile_allowed(&self, now: Instant) -> bool {
-        let gap = (self.reconcile_cost * 5).max(Duration::from_millis(20));
-        self.last_reconcile.is_none_or(|last| now >= last + gap)
+        self.last_reconcile.is_none_or(|last| now >= last + self.reconcile_gap())
+    }
+
+    /// The pause between reconciles: five times the last one's cost, at least 20 ms, and at least 200 ms while
+    /// transfers run. Launching does not need a reconcile (started jobs leave the queue, failed ones return to
+    /// it), so while many small transfers complete, re-deriving the queue after each batch would only burn CPU.
+    fn reconcile_gap(&self) -> Duration {
+        let busy = !self.inner.runtime.lock().expect("runtime lock").inflight.is_empty();
+        let floor = if busy { Duration::from_millis(200) } else { Duration::from_millis(20) };
+        (self.reconcile_cost * 5).max(floor)
     }
 
     fn next_deadline(&self) -> Instant {
@@ -260,8 +268,7 @@ impl Engine {
         if self.inner.dirty.load(Ordering::SeqCst)
             && let Some(last) = self.last_reconcile
         {
-            deadline =
-                deadline.min(last + (self.reconcile_cost * 5).max(Duration::from_millis(20)));
+            deadline = deadline.min(last + self.reconcile_gap());
         }
         let runtime = self.inner.runtime.lock().expect("runtime lock");
         if !runtime.inflight.is_empty() {

@@ -123,6 +123,8 @@ impl SignerClient {
             // Idle bodies (a stalled server) fail instead of hanging forever.
             .read_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(32)
+            // Small requests (signing, small PUTs) must not wait for Nagle's algorithm.
+            .tcp_nodelay(true)
             .build()
             .expect("a reqwest client with rustls builds");
         SignerClient {
