@@ -1,8 +1,11 @@
-//! End-to-end tests against the real `livestore serve` binary: the `todo` CLI, a real JavaScript LiveStore
-//! 0.4.0 client (tests/js/driver.mjs), offline commits, server restarts and a backend reset.
+//! End-to-end tests against real sync servers: our `livestore serve` binary and the reference
+//! `@livestore/sync-cf` 0.4.0 Cloudflare worker (`bench/reference-server`, `wrangler dev --local`), with the
+//! `todo` CLI and a real JavaScript LiveStore 0.4.0 client (tests/js/driver.mjs): concurrent and offline commits,
+//! server restarts and a backend reset.
 //!
-//! The server binary is built on demand (`cargo build -p livestore-cli`). The JavaScript half runs only when
-//! `tests/js/node_modules` is installed (`npm ci` in tests/js); otherwise the test says so and checks the Rust
+//! The server binary is built on demand (`cargo build -p livestore-cli`); the reference worker installs its pinned
+//! npm packages on first use. The JavaScript client needs `tests/js/node_modules` (`npm ci` in tests/js, which
+//! `scripts/test` runs); without it a test fails, unless `LIVESTORE_ALLOW_MISSING_JS=1` lets it check the Rust
 //! clients alone.
 
 use std::io::{BufRead, BufReader, Write as _};
@@ -128,9 +131,13 @@ impl JsDriver {
     fn start() -> Option<JsDriver> {
         let js_dir = workspace_root().join("tests/js");
         if !js_dir.join("node_modules").exists() {
-            eprintln!(
-                "tests/js/node_modules missing: skipping the JavaScript client (run `npm ci` in tests/js)"
+            // A half-run test must not pass silently: only an explicit opt-out allows it.
+            assert!(
+                std::env::var("LIVESTORE_ALLOW_MISSING_JS").as_deref() == Ok("1"),
+                "tests/js/node_modules is missing: run `npm ci` in tests/js (or scripts/test), or set \
+                 LIVESTORE_ALLOW_MISSING_JS=1 to check the Rust clients alone"
             );
+            eprintln!("NOTE: tests/js/node_modules missing: checking the Rust clients alone");
             return None;
         }
         let mut child = Command::new("node")
@@ -270,4 +277,148 @@ fn rust_and_js_clients_converge_through_offline_restart_and_backend_reset() {
     assert!(todos_after_reset.is_empty() && events_after_reset.is_empty());
     assert!(todo_cli(rust_dir.path(), store, &url, &["add", "fresh start"]).0);
     assert!(todo_cli(rust_dir.path(), store, &url, &["sync"]).0);
+}
+
+/// The reference `@livestore/sync-cf` 0.4.0 worker under `wrangler dev --local`, stopped (whole process group)
+/// on drop.
+struct ReferenceWorker {
+    child: Child,
+    port: u16,
+    _state: tempfile::TempDir,
+}
+
+impl ReferenceWorker {
+    fn start() -> ReferenceWorker {
+        use std::os::unix::process::CommandExt as _;
+        let state = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = std::fs::File::create(state.path().join("wrangler.log")).unwrap();
+        let child = Command::new(workspace_root().join("bench/reference-server/run.sh"))
+            .arg(port.to_string())
+            .arg(state.path().join("do-state"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let worker = ReferenceWorker { child, port, _state: state };
+        // First use runs `npm ci` for wrangler (about a minute); later starts take a few seconds.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                use std::io::Read as _;
+                let _ = write!(
+                    stream,
+                    "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                );
+                let mut answer = String::new();
+                let _ = stream.read_to_string(&mut answer);
+                if answer.contains("Sync backend endpoint for @livestore/sync-cf") {
+                    return worker;
+                }
+            }
+            let log = std::fs::read_to_string(worker._state.path().join("wrangler.log"))
+                .unwrap_or_default();
+            assert!(Instant::now() < deadline, "the reference worker did not start:\n{log}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for ReferenceWorker {
+    fn drop(&mut self) {
+        // wrangler spawns workerd children; SIGTERM to the group stops all of them.
+        let _ =
+            Command::new("kill").args(["-TERM", "--", &format!("-{}", self.child.id())]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ =
+            Command::new("kill").args(["-KILL", "--", &format!("-{}", self.child.id())]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Rust client speaks the protocol of the reference server too: two `todo` clients and a JS client share a
+/// store through the official sync-cf worker, with concurrent commits (rebases) and offline work.
+#[test]
+fn rust_and_js_clients_converge_through_the_reference_cloudflare_worker() {
+    let worker = ReferenceWorker::start();
+    let url = worker.url();
+    let store = "reference-interop";
+    let rust_a = tempfile::tempdir().unwrap();
+    let rust_b = tempfile::tempdir().unwrap();
+    let mut js = JsDriver::start();
+    if let Some(js) = &mut js {
+        js.call(
+            json!({"cmd": "open", "name": "js", "storeId": store, "url": url, "storage": "memory"}),
+        );
+    }
+
+    // Concurrent commits on A and B before either syncs: B must rebase onto A's push.
+    let (ok, first) = todo_cli(rust_a.path(), store, &url, &["add", "from rust a"]);
+    assert!(ok, "add failed: {first}");
+    assert!(todo_cli(rust_b.path(), store, &url, &["add", "from rust b"]).0);
+    let (ok, status) = todo_cli(rust_a.path(), store, &url, &["sync"]);
+    assert!(ok, "sync against the reference worker failed: {status}");
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["pendingCount"], 0, "{status}");
+    assert!(status["backendId"].as_str().is_some_and(|id| !id.is_empty()), "{status}");
+    let (ok, status) = todo_cli(rust_b.path(), store, &url, &["sync"]);
+    assert!(ok, "rebase and push of B failed: {status}");
+
+    // The JS client commits only once it is caught up. LiveStore 0.4.0's own client can leave a session's event
+    // unpushed after it rebased (upstream livestorejs/livestore#744, seen here about one run in four against the
+    // reference worker); JS rebases against our server are covered by the tests in livestore-cli.
+    if let Some(js) = &mut js {
+        js.call(json!({"cmd": "waitHead", "name": "js", "head": 2, "timeoutMs": 60000}));
+        js.call(json!({"cmd": "commit", "name": "js", "events": [create("js-1", "from js")]}));
+        js.call(json!({"cmd": "waitSynced", "name": "js", "timeoutMs": 60000}));
+    }
+
+    // More work on every side, offline on the Rust side, so both Rust clients rebase onto the JS events.
+    assert!(todo_cli(rust_a.path(), store, &url, &["complete", &first]).0);
+    assert!(todo_cli(rust_b.path(), store, &url, &["add", "offline b"]).0);
+    if let Some(js) = &mut js {
+        js.call(json!({"cmd": "commit", "name": "js", "events": [
+            {"name": "v1.TodoDeleted", "args": {"id": "js-1", "deletedAt": "2026-01-02T03:04:05.678Z"}},
+        ]}));
+        js.call(json!({"cmd": "waitSynced", "name": "js", "timeoutMs": 60000}));
+    }
+    for _ in 0..2 {
+        assert!(todo_cli(rust_a.path(), store, &url, &["sync"]).0);
+        assert!(todo_cli(rust_b.path(), store, &url, &["sync"]).0);
+    }
+
+    let (todos_a, events_a) = rust_state(rust_a.path(), store);
+    let (todos_b, events_b) = rust_state(rust_b.path(), store);
+    assert_eq!(events_a, events_b, "both Rust clients hold the same log");
+    assert_eq!(todos_a, todos_b);
+    // A: create, complete; B: two creates; JS: create, delete.
+    let expected = if js.is_some() { 6 } else { 4 };
+    assert_eq!(events_a.len(), expected, "every event once: {events_a:?}");
+    assert!(todos_a.iter().any(|todo| todo.id == first && todo.completed), "{todos_a:?}");
+    if let Some(js) = &mut js {
+        js.call(
+            json!({"cmd": "waitHead", "name": "js", "head": events_a.len(), "timeoutMs": 60000}),
+        );
+        let js_events = js.call(json!({"cmd": "eventlog", "name": "js"}));
+        assert_eq!(js_events, Value::Array(events_a.clone()), "the JS client holds the same log");
+        let js_todos: Vec<Todo> =
+            serde_json::from_value(js.call(json!({"cmd": "todos", "name": "js"}))).unwrap();
+        assert_eq!(js_todos, todos_a);
+        assert!(
+            todos_a
+                .iter()
+                .any(|todo| todo.id == "js-1" && todo.deleted_at == Some(1_767_323_045_678))
+        );
+    }
 }
