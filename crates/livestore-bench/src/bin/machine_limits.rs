@@ -2,8 +2,12 @@
 //!
 //! - SHA-256 throughput of one core (what content addressing and checksum verification cost);
 //! - loopback TCP throughput between two threads (what any transfer over 127.0.0.1 can reach);
+//! - loopback HTTP throughput: one streamed HTTP/1.1 response body from an axum server to a reqwest client in the
+//!   same process, 1 MiB chunks, no hashing and no disk (what an object GET or PUT can reach before its own work);
 //! - SQLite batched insert rate into a WAL database with `synchronous=FULL`, 1,000 rows per transaction, rows
 //!   shaped like stored events (what an eventlog append can reach);
+//! - sequential write + fsync rate of the data disk (256 MiB in 1 MiB writes, then one fsync: what a durable object
+//!   PUT can reach once the page cache has to be flushed);
 //! - fsync round trips per second on the data disk (what one-commit-per-event durability can reach);
 //! - the loopback fan-out floor: the time for one task to write a 400-byte message to each of 1,000 sockets until
 //!   the last receiver has read it, each receiver answering with a 40-byte ack as sync clients do. No JSON, no
@@ -24,8 +28,10 @@ fn main() -> anyhow::Result<()> {
     let result = json!({
         "sha256_mb_per_second_one_core": sha256_rate(256 * scale),
         "loopback_tcp_mb_per_second": loopback_rate(512 * scale as u64)?,
+        "loopback_http_mb_per_second": loopback_http_rate(512 * scale as u64)?,
         "sqlite_wal_full_inserts_per_second_batched_1000": sqlite_insert_rate(100_000 * scale)?,
         "fsyncs_per_second": fsync_rate(Duration::from_millis(500 * scale as u64))?,
+        "disk_write_fsync_mb_per_second": disk_write_rate(256)?,
         "loopback_fanout_1000_last_delivery_ms": fanout_floor(1000, 20 * scale)?,
     });
     println!("{result}");
@@ -69,6 +75,41 @@ fn loopback_rate(megabytes: u64) -> anyhow::Result<f64> {
     Ok(total as f64 / 1_000_000.0 / started.elapsed().as_secs_f64())
 }
 
+fn loopback_http_rate(megabytes: u64) -> anyhow::Result<f64> {
+    use futures_util::StreamExt;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async move {
+        let chunk = bytes::Bytes::from(vec![3u8; 1024 * 1024]);
+        let app = axum::Router::new().route(
+            "/blob",
+            axum::routing::get(move || {
+                let chunk = chunk.clone();
+                async move {
+                    let body = futures_util::stream::iter(
+                        (0..megabytes).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+                    );
+                    axum::body::Body::from_stream(body)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
+        let started = Instant::now();
+        let mut body = client.get(format!("http://{addr}/blob")).send().await?.bytes_stream();
+        let mut total = 0u64;
+        while let Some(chunk) = body.next().await {
+            total += chunk?.len() as u64;
+        }
+        let rate = total as f64 / 1_000_000.0 / started.elapsed().as_secs_f64();
+        server.abort();
+        anyhow::ensure!(total == megabytes * 1024 * 1024, "short body: {total} bytes");
+        Ok(rate)
+    })
+}
+
 fn sqlite_insert_rate(rows: usize) -> anyhow::Result<f64> {
     let dir = std::env::temp_dir().join(format!("machine-limits-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -101,6 +142,21 @@ fn sqlite_insert_rate(rows: usize) -> anyhow::Result<f64> {
     let rate = rows as f64 / started.elapsed().as_secs_f64();
     drop(connection);
     std::fs::remove_dir_all(&dir)?;
+    Ok(rate)
+}
+
+fn disk_write_rate(megabytes: usize) -> anyhow::Result<f64> {
+    let path = std::env::temp_dir().join(format!("machine-limits-write-{}", std::process::id()));
+    let block = vec![0xa5u8; 1024 * 1024];
+    let started = Instant::now();
+    let mut file = std::fs::File::create(&path)?;
+    for _ in 0..megabytes {
+        file.write_all(&block)?;
+    }
+    file.sync_all()?;
+    let rate = megabytes as f64 * 1.048_576 / started.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(&path)?;
     Ok(rate)
 }
 

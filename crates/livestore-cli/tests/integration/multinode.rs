@@ -28,32 +28,83 @@ async fn js_and_rust_clients_on_different_nodes_converge() {
     let mut driver = JsDriver::start().await;
     driver.open("on-a", &store, &node_a.http_url(), json!({})).await;
     driver.open("on-b", &store, &node_b.http_url(), json!({})).await;
+    // The Rust client (livestore-client's store and sync driver) on node B commits at the same time.
+    let rust_dir = tempfile::tempdir().unwrap();
+    let rust = livestore_client::Store::open(
+        livestore_client::StoreOptions::new(
+            &store,
+            livestore_client::Storage::Dir(rust_dir.path().into()),
+        ),
+        livestore_client::todo::schema(),
+    )
+    .unwrap();
+    let mut options = livestore_client::sync::DriverOptions::new(node_b.http_url());
+    options.min_backoff = Duration::from_millis(100);
+    let rust_sync = livestore_client::sync::start(rust.clone(), options);
     driver.commit("on-a", json!([created("a1", "from a")])).await;
     driver.commit("on-b", json!([created("b1", "from b")])).await;
-    let two = |todos: &Value| todos.as_array().unwrap().len() == 2;
-    driver.wait_todos("on-a", CONVERGE, two).await;
-    driver.wait_todos("on-b", CONVERGE, two).await;
+    rust.commit(&livestore_client::todo::TodoCreated { id: "r1".into(), text: "from rust".into() })
+        .unwrap();
+    let three = |todos: &Value| todos.as_array().unwrap().len() == 3;
+    driver.wait_todos("on-a", CONVERGE, three).await;
+    driver.wait_todos("on-b", CONVERGE, three).await;
     driver.wait_synced("on-a").await;
     driver.wait_synced("on-b").await;
 
-    // A Rust protocol client on node B appends on top of what it pulls; a live pull on node A sees everything.
+    // A raw protocol client on node B appends on top of what it pulls; a live pull on node A sees everything.
     let mut watcher = WsClient::connect(&node_a.ws_url(&store)).await;
     watcher.send(&pull_request("live", &store, true, None)).await;
     let (head, backend_id) = pull_head(&node_b, &store).await;
-    assert_eq!(head, 2);
-    let mut rust = WsClient::connect(&node_b.ws_url(&store)).await;
-    let mut event = event(3, "v1.TodoCreated", json!({"id": "r1", "text": "from rust"}));
-    event["clientId"] = json!("rust-client");
-    rust.send(&push_request("1", &store, vec![event], Some(&backend_id))).await;
-    assert_eq!(rust.frame().await["exit"]["_tag"], "Success");
-    assert_eq!(live_seq_nums_until(&mut watcher, 3).await, [1, 2, 3]);
+    assert_eq!(head, 3);
+    let mut raw = WsClient::connect(&node_b.ws_url(&store)).await;
+    let mut event =
+        event(4, "v1.TodoCreated", json!({"id": "p1", "text": "from a protocol client"}));
+    event["clientId"] = json!("raw-client");
+    raw.send(&push_request("1", &store, vec![event], Some(&backend_id))).await;
+    assert_eq!(raw.frame().await["exit"]["_tag"], "Success");
+    assert_eq!(live_seq_nums_until(&mut watcher, 4).await, [1, 2, 3, 4]);
 
-    let three = |todos: &Value| todos.as_array().unwrap().len() == 3;
-    let on_a = driver.wait_todos("on-a", CONVERGE, three).await;
-    let on_b = driver.wait_todos("on-b", CONVERGE, three).await;
+    let four = |todos: &Value| todos.as_array().unwrap().len() == 4;
+    let on_a = driver.wait_todos("on-a", CONVERGE, four).await;
+    let on_b = driver.wait_todos("on-b", CONVERGE, four).await;
     assert_eq!(on_a, on_b);
     assert!(on_a.as_array().unwrap().iter().any(|todo| todo["text"] == "from rust"), "{on_a}");
-    assert_eq!(driver.eventlog("on-a").await, driver.eventlog("on-b").await);
+    let js_log = driver.eventlog("on-a").await;
+    assert_eq!(js_log, driver.eventlog("on-b").await);
+
+    // The Rust store holds the same log and the same rows.
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let status = rust.sync_status().unwrap();
+        if status.upstream_head == "e4" && status.pending_count == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the Rust client did not converge: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rust_log: Vec<Value> = rust
+        .events()
+        .unwrap()
+        .iter()
+        .filter(|event| !event.client_only)
+        .map(|event| {
+            json!({"seqNum": event.seq_num.global, "name": &*event.name,
+                   "args": serde_json::from_str::<Value>(&event.args_json).unwrap()})
+        })
+        .collect();
+    let js_log: Vec<Value> = js_log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| json!({"seqNum": event["seqNum"], "name": event["name"], "args": event["args"]}))
+        .collect();
+    assert_eq!(rust_log, js_log, "the Rust client holds the JS clients' log");
+    let rust_todos: Vec<livestore_client::todo::Todo> =
+        rust.query(&livestore_client::schema::Query::select("todos").order_by("id")).unwrap();
+    let js_todos: Vec<livestore_client::todo::Todo> = serde_json::from_value(on_a).unwrap();
+    assert_eq!(rust_todos, js_todos);
+    rust_sync.stop().await;
+    rust.shutdown().unwrap();
     driver.exit().await;
 }
 
