@@ -22,6 +22,8 @@ use super::object_file::TempObject;
 const CHANNEL_CHUNKS: usize = 8;
 /// Read size when sending objects, and batch size when receiving.
 const CHUNK_BYTES: usize = 1024 * 1024;
+/// How many received bytes may wait in the page cache before a background flush starts (see [`BackgroundFlush`]).
+const FLUSH_EVERY_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What the body turned out to be.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +57,7 @@ pub(crate) async fn receive_body(
         let mut size = 0u64;
         let result = (|| {
             let file = temp.file();
+            let mut flush = BackgroundFlush::default();
             while let Some(batch) = receiver.blocking_recv() {
                 for chunk in &batch {
                     sha256.update(chunk);
@@ -64,8 +67,9 @@ pub(crate) async fn receive_body(
                     size += chunk.len() as u64;
                 }
                 write_all_vectored(file, &batch)?;
+                flush.after_write(file, size)?;
             }
-            Ok(())
+            flush.finish()
         })();
         let digests = BodyDigests {
             size,
@@ -116,6 +120,44 @@ pub(crate) async fn receive_body(
     }
     let digests = written.map_err(ReceiveError::Io)?;
     Ok((temp, digests))
+}
+
+/// Flushes what was written so far to disk on another thread while the body is still arriving.
+///
+/// A PUT is acknowledged only after the whole object is fsynced. Without this, a large body sits dirty in the page
+/// cache until that final fsync, which then writes all of it while the client waits: receiving and writing to disk
+/// happen one after the other. With one `fdatasync` in flight at a time, started every [`FLUSH_EVERY_BYTES`],
+/// the disk works while the network and SHA-256 do, and the final fsync has only the tail left. A failed background
+/// flush fails the upload, as the final fsync would (after a failed flush the kernel may have dropped the pages).
+#[derive(Debug, Default)]
+struct BackgroundFlush {
+    in_flight: Option<std::thread::JoinHandle<io::Result<()>>>,
+    flushed_up_to: u64,
+}
+
+impl BackgroundFlush {
+    fn after_write(&mut self, file: &File, written: u64) -> io::Result<()> {
+        if written - self.flushed_up_to < FLUSH_EVERY_BYTES
+            || self.in_flight.as_ref().is_some_and(|flush| !flush.is_finished())
+        {
+            return Ok(());
+        }
+        self.finish()?;
+        let file = file.try_clone()?;
+        self.in_flight = Some(std::thread::spawn(move || file.sync_data()));
+        self.flushed_up_to = written;
+        Ok(())
+    }
+
+    /// Waits for the flush in flight, if any, and reports its outcome.
+    fn finish(&mut self) -> io::Result<()> {
+        match self.in_flight.take() {
+            Some(flush) => {
+                flush.join().map_err(|_| io::Error::other("background flush panicked"))?
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 /// Writes every chunk of `batch` with as few `writev` calls as the kernel
@@ -171,4 +213,36 @@ pub(crate) fn file_body(mut file: File, offset: u64, length: u64) -> Body {
         receiver.recv().await.map(|item| (item, receiver))
     });
     Body::from_stream(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body larger than several flush intervals, in uneven chunks, arrives whole: the background flushes run
+    /// while it is written and neither lose nor reorder bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bodies_larger_than_the_flush_interval_arrive_whole() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let total = 3 * FLUSH_EVERY_BYTES as usize + 12_345;
+        let chunk_sizes = [1usize, 4096, 300_000, 1 << 20, 77];
+        let mut chunks = Vec::new();
+        let mut expected = Sha256::new();
+        let (mut produced, mut index) = (0usize, 0u8);
+        while produced < total {
+            let size = chunk_sizes[index as usize % chunk_sizes.len()].min(total - produced);
+            let chunk = Bytes::from(vec![index; size]);
+            expected.update(&chunk);
+            chunks.push(Ok::<_, io::Error>(chunk));
+            produced += size;
+            index = index.wrapping_add(1);
+        }
+        let body = Body::from_stream(futures_util::stream::iter(chunks));
+        let temp = TempObject::create(dir.path()).expect("temp object");
+        let (mut temp, digests) = receive_body(temp, body, false).await.expect("received");
+        assert_eq!(digests.size, total as u64);
+        assert_eq!(digests.sha256, <[u8; 32]>::from(expected.finalize()));
+        let file = temp.file();
+        assert_eq!(file.metadata().expect("metadata").len(), total as u64);
+    }
 }
