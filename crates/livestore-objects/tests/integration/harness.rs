@@ -1,5 +1,5 @@
 //! Test servers: the file services on a real loopback listener, backed by the
-//! embedded store or by an s3s-fs process, and a small signer client.
+//! embedded store or by an independent S3 process (s3s-fs, Garage), and a small signer client.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -91,9 +91,13 @@ pub(crate) async fn embedded(ttl_seconds: u64) -> Server {
     serve(config, Some(dir), data_dir).await
 }
 
-/// An s3s-fs process with a created bucket.
-pub(crate) struct S3sFs {
+/// An independent S3 server process (s3s-fs or Garage) with one bucket.
+pub(crate) struct ExternalS3 {
     pub(crate) endpoint: String,
+    pub(crate) region: &'static str,
+    pub(crate) bucket: &'static str,
+    pub(crate) access_key: &'static str,
+    pub(crate) secret_key: &'static str,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -101,46 +105,81 @@ pub(crate) struct S3sFs {
 pub(crate) const S3S_ACCESS_KEY: &str = "AKIDLIVESTORETEST";
 pub(crate) const S3S_SECRET_KEY: &str = "livestore-test-secret-0123456789";
 pub(crate) const S3S_BUCKET: &str = "livestore-files";
+/// Garage's key ids are "GK" + 24 hex digits and its secrets 64 hex digits.
+const GARAGE_ACCESS_KEY: &str = "GK0123456789abcdef01234567";
+const GARAGE_SECRET_KEY: &str = "0000000000000000000000000000000000000000000000000000000000000001";
 
-impl Drop for S3sFs {
+impl Drop for ExternalS3 {
     fn drop(&mut self) {
+        // Garage shuts down on SIGTERM in about a second; a test process does not need to wait for that.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// The s3s-fs binary from `S3S_FS_BIN`. Without it the s3s-fs half is
-/// skipped loudly, or fails when `LIVESTORE_REQUIRE_S3S_FS=1` (CI).
-pub(crate) fn s3s_fs_binary() -> Option<PathBuf> {
-    let from_env = std::env::var_os("S3S_FS_BIN").map(PathBuf::from).filter(|path| path.is_file());
+/// An external test tool from `variable`, or `None` (with a loud note) when it is not set, unless
+/// `require_variable=1` makes that an error (CI).
+fn tool_binary(variable: &str, require_variable: &str, help: &str) -> Option<PathBuf> {
+    let from_env = std::env::var_os(variable).map(PathBuf::from).filter(|path| path.is_file());
     if from_env.is_none() {
-        let help = "s3s-fs is not available: set S3S_FS_BIN to the binary printed by `scripts/install-s3s-fs` \
-                    (e.g. S3S_FS_BIN=\"$(scripts/install-s3s-fs)\" cargo test -p livestore-objects)";
-        if std::env::var("LIVESTORE_REQUIRE_S3S_FS").is_ok_and(|value| value == "1") {
-            panic!("LIVESTORE_REQUIRE_S3S_FS=1 but {help}");
+        if std::env::var(require_variable).is_ok_and(|value| value == "1") {
+            panic!("{require_variable}=1 but {help}");
         }
-        // Written to the real stderr (not the captured test output) once, so
-        // the skip is visible in a normal `cargo test` run.
-        static NOTE: std::sync::Once = std::sync::Once::new();
-        NOTE.call_once(|| {
+        // Written to the real stderr (not the captured test output) once per tool, so the skip is visible in a
+        // normal `cargo test` run.
+        static NOTED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        let mut noted = NOTED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !noted.iter().any(|name| name == variable) {
+            noted.push(variable.to_owned());
             use std::io::Write as _;
             let _ = writeln!(
                 std::io::stderr(),
-                "\n!!!!!!!!\n!!! NOTE: skipping the s3s-fs half of the conformance suite: {help}\n!!!!!!!!\n"
+                "\n!!!!!!!!\n!!! NOTE: skipping a half of the conformance suite: {help}\n!!!!!!!!\n"
             );
-        });
+        }
     }
     from_env
 }
 
-impl S3sFs {
-    pub(crate) async fn start(binary: &std::path::Path) -> Self {
+/// The s3s-fs binary from `S3S_FS_BIN`; required when `LIVESTORE_REQUIRE_S3S_FS=1` (CI).
+pub(crate) fn s3s_fs_binary() -> Option<PathBuf> {
+    tool_binary(
+        "S3S_FS_BIN",
+        "LIVESTORE_REQUIRE_S3S_FS",
+        "s3s-fs is not available: set S3S_FS_BIN to the binary printed by `scripts/install-s3s-fs` \
+         (e.g. S3S_FS_BIN=\"$(scripts/install-s3s-fs)\" cargo test -p livestore-objects)",
+    )
+}
+
+/// The Garage binary from `GARAGE_BIN`; required when `LIVESTORE_REQUIRE_GARAGE=1`.
+pub(crate) fn garage_binary() -> Option<PathBuf> {
+    tool_binary(
+        "GARAGE_BIN",
+        "LIVESTORE_REQUIRE_GARAGE",
+        "Garage is not available: set GARAGE_BIN to the binary printed by `scripts/install-garage` \
+         (an 18-minute build the first time)",
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+async fn wait_for_port(port: u16, what: &str) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not start listening on port {port}");
+}
+
+impl ExternalS3 {
+    /// s3s-fs over a temp dir, with the bucket created through a presigned CreateBucket.
+    pub(crate) async fn s3s_fs(binary: &std::path::Path) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = free_port();
         let child = Command::new(binary)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", S3S_ACCESS_KEY, "--secret-key", S3S_SECRET_KEY])
@@ -149,23 +188,17 @@ impl S3sFs {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn s3s-fs");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let server = Self { endpoint, child, _dir: dir };
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        // Create the bucket with a presigned CreateBucket.
-        let bucket = rusty_s3::Bucket::new(
-            server.endpoint.parse().expect("url"),
-            rusty_s3::UrlStyle::Path,
-            S3S_BUCKET.to_owned(),
-            "us-east-1".to_owned(),
-        )
-        .expect("bucket");
-        let credentials = rusty_s3::Credentials::new(S3S_ACCESS_KEY, S3S_SECRET_KEY);
+        let server = Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            region: "us-east-1",
+            bucket: S3S_BUCKET,
+            access_key: S3S_ACCESS_KEY,
+            secret_key: S3S_SECRET_KEY,
+            child,
+            _dir: dir,
+        };
+        wait_for_port(port, "s3s-fs").await;
+        let (bucket, credentials) = server.tool();
         let url =
             rusty_s3::S3Action::sign(&bucket.create_bucket(&credentials), Duration::from_secs(60));
         let response = reqwest::Client::new().put(url).send().await.expect("create bucket");
@@ -173,14 +206,80 @@ impl S3sFs {
         server
     }
 
-    /// The signer configured against this s3s-fs.
+    /// A single-node Garage (`server --single-node --default-bucket`) with fixed credentials, region `garage`.
+    pub(crate) async fn garage(binary: &std::path::Path) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s3_port, rpc_port) = (free_port(), free_port());
+        let config = format!(
+            "metadata_dir = \"{root}/meta\"\ndata_dir = \"{root}/data\"\ndb_engine = \"sqlite\"\n\
+             replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc_port}\"\n\
+             rpc_public_addr = \"127.0.0.1:{rpc_port}\"\nrpc_secret = \"{secret}\"\n\n[s3_api]\n\
+             s3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3_port}\"\n\
+             root_domain = \".s3.garage.localhost\"\n",
+            root = dir.path().display(),
+            secret = "ab".repeat(32),
+        );
+        let config_path = dir.path().join("garage.toml");
+        std::fs::write(&config_path, config).expect("garage.toml");
+        let log = std::fs::File::create(dir.path().join("garage.log")).expect("garage.log");
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&config_path)
+            .args(["server", "--single-node", "--default-bucket"])
+            .env("GARAGE_DEFAULT_ACCESS_KEY", GARAGE_ACCESS_KEY)
+            .env("GARAGE_DEFAULT_SECRET_KEY", GARAGE_SECRET_KEY)
+            .env("GARAGE_DEFAULT_BUCKET", S3S_BUCKET)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn garage");
+        let server = Self {
+            endpoint: format!("http://127.0.0.1:{s3_port}"),
+            region: "garage",
+            bucket: S3S_BUCKET,
+            access_key: GARAGE_ACCESS_KEY,
+            secret_key: GARAGE_SECRET_KEY,
+            child,
+            _dir: dir,
+        };
+        wait_for_port(s3_port, "garage").await;
+        // The layout, key and bucket are created right after the listener opens; wait until a listing works.
+        let (bucket, credentials) = server.tool();
+        for attempt in 0.. {
+            let url = rusty_s3::S3Action::sign(
+                &bucket.list_objects_v2(Some(&credentials)),
+                Duration::from_secs(60),
+            );
+            let status = reqwest::get(url).await.map(|response| response.status());
+            if status.as_ref().is_ok_and(StatusCode::is_success) {
+                break;
+            }
+            assert!(attempt < 100, "garage bucket not ready: {status:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    /// The bucket seen by a plain S3 tool (rusty-s3, path-style).
+    pub(crate) fn tool(&self) -> (rusty_s3::Bucket, rusty_s3::Credentials) {
+        let bucket = rusty_s3::Bucket::new(
+            self.endpoint.parse().expect("url"),
+            rusty_s3::UrlStyle::Path,
+            self.bucket.to_owned(),
+            self.region.to_owned(),
+        )
+        .expect("bucket");
+        (bucket, rusty_s3::Credentials::new(self.access_key, self.secret_key))
+    }
+
+    /// The signer configured against this server, through the JS signer's environment variable names.
     pub(crate) async fn signer(&self, ttl_seconds: u64) -> Server {
         let env = [
             ("S3_ENDPOINT", self.endpoint.clone()),
-            ("S3_REGION", "us-east-1".to_owned()),
-            ("S3_BUCKET", S3S_BUCKET.to_owned()),
-            ("S3_ACCESS_KEY_ID", S3S_ACCESS_KEY.to_owned()),
-            ("S3_SECRET_ACCESS_KEY", S3S_SECRET_KEY.to_owned()),
+            ("S3_REGION", self.region.to_owned()),
+            ("S3_BUCKET", self.bucket.to_owned()),
+            ("S3_ACCESS_KEY_ID", self.access_key.to_owned()),
+            ("S3_SECRET_ACCESS_KEY", self.secret_key.to_owned()),
             ("S3_FORCE_PATH_STYLE", "true".to_owned()),
         ];
         let mut config = FilesConfig::default()
