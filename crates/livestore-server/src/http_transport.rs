@@ -107,7 +107,9 @@ fn streamed_json_array(frames: mpsc::Receiver<Outbound>) -> Response {
     });
     let parts = frames.filter_map(move |frame| {
         let part = match frame {
-            Outbound::Text(text) | Outbound::Page { text, .. } => {
+            Outbound::Text(text)
+            | Outbound::Page { text, .. }
+            | Outbound::PushReply { text, .. } => {
                 let separator = if first { "[" } else { "," };
                 first = false;
                 Some(Ok::<Bytes, Infallible>(Bytes::from(format!("{separator}{text}"))))

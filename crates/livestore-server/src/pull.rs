@@ -49,6 +49,8 @@ pub(crate) enum Outbound {
     Close { code: u16, reason: String },
     /// A live batch for one subscription; the connection's writer turns its pages into `Chunk` frames.
     Live { request_id: Arc<str>, batch: Arc<LiveBatch> },
+    /// A push's `Exit` frame on a WebSocket; `push` identifies it to the writer's ack-before-echo ordering.
+    PushReply { text: String, push: u64 },
 }
 
 /// What a pull needs; built by a transport.

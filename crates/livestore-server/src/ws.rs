@@ -5,7 +5,12 @@
 //! task, so a client may pipeline pushes. Every outgoing frame goes through one bounded queue drained by a writer
 //! task; a client too slow to drain it is disconnected rather than allowed to stall the others.
 //!
+//! The writer also keeps the reference server's order on the pusher's own socket: a push's `Exit` before the live
+//! `Chunk` with the same events (`ack_order` says why LiveStore's client needs that).
+//!
 //! The session is generic over the socket's `Sink`/`Stream` halves so tests can drive it without a network.
+
+mod ack_order;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +28,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use self::ack_order::{AckOrder, LiveDecision, PushesInFlight};
 use crate::app::AppState;
 use crate::error::ServerError;
 use crate::metrics::RejectReason;
@@ -38,7 +44,8 @@ const CLOSE_TOO_BIG: u16 = 1009;
 /// A client that stops reading for this long while frames wait is disconnected.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-type PendingPush = (String, BoxFuture<'static, Result<AppendOutcome, ServerError>>);
+/// A submitted push: its request id, its token in [`PushesInFlight`] (none for an empty batch), its outcome.
+type PendingPush = (String, Option<u64>, BoxFuture<'static, Result<AppendOutcome, ServerError>>);
 
 /// Serves an upgraded socket until either side closes it or the server shuts down.
 pub(crate) async fn serve_socket(
@@ -68,7 +75,10 @@ async fn run_session<S, R>(
     let (out, out_receiver) = mpsc::channel(state.limits.outbound_queue_frames);
     let writer_done = CancellationToken::new();
     let lagging = CancellationToken::new();
-    let writer = tokio::spawn(write_loop(sink, out_receiver, writer_done.clone(), lagging.clone()));
+    let in_flight = Arc::new(PushesInFlight::default());
+    let order = AckOrder::new(in_flight.clone(), state.limits.outbound_queue_frames);
+    let writer =
+        tokio::spawn(write_loop(sink, out_receiver, order, writer_done.clone(), lagging.clone()));
     let (pushes, push_receiver) = mpsc::unbounded_channel::<PendingPush>();
     let replier = tokio::spawn(reply_loop(push_receiver, out.clone(), state.clone()));
     let mut session = Session {
@@ -79,6 +89,7 @@ async fn run_session<S, R>(
         lagging,
         backlog_budget: Arc::new(Semaphore::new(BACKLOG_BUDGET_BYTES)),
         pushes,
+        in_flight,
         pulls: HashMap::new(),
     };
 
@@ -147,6 +158,7 @@ struct Session<'a> {
     /// Shared by this connection's pulls: see `pull::BACKLOG_BUDGET_BYTES`.
     backlog_budget: Arc<Semaphore>,
     pushes: mpsc::UnboundedSender<PendingPush>,
+    in_flight: Arc<PushesInFlight>,
     pulls: HashMap<String, JoinHandle<()>>,
 }
 
@@ -224,8 +236,15 @@ impl Session<'_> {
                     self.state.metrics.push_rejected(RejectReason::InvalidBatch);
                     return self.send(encode::exit_die(&request_id, &error.to_string())).await;
                 }
+                // Registered before storage sees the push, so its echo cannot overtake its reply.
+                let token = match (args.batch.first(), args.batch.last()) {
+                    (Some(first), Some(last)) => {
+                        Some(self.in_flight.register(first.seq_num.0, last.seq_num.0))
+                    }
+                    _ => None,
+                };
                 let pending = self.state.storage.append(self.store_id, args);
-                self.pushes.send((request_id, pending)).is_ok()
+                self.pushes.send((request_id, token, pending)).is_ok()
             }
             other => {
                 let message = format!("{} is only available over the HTTP transport", other.tag());
@@ -245,9 +264,13 @@ async fn reply_loop(
     out: mpsc::Sender<Outbound>,
     state: AppState,
 ) {
-    while let Some((request_id, pending)) = pushes.recv().await {
-        let frame = crate::push::push_reply(&request_id, pending.await, &state.metrics);
-        if out.send(Outbound::Text(frame)).await.is_err() {
+    while let Some((request_id, token, pending)) = pushes.recv().await {
+        let text = crate::push::push_reply(&request_id, pending.await, &state.metrics);
+        let frame = match token {
+            Some(push) => Outbound::PushReply { text, push },
+            None => Outbound::Text(text),
+        };
+        if out.send(frame).await.is_err() {
             // The connection is gone; keep awaiting so the remaining pushes still finish, but stop sending.
             continue;
         }
@@ -257,6 +280,7 @@ async fn reply_loop(
 async fn write_loop<S>(
     mut sink: S,
     mut frames: mpsc::Receiver<Outbound>,
+    mut order: AckOrder,
     done: CancellationToken,
     lagging: CancellationToken,
 ) where
@@ -276,9 +300,27 @@ async fn write_loop<S>(
         let mut next = Some(first);
         // Feed everything already queued, then flush once: fewer syscalls under fan-out.
         while let Some(frame) = next.take() {
-            if !write_frame(&mut sink, frame).await {
-                done.cancel();
-                return;
+            let ready = match frame {
+                Outbound::Live { .. } => match order.live(frame) {
+                    LiveDecision::Write(frame) => vec![frame],
+                    LiveDecision::Held => Vec::new(),
+                    LiveDecision::Overflow => vec![Outbound::Close {
+                        code: CLOSE_LAGGING,
+                        reason: "push replies overdue".into(),
+                    }],
+                },
+                Outbound::PushReply { text, push } => {
+                    let mut ready = vec![Outbound::Text(text)];
+                    ready.extend(order.replied(push));
+                    ready
+                }
+                other => vec![other],
+            };
+            for frame in ready {
+                if !write_frame(&mut sink, frame).await {
+                    done.cancel();
+                    return;
+                }
             }
             next = frames.try_recv().ok();
         }
@@ -297,7 +339,7 @@ where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
     match frame {
-        Outbound::Text(text) => feed_text(sink, text).await,
+        Outbound::Text(text) | Outbound::PushReply { text, .. } => feed_text(sink, text).await,
         // The budget is released once the socket took the page (its write buffer holds at most about one frame).
         Outbound::Page { text, budget } => {
             let fed = feed_text(sink, text).await;

@@ -29,21 +29,14 @@ async fn push_is_acked_and_echoed_to_every_live_pull_including_the_pushers() {
         event(2, "v1.TodoCreated", json!({"id": "t2", "text": "two"})),
     ];
     pusher.send(&push_request("1", "s1", batch.clone(), None)).await;
-    let mut ack = None;
-    let mut echo = None;
-    for _ in 0..2 {
-        let frame = pusher.frame().await;
-        match frame["_tag"].as_str().unwrap() {
-            "Exit" => ack = Some(frame),
-            "Chunk" => echo = Some(frame),
-            other => panic!("unexpected {other}"),
-        }
-    }
+    // The reference server's order on the pusher's socket: the ack, then the echo (see ws/ack_order.rs).
+    let ack = pusher.frame().await;
     assert_eq!(
-        ack.unwrap(),
+        ack,
         json!({"_tag": "Exit", "requestId": "1", "exit": {"_tag": "Success", "value": {}}})
     );
-    let echo = echo.unwrap();
+    let echo = pusher.frame().await;
+    assert_eq!(echo["_tag"], "Chunk", "{echo}");
     assert_eq!(echo["requestId"], "0");
     let items = echo["values"][0]["batch"].as_array().unwrap();
     assert_eq!(items.iter().map(|item| item["eventEncoded"].clone()).collect::<Vec<_>>(), batch);
@@ -52,6 +45,51 @@ async fn push_is_acked_and_echoed_to_every_live_pull_including_the_pushers() {
     let other_echo = other.frame().await;
     assert_eq!(other_echo["requestId"], "7");
     assert_eq!(other_echo["values"][0]["batch"], echo["values"][0]["batch"]);
+}
+
+/// Pipelined pushes on one socket, with a foreign push racing them: every push's `Exit` comes before any live
+/// `Chunk` carrying one of its sequence numbers, and the live events still arrive once, in order.
+#[tokio::test]
+async fn a_pushers_acks_come_before_the_echoes_of_the_same_events() {
+    let server = TestServer::start();
+    let mut pusher = WsClient::connect(&server.ws_url("ack-order")).await;
+    let mut rival = WsClient::connect(&server.ws_url("ack-order")).await;
+    pusher.send(&pull_request("live", "ack-order", true, None)).await;
+    assert_eq!(pusher.frame().await["values"][0]["pageInfo"]["_tag"], "NoMore");
+    const PUSHES: u64 = 20;
+    for number in 1..=PUSHES {
+        let push =
+            event(number, "v1.TodoCreated", json!({"id": format!("p{number}"), "text": "x"}));
+        pusher.send(&push_request(&format!("push-{number}"), "ack-order", vec![push], None)).await;
+    }
+    // A rival push at the next free number, which one of the pipelined pushes may lose to (ServerAhead).
+    let rival_event = event(PUSHES + 1, "v1.TodoCreated", json!({"id": "rival", "text": "y"}));
+    rival.send(&push_request("rival", "ack-order", vec![rival_event], None)).await;
+    let mut answered = std::collections::HashSet::new();
+    let mut live = Vec::new();
+    while answered.len() < PUSHES as usize || live.len() < PUSHES as usize {
+        let frame = pusher.frame().await;
+        match frame["_tag"].as_str().unwrap() {
+            "Exit" => {
+                assert_eq!(frame["exit"]["_tag"], "Success", "{frame}");
+                answered.insert(frame["requestId"].as_str().unwrap().to_owned());
+            }
+            "Chunk" => {
+                for item in frame["values"][0]["batch"].as_array().unwrap() {
+                    let seq_num = item["eventEncoded"]["seqNum"].as_u64().unwrap();
+                    if seq_num <= PUSHES {
+                        assert!(
+                            answered.contains(&format!("push-{seq_num}")),
+                            "the echo of e{seq_num} came before its push's Exit"
+                        );
+                    }
+                    live.push(seq_num);
+                }
+            }
+            other => panic!("unexpected {other}: {frame}"),
+        }
+    }
+    assert_eq!(live[..PUSHES as usize], (1..=PUSHES).collect::<Vec<_>>()[..]);
 }
 
 #[tokio::test]
