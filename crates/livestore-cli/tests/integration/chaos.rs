@@ -230,8 +230,12 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
         }));
     }
     let mut driver = JsDriver::start_script("chaos-driver.mjs").await;
+    // On disk, so a JS client restarts from its own eventlog like a Rust client does.
+    let js_options =
+        |name: &str| json!({"storage": "fs", "dir": root.path().join(name).to_string_lossy()});
     for (index, (name, store)) in JS.iter().enumerate() {
-        driver.open(name, STORES[*store], &proxies[JS_PROXY + index].http_url(), json!({})).await;
+        let url = proxies[JS_PROXY + index].http_url();
+        driver.open(name, STORES[*store], &url, js_options(name)).await;
     }
     let mut rust: Vec<RustClient> = RUST
         .iter()
@@ -262,6 +266,7 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
     let chaos_end = tokio::time::Instant::now() + Duration::from_secs(chaos_seconds());
     let mut step = 0u64;
     let mut files_made = 0u64;
+    let mut js_restarts = 0u64;
     while tokio::time::Instant::now() < chaos_end {
         step += 1;
         let now = tokio::time::Instant::now();
@@ -273,14 +278,14 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
         }
         match rng.random_range(0..100) {
             // A JS client commits one to three todo ops.
-            0..=19 => {
+            0..=17 => {
                 let (name, store) = JS[rng.random_range(0..JS.len())];
                 let count = rng.random_range(1..=3);
                 let ops = record.todo_ops(&mut rng, name, store, step, count);
                 driver.commit(name, Value::Array(ops.iter().map(TodoOp::js).collect())).await;
             }
             // A Rust client commits a batch of todo ops, online or not.
-            20..=41 => {
+            18..=39 => {
                 let index = rng.random_range(0..rust.len());
                 let (name, store, _) = RUST[index];
                 let count = rng.random_range(1..=12);
@@ -288,7 +293,7 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
                 rust[index].commit(ops.iter().map(TodoOp::rust).collect());
             }
             // A file client saves a file.
-            42..=51 => {
+            40..=49 => {
                 let index = file_client(&mut rng);
                 files_made += 1;
                 let bytes = file_bytes(&mut rng, seed.0, files_made);
@@ -303,7 +308,7 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
                 });
             }
             // A file client deletes a file of its store (which it may not have seen yet).
-            52..=55 => {
+            50..=55 => {
                 let index = file_client(&mut rng);
                 let store = RUST[index].1;
                 let candidates: Vec<&SavedFile> = record
@@ -322,7 +327,7 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
                 }
             }
             // A participant goes offline for a while.
-            56..=67 => {
+            56..=66 => {
                 let index = rng.random_range(0..proxies.len());
                 if offline_until[index].is_none() {
                     proxies[index].set_refuse(true);
@@ -333,7 +338,7 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
                 }
             }
             // A network fault on one participant's path.
-            68..=89 => {
+            67..=87 => {
                 let index = rng.random_range(0..proxies.len());
                 let fault = if index >= RUST_PROXY && RUST[index - RUST_PROXY].2 {
                     inject_file_fault(&proxies[index], &mut rng).await
@@ -343,11 +348,21 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
                 record.faults.push(fault);
             }
             // A Rust client restarts from its data dir, gracefully or hard.
-            90..=95 => {
+            88..=92 => {
                 let index = rng.random_range(0..rust.len());
                 let hard = rng.random_bool(0.5);
                 let pause = Duration::from_millis(rng.random_range(0..500));
                 rust[index].restart(hard, pause).await;
+            }
+            // A JS client shuts down and reopens from its data dir.
+            93..=95 => {
+                let index = rng.random_range(0..JS.len());
+                let (name, store) = JS[index];
+                driver.shutdown(name).await;
+                tokio::time::sleep(Duration::from_millis(rng.random_range(0..500))).await;
+                let url = proxies[JS_PROXY + index].http_url();
+                driver.open(name, STORES[store], &url, js_options(name)).await;
+                js_restarts += 1;
             }
             // The server restarts: gracefully or by kill -9.
             _ => {
@@ -362,7 +377,7 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
                 server.spawn();
             }
         }
-        tokio::time::sleep(Duration::from_millis(rng.random_range(20..300))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(10..200))).await;
     }
 
     // Heal everything, let the writers flush, then wait until every client has everything.
@@ -463,7 +478,7 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
     eprintln!(
         "reliability: chaos seed={} seconds={} steps={step} stores={} events={events:?} raw={raw_events} \
          client_commits={} faults={faults} ({}) connections_cut={cuts} offline_periods={} sigterm_restarts={} \
-         kill9_restarts={} rust_restarts={graceful}+{hard}hard files_saved={} files_deleted={} deletes_unseen={} \
+         kill9_restarts={} rust_restarts={graceful}+{hard}hard js_restarts={js_restarts} files_saved={} files_deleted={} deletes_unseen={} \
          bytes_saved={} files_verified={files_verified} bytes_verified={bytes_verified}",
         seed.0,
         chaos_seconds(),
