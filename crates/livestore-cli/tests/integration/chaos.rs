@@ -520,10 +520,10 @@ async fn settle(server: &str, rust: &[RustClient], driver: &mut JsDriver) -> Vec
             let store = STORES.iter().position(|s| *s == client.store_id).expect("a chaos store");
             let position = client.sync_position().expect("sync status");
             let files = client.files_settled();
-            if position != (heads[store], true) || !files {
+            if position != (heads[store], true) || files.is_err() {
                 settled = false;
                 report.push(format!(
-                    "{}: head {} of {}, synced {}, files {files}",
+                    "{}: head {} of {}, synced {}, {files:?}",
                     client.name, position.0, heads[store], position.1
                 ));
             }
@@ -541,7 +541,7 @@ async fn settle(server: &str, rust: &[RustClient], driver: &mut JsDriver) -> Vec
             for store_id in STORES {
                 again.push(read_log(server, store_id).await.1.len() as u64);
             }
-            if again == heads && rust.iter().all(|client| client.files_settled()) {
+            if again == heads && rust.iter().all(|client| client.files_settled().is_ok()) {
                 return heads;
             }
             report.push(format!("heads moved from {heads:?} to {again:?}"));

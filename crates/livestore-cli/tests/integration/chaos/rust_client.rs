@@ -211,16 +211,24 @@ impl RustClient {
         Ok((head, self.store().sync_status()?.pending_synced_count == 0))
     }
 
-    /// Whether the file engine has nothing left to do and every active row's bytes are here.
-    pub fn files_settled(&self) -> bool {
-        let Some(files) = self.files() else { return true };
-        let Ok(status) = files.sync_status() else { return false };
-        if status.has_pending || status.awaiting_remote_count > 0 || !status.errors.is_empty() {
-            return false;
+    /// Whether the file engine has nothing left to do and every active row's bytes are here; if not, what is left.
+    pub fn files_settled(&self) -> Result<(), String> {
+        let Some(files) = self.files() else { return Ok(()) };
+        let status = files.sync_status().map_err(|error| error.to_string())?;
+        let entries = files.list_files().map_err(|error| error.to_string())?;
+        let missing: Vec<String> = entries
+            .iter()
+            .filter(|entry| entry.local_size.is_none())
+            .map(|entry| format!("{} {:?}", entry.record.id, entry.local_state))
+            .collect();
+        if status.has_pending
+            || status.awaiting_remote_count > 0
+            || !status.errors.is_empty()
+            || !missing.is_empty()
+        {
+            return Err(format!("files not settled: {status:?}; missing locally: {missing:?}"));
         }
-        files
-            .list_files()
-            .is_ok_and(|entries| entries.iter().all(|entry| entry.local_size.is_some()))
+        Ok(())
     }
 
     pub fn todos(&self) -> Vec<Todo> {
