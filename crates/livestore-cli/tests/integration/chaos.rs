@@ -475,11 +475,14 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
     let raw_events: usize = writers.iter().map(|writer| writer.in_log.len()).sum();
     let graceful: u64 = rust.iter().map(|client| client.graceful_restarts).sum();
     let hard: u64 = rust.iter().map(|client| client.hard_restarts).sum();
+    // Requests still open when a SIGTERM's grace ran out (the server closed them; see RELIABILITY.md).
+    let forced_closes = server.log().matches("closing HTTP connections whose requests").count();
     eprintln!(
         "reliability: chaos seed={} seconds={} steps={step} stores={} events={events:?} raw={raw_events} \
          client_commits={} faults={faults} ({}) connections_cut={cuts} offline_periods={} sigterm_restarts={} \
          kill9_restarts={} rust_restarts={graceful}+{hard}hard js_restarts={js_restarts} files_saved={} files_deleted={} deletes_unseen={} \
-         bytes_saved={} files_verified={files_verified} bytes_verified={bytes_verified}",
+         bytes_saved={} files_verified={files_verified} bytes_verified={bytes_verified} \
+         forced_http_closes={forced_closes}",
         seed.0,
         chaos_seconds(),
         STORES.len(),
