@@ -35,7 +35,7 @@ use crate::faults::{CONVERGE_MS, Seed, env_number, inject_random_fault, summariz
 use crate::js_driver::JsDriver;
 use crate::resilient::{RawWriter, assert_contiguous_and_unique, read_log, ws_url};
 use crate::support::*;
-use checks::{CommitCounts, SavedFile};
+use checks::{Commits, SavedFile};
 use rust_client::RustClient;
 
 const STORES: [&str; 2] = ["chaos-a", "chaos-b"];
@@ -120,7 +120,7 @@ impl TodoOp {
 struct Record {
     /// Todo ids created per store (by JS and Rust clients; raw writers create theirs too, not listed here).
     todo_ids: [Vec<String>; STORES.len()],
-    commits: CommitCounts,
+    commits: Commits,
     saved: Vec<SavedFile>,
     deleted: HashSet<String>,
     deletes_unseen: u64,
@@ -155,7 +155,10 @@ impl Record {
             }
             ops.push(op);
         }
-        self.commits.add(client, ops.iter().map(|op| op.name().to_owned()));
+        for op in &ops {
+            let args = serde_json::from_str(&op.rust().args_json).expect("args are JSON");
+            self.commits.add(client, op.name(), Some(args), step);
+        }
         ops
     }
 }
@@ -267,6 +270,8 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
     let mut step = 0u64;
     let mut files_made = 0u64;
     let mut js_restarts = 0u64;
+    let trace = std::env::var("CHAOS_TRACE").is_ok_and(|value| value == "1");
+    let started = std::time::Instant::now();
     while tokio::time::Instant::now() < chaos_end {
         step += 1;
         let now = tokio::time::Instant::now();
@@ -276,13 +281,14 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
                 *until = None;
             }
         }
-        match rng.random_range(0..100) {
+        let what = match rng.random_range(0..100) {
             // A JS client commits one to three todo ops.
             0..=17 => {
                 let (name, store) = JS[rng.random_range(0..JS.len())];
                 let count = rng.random_range(1..=3);
                 let ops = record.todo_ops(&mut rng, name, store, step, count);
                 driver.commit(name, Value::Array(ops.iter().map(TodoOp::js).collect())).await;
+                format!("{name} commits {count}")
             }
             // A Rust client commits a batch of todo ops, online or not.
             18..=39 => {
@@ -291,6 +297,7 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
                 let count = rng.random_range(1..=12);
                 let ops = record.todo_ops(&mut rng, name, store, step, count);
                 rust[index].commit(ops.iter().map(TodoOp::rust).collect());
+                format!("{name} commits {count}")
             }
             // A file client saves a file.
             40..=49 => {
@@ -298,14 +305,16 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
                 files_made += 1;
                 let bytes = file_bytes(&mut rng, seed.0, files_made);
                 let file_id = rust[index].save(&bytes);
-                record.commits.add(RUST[index].0, ["v1.FileCreated".to_owned()]);
+                record.commits.add(RUST[index].0, "v1.FileCreated", None, step);
                 record.bytes_saved += bytes.len() as u64;
+                let what = format!("{} saves {file_id} ({} bytes)", RUST[index].0, bytes.len());
                 record.saved.push(SavedFile {
                     store: RUST[index].1,
                     file_id,
                     content_hash: livestore_files::ContentHash::of(&bytes).to_string(),
                     size: bytes.len(),
                 });
+                what
             }
             // A file client deletes a file of its store (which it may not have seen yet).
             50..=55 => {
@@ -316,25 +325,32 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
                     .iter()
                     .filter(|file| file.store == store && !record.deleted.contains(&file.file_id))
                     .collect();
-                if !candidates.is_empty() {
+                if candidates.is_empty() {
+                    "nothing to delete".to_owned()
+                } else {
                     let file_id = candidates[rng.random_range(0..candidates.len())].file_id.clone();
-                    if rust[index].delete(&file_id) {
-                        record.commits.add(RUST[index].0, ["v1.FileDeleted".to_owned()]);
-                        record.deleted.insert(file_id);
+                    let deleted = rust[index].delete(&file_id);
+                    if deleted {
+                        record.commits.add(RUST[index].0, "v1.FileDeleted", None, step);
+                        record.deleted.insert(file_id.clone());
                     } else {
                         record.deletes_unseen += 1;
                     }
+                    format!("{} deletes {file_id}: {deleted}", RUST[index].0)
                 }
             }
             // A participant goes offline for a while.
             56..=66 => {
                 let index = rng.random_range(0..proxies.len());
                 if offline_until[index].is_none() {
+                    let offline = Duration::from_millis(rng.random_range(300..3_000));
                     proxies[index].set_refuse(true);
                     proxies[index].cut_all();
-                    offline_until[index] =
-                        Some(now + Duration::from_millis(rng.random_range(300..3_000)));
+                    offline_until[index] = Some(now + offline);
                     record.offline_periods += 1;
+                    format!("{} offline for {offline:?}", names[index])
+                } else {
+                    format!("{} is offline already", names[index])
                 }
             }
             // A network fault on one participant's path.
@@ -346,6 +362,7 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
                     inject_random_fault(&proxies[index], &mut rng).await
                 };
                 record.faults.push(fault);
+                format!("{fault} on {}", names[index])
             }
             // A Rust client restarts from its data dir, gracefully or hard.
             88..=92 => {
@@ -353,6 +370,7 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
                 let hard = rng.random_bool(0.5);
                 let pause = Duration::from_millis(rng.random_range(0..500));
                 rust[index].restart(hard, pause).await;
+                format!("{} restarts (hard: {hard})", RUST[index].0)
             }
             // A JS client shuts down and reopens from its data dir.
             93..=95 => {
@@ -363,10 +381,12 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
                 let url = proxies[JS_PROXY + index].http_url();
                 driver.open(name, STORES[store], &url, js_options(name)).await;
                 js_restarts += 1;
+                format!("{name} restarts")
             }
             // The server restarts: gracefully or by kill -9.
             _ => {
-                if rng.random_bool(0.5) {
+                let kill = rng.random_bool(0.5);
+                if kill {
                     server.kill9();
                     record.kill9_restarts += 1;
                 } else {
@@ -375,7 +395,12 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
                 }
                 tokio::time::sleep(Duration::from_millis(rng.random_range(0..800))).await;
                 server.spawn();
+                format!("server restarts (kill -9: {kill})")
             }
+        };
+        // CHAOS_TRACE=1 prints the schedule as it runs, to line a failure up with what happened before it.
+        if trace {
+            eprintln!("chaos step {step} at {:?}: {what}", started.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(10..200))).await;
     }
@@ -390,7 +415,9 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
     for task in writer_tasks {
         writers.push(task.await.unwrap());
     }
+    let settle_started = std::time::Instant::now();
     let heads = settle(&server_addr.to_string(), &rust, &mut driver).await;
+    let settle_ms = settle_started.elapsed().as_millis();
 
     let mut events = Vec::new();
     let mut bytes_verified = 0;
@@ -482,7 +509,7 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
          client_commits={} faults={faults} ({}) connections_cut={cuts} offline_periods={} sigterm_restarts={} \
          kill9_restarts={} rust_restarts={graceful}+{hard}hard js_restarts={js_restarts} files_saved={} files_deleted={} deletes_unseen={} \
          bytes_saved={} files_verified={files_verified} bytes_verified={bytes_verified} \
-         forced_http_closes={forced_closes}",
+         forced_http_closes={forced_closes} settle_ms={settle_ms}",
         seed.0,
         chaos_seconds(),
         STORES.len(),

@@ -106,36 +106,60 @@ pub fn js_state_hash(todos: &Value, files: &Value) -> String {
     hash_state(todos.iter().map(todo_value).collect(), files.iter().map(file_value).collect())
 }
 
-/// How many events of each name each client committed; compared with the log, so nothing is lost or doubled.
-#[derive(Default)]
-pub struct CommitCounts(HashMap<(String, String), usize>);
+/// One event a participant committed, with the schedule step that committed it.
+struct Commit {
+    client: String,
+    name: String,
+    /// The args as they travel (`None` for file events, whose args the file sync fills in).
+    args: Option<Value>,
+    step: u64,
+}
 
-impl CommitCounts {
-    pub fn add(&mut self, client: &str, names: impl IntoIterator<Item = String>) {
-        for name in names {
-            *self.0.entry((client.to_owned(), name)).or_default() += 1;
-        }
+/// Every event each client committed; compared with the log, so nothing is lost or doubled.
+#[derive(Default)]
+pub struct Commits(Vec<Commit>);
+
+impl Commits {
+    pub fn add(&mut self, client: &str, name: &str, args: Option<Value>, step: u64) {
+        self.0.push(Commit { client: client.to_owned(), name: name.to_owned(), args, step });
     }
 
     pub fn total(&self) -> usize {
-        self.0.values().sum()
+        self.0.len()
     }
 
-    /// Each recorded (client, name) count equals the log's. Names the engine commits by itself
-    /// (`v1.FileUpdated` after an upload) are not recorded and not checked.
+    /// For each client and event name, the log holds as many events as were committed. Names the engine commits
+    /// by itself (`v1.FileUpdated` after an upload) are not recorded and not checked. A mismatch names the
+    /// commits missing from the log (or found there too often), with their steps.
     pub fn assert_in(&self, store: &str, clients: &[&str], log: &[LoggedEvent]) {
-        let mut in_log: HashMap<(String, String), usize> = HashMap::new();
+        let mut in_log: HashMap<(&str, &str), Vec<&Value>> = HashMap::new();
         for event in log {
-            *in_log.entry((event.client_id.clone(), event.name.clone())).or_default() += 1;
+            in_log.entry((&event.client_id, &event.name)).or_default().push(&event.args);
         }
-        for ((client, name), count) in &self.0 {
-            if !clients.contains(&client.as_str()) {
+        let mut committed: HashMap<(&str, &str), Vec<&Commit>> = HashMap::new();
+        for commit in self.0.iter().filter(|commit| clients.contains(&commit.client.as_str())) {
+            committed.entry((&commit.client, &commit.name)).or_default().push(commit);
+        }
+        for ((client, name), commits) in &committed {
+            let mut found = in_log.get(&(*client, *name)).cloned().unwrap_or_default();
+            if found.len() == commits.len() {
                 continue;
             }
-            let found = in_log.get(&(client.clone(), name.clone())).copied().unwrap_or(0);
-            assert_eq!(
-                found, *count,
-                "{store}: {client} committed {count} {name}, the log has {found}"
+            let mut missing = Vec::new();
+            for commit in commits {
+                let Some(args) = &commit.args else { continue };
+                match found.iter().position(|logged| *logged == args) {
+                    Some(index) => {
+                        found.swap_remove(index);
+                    }
+                    None => missing.push(format!("step {} {args}", commit.step)),
+                }
+            }
+            panic!(
+                "{store}: {client} committed {} {name}, the log has {}; missing: {missing:?}; \
+                 in the log but not committed: {found:?}",
+                commits.len(),
+                in_log.get(&(*client, *name)).map_or(0, Vec::len)
             );
         }
     }
