@@ -216,29 +216,6 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
             FaultProxy::start_seeded(server_addr, seed.0.wrapping_add(index as u64)).await.unwrap(),
         ));
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut writer_tasks = Vec::new();
-    for (index, (name, store)) in RAW.iter().enumerate() {
-        let store = STORES[*store];
-        let url = ws_url(&proxies[index].addr().to_string(), store);
-        let stop = Arc::clone(&stop);
-        let mut writer_rng = StdRng::seed_from_u64(seed.0 ^ (0xC0FFEE + index as u64));
-        writer_tasks.push(tokio::spawn(async move {
-            let mut writer = RawWriter::new(name, store, &url).with_pipelining(2, 3);
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(chaos_seconds() + 90);
-            while !stop.load(Ordering::SeqCst) || writer.pending_count() > 0 {
-                assert!(tokio::time::Instant::now() < deadline, "{} cannot flush", writer.name);
-                if !stop.load(Ordering::SeqCst) && writer.pending_count() < 6 {
-                    writer.create(writer_rng.random_range(1..4));
-                }
-                writer.round().await;
-                // A human-scale write rate: a JS client rebases on every event that beats its push, and writers
-                // pushing faster than its round trip can starve it (see RELIABILITY.md).
-                tokio::time::sleep(Duration::from_millis(writer_rng.random_range(150..700))).await;
-            }
-            writer.close().await
-        }));
-    }
     let mut driver = JsDriver::start_script("chaos-driver.mjs").await;
     // On disk, so a JS client restarts from its own eventlog like a Rust client does.
     let js_options =
@@ -272,6 +249,31 @@ async fn seeded_chaos_with_raw_js_and_rust_clients_files_offline_periods_and_res
         backends.push(read_log(&server_addr.to_string(), store_id).await.0);
     }
 
+    // The raw writers start once every store has its backendId: a JS client's first push would otherwise race them
+    // while the driver boots (slow on a loaded machine), and lose (see the known limits on writers that outrun JS).
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writer_tasks = Vec::new();
+    for (index, (name, store)) in RAW.iter().enumerate() {
+        let store = STORES[*store];
+        let url = ws_url(&proxies[index].addr().to_string(), store);
+        let stop = Arc::clone(&stop);
+        let mut writer_rng = StdRng::seed_from_u64(seed.0 ^ (0xC0FFEE + index as u64));
+        writer_tasks.push(tokio::spawn(async move {
+            let mut writer = RawWriter::new(name, store, &url).with_pipelining(2, 3);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(chaos_seconds() + 90);
+            while !stop.load(Ordering::SeqCst) || writer.pending_count() > 0 {
+                assert!(tokio::time::Instant::now() < deadline, "{} cannot flush", writer.name);
+                if !stop.load(Ordering::SeqCst) && writer.pending_count() < 6 {
+                    writer.create(writer_rng.random_range(1..4));
+                }
+                writer.round().await;
+                // A human-scale write rate: a JS client rebases on every event that beats its push, and writers
+                // pushing faster than its round trip can starve it (see RELIABILITY.md).
+                tokio::time::sleep(Duration::from_millis(writer_rng.random_range(150..700))).await;
+            }
+            writer.close().await
+        }));
+    }
     let mut offline_until: Vec<Option<tokio::time::Instant>> = vec![None; proxies.len()];
     let chaos_end = tokio::time::Instant::now() + Duration::from_secs(chaos_seconds());
     let mut step = 0u64;
