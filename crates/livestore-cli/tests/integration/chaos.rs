@@ -11,7 +11,8 @@
 //! acknowledged event), the log is contiguous, `backendId` is stable, every active file's bytes are on every file
 //! client and hash to `contentHash`, no visible local file is corrupt, and no deleted file's object is left behind.
 //!
-//! Short mode (the default suite): `CHAOS_SECONDS` defaults to 20 s of chaos. Long mode: `scripts/chaos-long`.
+//! Short mode (`LIVESTORE_CHAOS=1`, see RELIABILITY.md): `CHAOS_SECONDS` defaults to 20 s of chaos. Long mode:
+//! `scripts/chaos-long`.
 //! `SEED=<n>` replays a schedule (decisions, bytes and targets; not thread timing); a failing run prints its seed.
 
 mod checks;
