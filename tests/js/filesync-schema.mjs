@@ -86,7 +86,7 @@ export const events = {
   fileSyncCursorSet: tables.fileSyncCursor.set,
 }
 
-const materializers = State.SQLite.materializers(events, {
+export const materializers = State.SQLite.materializers(events, {
   'v1.FileCreated': ({ id, path, contentHash, metadataJson, createdAt, updatedAt }) =>
     tables.files.insert({ id, path, contentHash, metadataJson: metadataJson ?? null, createdAt, updatedAt }),
   'v1.FileUpdated': ({ id, path, remoteKey, contentHash, metadataJson, updatedAt }) =>

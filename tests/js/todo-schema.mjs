@@ -49,7 +49,7 @@ export const events = {
   uiStateSet: tables.uiState.set,
 }
 
-const materializers = State.SQLite.materializers(events, {
+export const materializers = State.SQLite.materializers(events, {
   'v1.TodoCreated': ({ id, text }) => tables.todos.insert({ id, text, completed: false }),
   'v1.TodoCompleted': ({ id }) => tables.todos.update({ completed: true }).where({ id }),
   'v1.TodoUncompleted': ({ id }) => tables.todos.update({ completed: false }).where({ id }),

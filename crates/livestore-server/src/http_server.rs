@@ -11,6 +11,10 @@
 //!   waiting up to 40 ms for the client's delayed ACK.
 //!
 //! Upgraded WebSockets are not affected: an idle live pull is normal, and `ws` bounds slow readers itself.
+//!
+//! At shutdown, open requests get `shutdown_grace` to finish; connections still busy then are closed. Without that
+//! bound one client that stopped sending in the middle of a request body (or reading a response) kept the process
+//! from exiting on SIGTERM for as long as it held its socket.
 
 use std::future::Future;
 use std::io;
@@ -27,12 +31,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets open requests finish and
-/// returns once every connection has closed. (WebSocket sessions are tracked and closed by the caller.)
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets open requests finish for up
+/// to `shutdown_grace`, closes the connections still open after that, and returns once every connection has
+/// closed. (WebSocket sessions are tracked and closed by the caller.)
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     header_read_timeout: Duration,
+    shutdown_grace: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let (signal_tx, signal_rx) = watch::channel(());
@@ -42,6 +48,8 @@ pub(crate) async fn serve(
     });
     // Every connection task holds a receiver; waiting for `closed()` waits for all of them.
     let (close_tx, close_rx) = watch::channel(());
+    // Set when the grace period is over: connections still open drop their sockets.
+    let (force_tx, force_rx) = watch::channel(false);
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
     loop {
@@ -64,11 +72,18 @@ pub(crate) async fn serve(
             builder.clone(),
             signal_tx.clone(),
             close_rx.clone(),
+            force_rx.clone(),
         ));
     }
     drop(close_rx);
     drop(listener);
-    close_tx.closed().await;
+    if tokio::time::timeout(shutdown_grace, close_tx.closed()).await.is_err() {
+        tracing::warn!(
+            "closing HTTP connections whose requests did not finish within {shutdown_grace:?}"
+        );
+        let _ = force_tx.send(true);
+        close_tx.closed().await;
+    }
     Ok(())
 }
 
@@ -78,6 +93,7 @@ async fn serve_connection(
     builder: http1::Builder,
     signal_tx: watch::Sender<()>,
     close_rx: watch::Receiver<()>,
+    mut force_rx: watch::Receiver<bool>,
 ) {
     let service = TowerToHyperService::new(
         router.map_request(|request: Request<Incoming>| request.map(Body::new)),
@@ -99,6 +115,8 @@ async fn serve_connection(
                 shutting_down = true;
                 connection.as_mut().graceful_shutdown();
             }
+            // Dropping the connection closes its socket; a closed channel means `serve` is gone, so stop too.
+            _ = force_rx.wait_for(|force| *force) => break,
         }
     }
     drop(close_rx);

@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::static_site::StaticSite;
 use crate::storage::{self, EventStorage};
 
-/// How long shutdown waits for sockets to take their close frames.
+/// How long shutdown waits for open HTTP requests to finish, and then for sockets to take their close frames.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// A bound, not yet running, server.
@@ -111,12 +111,17 @@ impl Server {
         tracing::info!(target: "livestore_server::_events::listening", %addr, "listening");
         // axum::serve plus TCP_NODELAY and the header timeouts (see `http_server`).
         let header_read_timeout = Duration::from_secs(state.limits.header_read_timeout_seconds);
-        let serving =
-            crate::http_server::serve(self.listener, router, header_read_timeout, async move {
+        let serving = crate::http_server::serve(
+            self.listener,
+            router,
+            header_read_timeout,
+            SHUTDOWN_GRACE,
+            async move {
                 shutdown.await;
                 tracing::info!("shutting down: closing sockets so clients reconnect");
                 token.cancel();
-            });
+            },
+        );
         let result = serving.await.map_err(ServerError::Serve);
         state.shutdown.cancel();
         state.sessions.close();

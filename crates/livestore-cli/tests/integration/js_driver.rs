@@ -22,13 +22,18 @@ fn js_dir() -> PathBuf {
 
 impl JsDriver {
     pub async fn start() -> JsDriver {
+        Self::start_script("driver.mjs").await
+    }
+
+    /// Starts `script` from `tests/js` (e.g. `chaos-driver.mjs`, the same driver on another schema).
+    pub async fn start_script(script: &str) -> JsDriver {
         let dir = js_dir();
         assert!(
             dir.join("node_modules/@livestore/livestore").exists(),
             "tests/js/node_modules is missing: run `npm ci` in tests/js (scripts/test does this)"
         );
         let mut child = Command::new("node")
-            .arg("driver.mjs")
+            .arg(script)
             .current_dir(&dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -1,5 +1,6 @@
 //! Process lifecycle: restarts keep the log and backendId, a lost log gets a new backendId, SIGTERM closes sockets
-//! with 1012, a second process cannot take the same data directory, and unsafe configs refuse to start.
+//! with 1012 and exits even while a client holds a request half sent, a second process cannot take the same data
+//! directory, and unsafe configs refuse to start.
 
 use std::process::Command;
 
@@ -37,6 +38,32 @@ async fn restart_keeps_events_and_backend_id_and_sigterm_closes_with_1012() {
     let (backend_after, seqs) = backend_and_seqs(&server, "keep").await;
     assert_eq!(backend_before, backend_after);
     assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+}
+
+/// Found by the chaos test (a server that never exited after SIGTERM): graceful shutdown waited for every open
+/// request, so a client that stopped in the middle of a request body kept the process alive indefinitely.
+#[test]
+fn sigterm_exits_while_a_client_holds_a_request_body_half_sent() {
+    use std::io::{Read, Write};
+    let mut server = TestServer::start();
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stalled
+        .write_all(
+            b"POST /api/v1/head HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
+              content-length: 100\r\n\r\n{\"key\":",
+        )
+        .unwrap();
+    // The request is being served (its body read) before the signal arrives.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    server.stop();
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(10), "SIGTERM took {took:?}");
+    stalled.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let mut rest = Vec::new();
+    let _ = stalled.read_to_end(&mut rest);
+    drop(stalled);
+    server.spawn();
 }
 
 #[tokio::test]

@@ -8,7 +8,8 @@
 //! - `resilient`: raw protocol clients that survive faults (used by `faults`, `crash`, `chaos`);
 //! - `faults`: cuts, stalls, delays and blackholes injected by `livestore_testkit::FaultProxy`;
 //! - `crash`: `kill -9` during concurrent pipelined pushes, repeated with seeded timings;
-//! - `chaos`: a seeded schedule of offline periods, faults and restarts with raw and JS clients;
+//! - `chaos`: a seeded schedule of offline periods, faults and restarts with raw, JS and Rust clients and file sync
+//!   on two stores;
 //! - `security`: other stores' credentials everywhere, key and path escapes, size limits, slow and idle clients,
 //!   many sockets, secrets in logs;
 //! - `fuzz_regressions`: saved fuzz inputs (seeds and crashers) replayed in process and against the server.
