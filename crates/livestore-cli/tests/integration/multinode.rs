@@ -244,7 +244,7 @@ async fn a_node_whose_database_goes_away_closes_its_sockets_instead_of_serving()
 #[tokio::test]
 async fn files_uploaded_through_one_node_download_through_the_other() {
     let Some(url) = database_url() else { return };
-    let Some(s3) = S3sFs::start() else { return };
+    let Some(s3) = ExternalS3::start() else { return };
     let env = s3.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(key, value)| (*key, value.as_str())).collect();
     let args = ["--database-url", url.as_str()];
@@ -465,9 +465,13 @@ impl Drop for PrivateCluster {
     }
 }
 
-/// s3s-fs from `S3S_FS_BIN` (`scripts/install-s3s-fs`), with one bucket.
-struct S3sFs {
+/// The external S3 the nodes share: Garage when `GARAGE_BIN` is set (`scripts/install-garage`), s3s-fs from
+/// `S3S_FS_BIN` (`scripts/install-s3s-fs`) otherwise, with one bucket.
+struct ExternalS3 {
     endpoint: String,
+    region: &'static str,
+    access_key: &'static str,
+    secret_key: &'static str,
     child: std::process::Child,
     _root: tempfile::TempDir,
 }
@@ -475,9 +479,17 @@ struct S3sFs {
 const S3_BUCKET: &str = "livestore-files";
 const S3_ACCESS_KEY: &str = "AKIDMULTINODE";
 const S3_SECRET_KEY: &str = "multinode-secret-0123456789";
+/// Garage's key ids are "GK" + 24 hex digits and its secrets 64 hex digits.
+const GARAGE_ACCESS_KEY: &str = "GK00000000000000000000abcd";
+const GARAGE_SECRET_KEY: &str = "00000000000000000000000000000000000000000000000000000000000000cd";
 
-impl S3sFs {
-    fn start() -> Option<S3sFs> {
+impl ExternalS3 {
+    fn start() -> Option<ExternalS3> {
+        if let Some(garage) =
+            std::env::var_os("GARAGE_BIN").map(PathBuf::from).filter(|path| path.is_file())
+        {
+            return Some(Self::garage(&garage));
+        }
         let Some(binary) =
             std::env::var_os("S3S_FS_BIN").map(PathBuf::from).filter(|path| path.is_file())
         else {
@@ -503,27 +515,77 @@ impl S3sFs {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "s3s-fs did not start");
-            std::thread::sleep(Duration::from_millis(50));
+        wait_for_listener(port, "s3s-fs");
+        Some(ExternalS3 {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            region: "us-east-1",
+            access_key: S3_ACCESS_KEY,
+            secret_key: S3_SECRET_KEY,
+            child,
+            _root: root,
+        })
+    }
+
+    /// A single-node Garage that creates its key and bucket itself (`server --single-node --default-bucket`).
+    fn garage(binary: &std::path::Path) -> ExternalS3 {
+        let root = tempfile::tempdir().unwrap();
+        let (s3_port, rpc_port) = (free_port(), free_port());
+        let config = format!(
+            "metadata_dir = \"{dir}/meta\"\ndata_dir = \"{dir}/data\"\ndb_engine = \"sqlite\"\n\
+             replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc_port}\"\n\
+             rpc_public_addr = \"127.0.0.1:{rpc_port}\"\nrpc_secret = \"{secret}\"\n\n[s3_api]\n\
+             s3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3_port}\"\n\
+             root_domain = \".s3.garage.localhost\"\n",
+            dir = root.path().display(),
+            secret = "cd".repeat(32),
+        );
+        let config_path = root.path().join("garage.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&config_path)
+            .args(["server", "--single-node", "--default-bucket"])
+            .env("GARAGE_DEFAULT_ACCESS_KEY", GARAGE_ACCESS_KEY)
+            .env("GARAGE_DEFAULT_SECRET_KEY", GARAGE_SECRET_KEY)
+            .env("GARAGE_DEFAULT_BUCKET", S3_BUCKET)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_listener(s3_port, "garage");
+        // The bucket and key appear right after the listener; a node's first signed request would race them.
+        std::thread::sleep(Duration::from_millis(500));
+        ExternalS3 {
+            endpoint: format!("http://127.0.0.1:{s3_port}"),
+            region: "garage",
+            access_key: GARAGE_ACCESS_KEY,
+            secret_key: GARAGE_SECRET_KEY,
+            child,
+            _root: root,
         }
-        Some(S3sFs { endpoint: format!("http://127.0.0.1:{port}"), child, _root: root })
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("S3_ENDPOINT", self.endpoint.clone()),
-            ("S3_REGION", "us-east-1".to_owned()),
+            ("S3_REGION", self.region.to_owned()),
             ("S3_BUCKET", S3_BUCKET.to_owned()),
-            ("S3_ACCESS_KEY_ID", S3_ACCESS_KEY.to_owned()),
-            ("S3_SECRET_ACCESS_KEY", S3_SECRET_KEY.to_owned()),
+            ("S3_ACCESS_KEY_ID", self.access_key.to_owned()),
+            ("S3_SECRET_ACCESS_KEY", self.secret_key.to_owned()),
             ("S3_FORCE_PATH_STYLE", "true".to_owned()),
         ]
     }
 }
 
-impl Drop for S3sFs {
+fn wait_for_listener(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for ExternalS3 {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
