@@ -20,20 +20,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use livestore_client::NewEvent;
-use livestore_client::schema::Query;
-use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::error::FilesError;
-use crate::layout::{ContentHash, remote_key_for_path, stored_path};
-use crate::local::now_ms;
-use crate::schema::{
-    FileRecord, FileRemoteDeleteDone, FileUpdated, LocalFileState, LocalFileStateRemove,
-    REMOTE_DELETES_TABLE, RemoteDelete, TransferStatus,
-};
-use crate::status::{FileError, FileSyncEvent, SyncStatus, TransferKind, TransferProgress};
-use crate::sync::{Inner, active_rows_with_hash, key_referenced, new_event};
-use crate::transfer::{self, TransferContext, Uploaded};
+use crate::layout::ContentHash;
+use crate::schema::{FileRemoteDeleteDone, LocalFileState};
+use crate::status::{FileSyncEvent, TransferKind, TransferProgress};
+use crate::sync::{Inner, key_referenced, new_event};
+use crate::transfer::Uploaded;
+
+mod downloads;
+mod evict;
+mod queue;
+mod status;
+mod uploads;
+
+pub(crate) use downloads::download_now;
+pub(crate) use status::{is_idle, status};
 
 /// Remote deletes running at once.
 const DELETE_CONCURRENCY: usize = 2;
@@ -310,159 +313,6 @@ impl Engine {
         self.inner.runtime.lock().expect("runtime lock").pending_writes = 0;
     }
 
-    /// Derives the work lists from the store (see the module docs) and writes the statuses they imply.
-    fn reconcile(&mut self) -> Result<(), FilesError> {
-        let local_only = self.inner.remote.is_none();
-        let rows: Vec<UnsettledRow> = self.inner.store.query(&Query::sql(
-            "SELECT f.id, f.path, f.remoteKey, f.contentHash, f.deletedAt, \
-                    s.fileId AS stateFileId, s.path AS statePath, s.localHash, s.downloadStatus, \
-                    s.uploadStatus, s.lastSyncError \
-             FROM files f LEFT JOIN localFileState s ON s.fileId = f.id \
-             WHERE NOT ( (f.deletedAt IS NOT NULL AND s.fileId IS NULL) \
-                 OR (s.fileId IS NOT NULL AND f.deletedAt IS NULL \
-                     AND s.uploadStatus = 'done' AND s.downloadStatus = 'done' \
-                     AND s.path = f.path AND (s.localHash = f.contentHash OR s.localHash = '') \
-                     AND (f.remoteKey != '' OR ?1)) ) \
-             ORDER BY f.createdAt, f.id",
-            [livestore_client::SqlValue::Integer(i64::from(local_only))],
-        ))?;
-        let mut work = WorkLists::default();
-        let mut upload_hashes = HashSet::new();
-        let mut download_hashes = HashSet::new();
-        let (inflight_ids, hashes_inflight): (
-            HashSet<(TransferKind, String)>,
-            HashSet<ContentHash>,
-        ) = {
-            let runtime = self.inner.runtime.lock().expect("runtime lock");
-            (runtime.inflight.keys().cloned().collect(), runtime.hashes_inflight.clone())
-        };
-        for row in rows {
-            let state = row.state();
-            if row.deleted_at.is_some() {
-                // Deleted (here or elsewhere): remove the local copy unless an active row shares it or a transfer
-                // still reads it, then forget the state.
-                if let Ok(hash) = row.content_hash.parse::<ContentHash>()
-                    && !hashes_inflight.contains(&hash)
-                    && active_rows_with_hash(&self.inner.store, &row.content_hash)?.is_empty()
-                    && !self.inner.pinned.lock().expect("pin lock").contains_key(&hash)
-                {
-                    self.inner.local.remove(&hash)?;
-                }
-                self.queue_write(&LocalFileStateRemove { file_id: row.id.clone() });
-                forget_file(&self.inner, &row.id);
-                continue;
-            }
-            let Ok(hash) = row.content_hash.parse::<ContentHash>() else {
-                let desired = LocalFileState {
-                    file_id: row.id.clone(),
-                    path: row.path.clone(),
-                    local_hash: String::new(),
-                    download_status: TransferStatus::Error.as_str().to_owned(),
-                    upload_status: TransferStatus::Done.as_str().to_owned(),
-                    last_sync_error: format!(
-                        "contentHash {:?} is not a SHA-256 hex digest",
-                        row.content_hash
-                    ),
-                };
-                self.write_if_changed(state.as_ref(), &desired);
-                continue;
-            };
-            let present = self.inner.local.contains(&hash);
-            let keep = |current: Option<TransferStatus>, kind: TransferKind| -> TransferStatus {
-                match current {
-                    Some(TransferStatus::Error) => TransferStatus::Error,
-                    Some(TransferStatus::InProgress)
-                        if inflight_ids.contains(&(kind, row.id.clone())) =>
-                    {
-                        TransferStatus::InProgress
-                    }
-                    _ => TransferStatus::Queued,
-                }
-            };
-            let done = TransferStatus::Done;
-            let (local_hash, download, upload) = if local_only {
-                if !present {
-                    if state.is_some() {
-                        self.queue_write(&LocalFileStateRemove { file_id: row.id.clone() });
-                    }
-                    continue;
-                }
-                (hash.to_string(), done, done)
-            } else if present && row.remote_key.is_empty() {
-                if upload_hashes.insert(hash) {
-                    work.uploads.push_back(Job {
-                        file_id: row.id.clone(),
-                        hash,
-                        path: row.path.clone(),
-                        key: String::new(),
-                    });
-                }
-                (
-                    hash.to_string(),
-                    done,
-                    keep(state.as_ref().map(LocalFileState::upload), TransferKind::Upload),
-                )
-            } else if present {
-                (hash.to_string(), done, done)
-            } else if !row.remote_key.is_empty() {
-                if download_hashes.insert(hash) {
-                    work.downloads.push_back(Job {
-                        file_id: row.id.clone(),
-                        hash,
-                        path: row.path.clone(),
-                        key: row.remote_key.clone(),
-                    });
-                }
-                (
-                    String::new(),
-                    keep(state.as_ref().map(LocalFileState::download), TransferKind::Download),
-                    done,
-                )
-            } else {
-                // Another client has the bytes and has not uploaded them yet: nothing to do here.
-                work.awaiting_remote += 1;
-                if state.is_some() {
-                    self.queue_write(&LocalFileStateRemove { file_id: row.id.clone() });
-                }
-                continue;
-            };
-            let last_sync_error = match (download, upload) {
-                (TransferStatus::Error, _) | (_, TransferStatus::Error) => {
-                    state.as_ref().map(|state| state.last_sync_error.clone()).unwrap_or_default()
-                }
-                _ => String::new(),
-            };
-            let desired = LocalFileState {
-                file_id: row.id.clone(),
-                path: row.path.clone(),
-                local_hash,
-                download_status: download.as_str().to_owned(),
-                upload_status: upload.as_str().to_owned(),
-                last_sync_error,
-            };
-            self.write_if_changed(state.as_ref(), &desired);
-        }
-        if !local_only {
-            let deletes: Vec<RemoteDelete> = self
-                .inner
-                .store
-                .query(&Query::select(REMOTE_DELETES_TABLE).order_by("queuedAt"))?;
-            work.deletes = deletes.into_iter().map(|delete| delete.key).collect();
-        }
-        let mut runtime = self.inner.runtime.lock().expect("runtime lock");
-        let live: HashSet<&str> = work.downloads.iter().map(|job| job.file_id.as_str()).collect();
-        runtime.prioritized.retain(|id| live.contains(id.as_str()));
-        runtime.work = work;
-        runtime.reconciled = true;
-        Ok(())
-    }
-
-    fn write_if_changed(&mut self, current: Option<&LocalFileState>, desired: &LocalFileState) {
-        if current != Some(desired) {
-            self.queue_write(&desired.to_event());
-        }
-    }
-
     fn maybe_check_health(&mut self, now: Instant) {
         if self.health_running || now < self.next_health {
             return;
@@ -474,157 +324,6 @@ impl Engine {
             let healthy = remote.health().await;
             let _ = sender.send(Completion::Health { healthy });
         });
-    }
-
-    /// Starts queued transfers and deletes up to the concurrency limits, prioritized downloads first.
-    fn launch(&mut self) {
-        let now = Instant::now();
-        let Some(remote) = self.inner.remote.clone() else { return };
-        let mut starts: Vec<(TransferKind, Job)> = Vec::new();
-        let mut delete_starts: Vec<String> = Vec::new();
-        {
-            let mut runtime = self.inner.runtime.lock().expect("runtime lock");
-            if !runtime.online {
-                return;
-            }
-            let runtime = &mut *runtime;
-            let RuntimeState { work, inflight, hashes_inflight, failures, prioritized, .. } =
-                runtime;
-            let count = |kind: TransferKind| {
-                inflight.keys().filter(|(inflight_kind, _)| *inflight_kind == kind).count()
-            };
-            let mut running = count(TransferKind::Download);
-            let mut running_uploads = count(TransferKind::Upload);
-            let mut try_start = |kind: TransferKind, job: &Job, running: &mut usize| -> bool {
-                let id = (kind, job.file_id.clone());
-                if inflight.contains_key(&id)
-                    || hashes_inflight.contains(&job.hash)
-                    || failures.get(&id).is_some_and(|failure| failure.next_at > now)
-                {
-                    return false;
-                }
-                let loaded = Arc::new(AtomicU64::new(0));
-                let total = Arc::new(AtomicU64::new(0));
-                inflight.insert(
-                    id,
-                    Inflight { file_id: job.file_id.clone(), hash: job.hash, loaded, total },
-                );
-                hashes_inflight.insert(job.hash);
-                *running += 1;
-                true
-            };
-            let download_limit = self.inner.options.max_concurrent_downloads;
-            // Prioritized downloads first (few: the ones an app asked a URL for).
-            for id in prioritized.iter() {
-                if running >= download_limit {
-                    break;
-                }
-                if let Some(position) = work.downloads.iter().position(|job| &job.file_id == id)
-                    && try_start(TransferKind::Download, &work.downloads[position], &mut running)
-                {
-                    let job = work.downloads.remove(position).expect("the position was just found");
-                    starts.push((TransferKind::Download, job));
-                }
-            }
-            // Then the queues front to back. A job that cannot start now (same content moving, backoff, already
-            // running) goes to the back; each job is looked at once per turn, so the cost is bounded by what
-            // starts plus what waits.
-            for (kind, queue, limit, running) in [
-                (TransferKind::Download, &mut work.downloads, download_limit, &mut running),
-                (
-                    TransferKind::Upload,
-                    &mut work.uploads,
-                    self.inner.options.max_concurrent_uploads,
-                    &mut running_uploads,
-                ),
-            ] {
-                let mut looked_at = 0;
-                let waiting = queue.len();
-                while *running < limit && looked_at < waiting {
-                    looked_at += 1;
-                    let Some(job) = queue.pop_front() else { break };
-                    if try_start(kind, &job, running) {
-                        starts.push((kind, job));
-                    } else {
-                        queue.push_back(job);
-                    }
-                }
-            }
-            for key in runtime.work.deletes.clone() {
-                if runtime.deletes_inflight.len() >= DELETE_CONCURRENCY {
-                    break;
-                }
-                if runtime.deletes_inflight.contains(&key)
-                    || runtime
-                        .delete_failures
-                        .get(&key)
-                        .is_some_and(|failure| failure.next_at > now)
-                {
-                    continue;
-                }
-                runtime.deletes_inflight.insert(key.clone());
-                delete_starts.push(key);
-            }
-        }
-        tracing::debug!(target: "livestore_files::_events::launch", starts = starts.len(), deletes = delete_starts.len(), "launch");
-        for (kind, job) in starts {
-            let (loaded, total) = {
-                let runtime = self.inner.runtime.lock().expect("runtime lock");
-                let inflight = &runtime.inflight[&(kind, job.file_id.clone())];
-                (Arc::clone(&inflight.loaded), Arc::clone(&inflight.total))
-            };
-            let ctx = TransferContext {
-                remote: remote.clone(),
-                local: self.inner.local.clone(),
-                store_id: self.inner.store_id.clone(),
-                multipart_threshold: self.inner.options.multipart_threshold,
-                part_size: self.inner.options.part_size,
-                loaded,
-                total,
-            };
-            let sender = self.completions.clone();
-            let state = LocalFileState {
-                file_id: job.file_id.clone(),
-                path: job.path.clone(),
-                local_hash: if kind == TransferKind::Upload {
-                    job.hash.to_string()
-                } else {
-                    String::new()
-                },
-                download_status: if kind == TransferKind::Download { "inProgress" } else { "done" }
-                    .to_owned(),
-                upload_status: if kind == TransferKind::Upload { "inProgress" } else { "done" }
-                    .to_owned(),
-                last_sync_error: self.last_error(kind, &job.file_id),
-            };
-            self.queue_write(&state.to_event());
-            match kind {
-                TransferKind::Upload => {
-                    self.emit(FileSyncEvent::UploadStart { file_id: job.file_id.clone() });
-                    let mime = self.inner.local.mime_type(&job.hash);
-                    self.tasks.spawn(async move {
-                        let result = transfer::upload(&ctx, job.hash, &mime).await;
-                        let _ = sender.send(Completion::Upload { job, result });
-                    });
-                }
-                TransferKind::Download => {
-                    self.emit(FileSyncEvent::DownloadStart { file_id: job.file_id.clone() });
-                    self.tasks.spawn(async move {
-                        let result = transfer::download(&ctx, job.hash, &job.key).await;
-                        let _ = sender.send(Completion::Download { job, result });
-                    });
-                }
-            }
-        }
-        for key in delete_starts {
-            let inner = Arc::clone(&self.inner);
-            let remote = remote.clone();
-            let sender = self.completions.clone();
-            self.tasks.spawn(async move {
-                let result = delete_remote(&inner, &remote, &key).await;
-                let _ = sender.send(Completion::Delete { key, result });
-            });
-        }
     }
 
     fn last_error(&self, kind: TransferKind, file_id: &str) -> String {
@@ -718,79 +417,6 @@ impl Engine {
         let mut runtime = self.inner.runtime.lock().expect("runtime lock");
         runtime.inflight.remove(&(kind, job.file_id.clone()));
         runtime.hashes_inflight.remove(&job.hash);
-    }
-
-    /// Records `remoteKey` on every active row with this content that lacks it (one batch), or queues the
-    /// object's deletion if every such row was deleted meanwhile.
-    fn upload_succeeded(&mut self, job: &Job, uploaded: &Uploaded) -> Result<(), FilesError> {
-        self.inner
-            .runtime
-            .lock()
-            .expect("runtime lock")
-            .failures
-            .remove(&(TransferKind::Upload, job.file_id.clone()));
-        let hash = job.hash.to_string();
-        let rows = active_rows_with_hash(&self.inner.store, &hash)?;
-        let now = now_ms();
-        let mut used = false;
-        for row in rows {
-            if remote_key_for_path(&row.path) != uploaded.key
-                && row.path != stored_path(&self.inner.store_id, &job.hash)
-            {
-                continue;
-            }
-            used = true;
-            if row.remote_key == uploaded.key {
-                continue;
-            }
-            self.queue_write(&FileUpdated {
-                id: row.id.clone(),
-                path: row.path.clone(),
-                remote_key: uploaded.key.clone(),
-                content_hash: hash.clone(),
-                updated_at: now,
-                metadata_json: Some(row.metadata_json.clone()),
-            });
-            self.queue_write(
-                &LocalFileState {
-                    file_id: row.id.clone(),
-                    path: row.path.clone(),
-                    local_hash: hash.clone(),
-                    download_status: "done".to_owned(),
-                    upload_status: "done".to_owned(),
-                    last_sync_error: String::new(),
-                }
-                .to_event(),
-            );
-        }
-        if !used && !key_referenced(&self.inner.store, &uploaded.key, None)? {
-            // Deleted while it was uploading: do not leave an orphan object behind.
-            self.queue_write(&crate::schema::FileRemoteDeleteQueued {
-                key: uploaded.key.clone(),
-                queued_at: now,
-            });
-        }
-        Ok(())
-    }
-
-    fn download_succeeded(&mut self, job: &Job) -> Result<(), FilesError> {
-        for row in active_rows_with_hash(&self.inner.store, &job.hash.to_string())? {
-            if row.remote_key.is_empty() {
-                continue;
-            }
-            self.queue_write(
-                &LocalFileState {
-                    file_id: row.id.clone(),
-                    path: row.path.clone(),
-                    local_hash: job.hash.to_string(),
-                    download_status: "done".to_owned(),
-                    upload_status: "done".to_owned(),
-                    last_sync_error: String::new(),
-                }
-                .to_event(),
-            );
-        }
-        Ok(())
     }
 
     fn transfer_failed(&mut self, kind: TransferKind, job: &Job, error: &FilesError) {
@@ -897,104 +523,13 @@ impl Engine {
             return;
         }
         let progress: Vec<TransferProgress> =
-            transfers(&self.inner.runtime.lock().expect("runtime lock"));
+            status::transfers(&self.inner.runtime.lock().expect("runtime lock"));
         for progress in progress {
             self.emit(match progress.kind {
                 TransferKind::Upload => FileSyncEvent::UploadProgress { progress },
                 TransferKind::Download => FileSyncEvent::DownloadProgress { progress },
             });
         }
-    }
-
-    /// Removes least recently used local copies until the budget holds. Only content that every active row has
-    /// uploaded (non-empty `remoteKey`), or that no active row uses, is evicted; pinned or moving content never.
-    fn evict(&mut self) -> Result<(), FilesError> {
-        let Some(budget) = self.inner.options.local_byte_budget else { return Ok(()) };
-        let mut inventory = self.inner.local.inventory();
-        let mut used: u64 = inventory.iter().map(|(_, size, _)| size).sum();
-        if used <= budget {
-            return Ok(());
-        }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct HashUse {
-            content_hash: String,
-            not_uploaded: i64,
-        }
-        let uses: Vec<HashUse> = self.inner.store.query(&Query::sql(
-            "SELECT contentHash, sum(remoteKey = '') AS notUploaded FROM files WHERE deletedAt IS NULL GROUP BY contentHash",
-            [],
-        ))?;
-        let uses: HashMap<String, i64> =
-            uses.into_iter().map(|usage| (usage.content_hash, usage.not_uploaded)).collect();
-        inventory.sort_by_key(|(_, _, modified)| *modified);
-        let hashes_inflight =
-            self.inner.runtime.lock().expect("runtime lock").hashes_inflight.clone();
-        for (hash, size, modified) in inventory {
-            if used <= budget {
-                break;
-            }
-            let hex = hash.to_string();
-            let safe = match uses.get(&hex) {
-                Some(not_uploaded) => *not_uploaded == 0,
-                // Unreferenced content: only when it is not brand new (a save may be about to commit its row).
-                None => modified.elapsed().unwrap_or_default() > Duration::from_secs(60),
-            };
-            if !safe
-                || hashes_inflight.contains(&hash)
-                || self.inner.pinned.lock().expect("pin lock").contains_key(&hash)
-            {
-                continue;
-            }
-            self.inner.local.remove(&hash)?;
-            used = used.saturating_sub(size);
-            for row in active_rows_with_hash(&self.inner.store, &hex)? {
-                self.queue_write(
-                    &LocalFileState {
-                        file_id: row.id.clone(),
-                        path: row.path.clone(),
-                        local_hash: String::new(),
-                        download_status: "done".to_owned(),
-                        upload_status: "done".to_owned(),
-                        last_sync_error: String::new(),
-                    }
-                    .to_event(),
-                );
-            }
-            tracing::info!(target: "livestore_files::_events::evict", hash = %hex, bytes = size, "evicted a local copy");
-            self.emit(FileSyncEvent::Evicted { content_hash: hex, bytes: size });
-        }
-        Ok(())
-    }
-}
-
-/// The columns of one unsettled row (see [`Engine::reconcile`]).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct UnsettledRow {
-    id: String,
-    path: String,
-    remote_key: String,
-    content_hash: String,
-    deleted_at: Option<i64>,
-    state_file_id: Option<String>,
-    state_path: Option<String>,
-    local_hash: Option<String>,
-    download_status: Option<String>,
-    upload_status: Option<String>,
-    last_sync_error: Option<String>,
-}
-
-impl UnsettledRow {
-    fn state(&self) -> Option<LocalFileState> {
-        Some(LocalFileState {
-            file_id: self.state_file_id.clone()?,
-            path: self.state_path.clone().unwrap_or_default(),
-            local_hash: self.local_hash.clone().unwrap_or_default(),
-            download_status: self.download_status.clone().unwrap_or_default(),
-            upload_status: self.upload_status.clone().unwrap_or_default(),
-            last_sync_error: self.last_sync_error.clone().unwrap_or_default(),
-        })
     }
 }
 
@@ -1017,26 +552,6 @@ fn backoff(options: &crate::sync::FileSyncOptions, attempts: u32) -> Duration {
     let delay =
         options.retry_base_delay.saturating_mul(1u32 << exponent).min(options.retry_max_delay);
     delay.mul_f64(rand::random_range(0.8..1.2))
-}
-
-fn transfers(runtime: &RuntimeState) -> Vec<TransferProgress> {
-    let mut transfers: Vec<TransferProgress> = runtime
-        .inflight
-        .iter()
-        .map(|((kind, _), inflight)| {
-            let total = inflight.total.load(Ordering::Relaxed);
-            let loaded = inflight.loaded.load(Ordering::Relaxed);
-            TransferProgress {
-                kind: *kind,
-                file_id: inflight.file_id.clone(),
-                content_hash: inflight.hash.to_string(),
-                loaded: if total > 0 { loaded.min(total) } else { loaded },
-                total,
-            }
-        })
-        .collect();
-    transfers.sort_by(|left, right| (left.kind, &left.file_id).cmp(&(right.kind, &right.file_id)));
-    transfers
 }
 
 /// Forgets in-memory scheduling state of a file (after a delete).
@@ -1063,142 +578,4 @@ pub(crate) fn retry_now(inner: &Inner) {
     for failure in runtime.failures.values_mut().chain(runtime.delete_failures.values_mut()) {
         failure.next_at = now;
     }
-}
-
-/// Downloads one file right away, outside the queue (for `get_file`), sharing the per-content exclusivity with
-/// the engine: if the engine is already downloading the same content, waits for it instead.
-pub(crate) async fn download_now(
-    inner: &Arc<Inner>,
-    row: &FileRecord,
-    hash: ContentHash,
-) -> Result<(), FilesError> {
-    let Some(remote) = inner.remote.clone() else { return Err(FilesError::LocalOnly) };
-    loop {
-        {
-            let mut runtime = inner.runtime.lock().expect("runtime lock");
-            if !runtime.hashes_inflight.contains(&hash) {
-                runtime.hashes_inflight.insert(hash);
-                break;
-            }
-        }
-        if inner.local.contains(&hash) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let ctx = TransferContext {
-        remote,
-        local: inner.local.clone(),
-        store_id: inner.store_id.clone(),
-        multipart_threshold: inner.options.multipart_threshold,
-        part_size: inner.options.part_size,
-        loaded: Arc::new(AtomicU64::new(0)),
-        total: Arc::new(AtomicU64::new(0)),
-    };
-    let result = transfer::download(&ctx, hash, &row.remote_key).await;
-    inner.runtime.lock().expect("runtime lock").hashes_inflight.remove(&hash);
-    inner.dirty.store(true, Ordering::SeqCst);
-    inner.wake.notify_one();
-    result
-}
-
-/// Whether nothing is left to do.
-pub(crate) fn is_idle(inner: &Inner) -> bool {
-    if inner.dirty.load(Ordering::SeqCst) {
-        return false;
-    }
-    let runtime = inner.runtime.lock().expect("runtime lock");
-    runtime.reconciled
-        && runtime.engine_error.is_none()
-        && runtime.pending_writes == 0
-        && runtime.inflight.is_empty()
-        && runtime.deletes_inflight.is_empty()
-        && runtime.work.uploads.is_empty()
-        && runtime.work.downloads.is_empty()
-        && runtime.work.deletes.is_empty()
-}
-
-/// The aggregated status.
-pub(crate) fn status(inner: &Inner) -> Result<SyncStatus, FilesError> {
-    let states: Vec<LocalFileState> = inner.store.query(&Query::sql(
-        "SELECT s.* FROM localFileState s JOIN files f ON f.id = s.fileId WHERE f.deletedAt IS NULL",
-        [],
-    ))?;
-    let deletes: Vec<RemoteDelete> = inner.store.query(&Query::select(REMOTE_DELETES_TABLE))?;
-    let local_only = inner.remote.is_none();
-    let mut status =
-        SyncStatus { local_only, pending_remote_deletes: deletes.len(), ..SyncStatus::default() };
-    let runtime = inner.runtime.lock().expect("runtime lock");
-    status.online = local_only || runtime.online;
-    status.transfers = transfers(&runtime);
-    status.bytes_in_flight = status.transfers.iter().map(|transfer| transfer.loaded).sum();
-    status.awaiting_remote_count = runtime.work.awaiting_remote;
-    let mut errors: Vec<FileError> = Vec::new();
-    for state in &states {
-        let upload = state.upload();
-        let download = state.download();
-        match upload {
-            TransferStatus::InProgress => status.uploading_count += 1,
-            TransferStatus::Queued | TransferStatus::Pending | TransferStatus::Error => {
-                status.queued_upload_count += 1
-            }
-            TransferStatus::Done => {}
-        }
-        match download {
-            TransferStatus::InProgress => status.downloading_count += 1,
-            TransferStatus::Queued | TransferStatus::Pending | TransferStatus::Error => {
-                status.queued_download_count += 1
-            }
-            TransferStatus::Done => {}
-        }
-        if upload.is_pending_work()
-            && let Ok(hash) = state.local_hash.parse::<ContentHash>()
-        {
-            status.upload_bytes_pending += inner.local.size(&hash).unwrap_or(0);
-        }
-        if (upload == TransferStatus::Error || download == TransferStatus::Error)
-            && !state.last_sync_error.is_empty()
-        {
-            let kind = if upload == TransferStatus::Error {
-                TransferKind::Upload
-            } else {
-                TransferKind::Download
-            };
-            let attempts = runtime
-                .failures
-                .get(&(kind, state.file_id.clone()))
-                .map_or(1, |failure| failure.attempts);
-            errors.push(FileError {
-                file_id: state.file_id.clone(),
-                error: state.last_sync_error.clone(),
-                attempts,
-            });
-        }
-    }
-    if let Some(error) = &runtime.engine_error {
-        errors.push(FileError {
-            file_id: String::new(),
-            error: format!("reconcile: {error}"),
-            attempts: 1,
-        });
-    }
-    for (key, failure) in &runtime.delete_failures {
-        errors.push(FileError {
-            file_id: key.clone(),
-            error: failure.error.clone(),
-            attempts: failure.attempts,
-        });
-    }
-    drop(runtime);
-    status.error_count = errors.len();
-    status.errors = errors;
-    status.is_syncing = status.uploading_count + status.downloading_count > 0;
-    status.has_pending = status.uploading_count
-        + status.downloading_count
-        + status.queued_upload_count
-        + status.queued_download_count
-        + status.pending_remote_deletes
-        > 0;
-    status.local_bytes = inner.local.inventory().iter().map(|(_, size, _)| size).sum();
-    Ok(status)
 }
