@@ -26,11 +26,12 @@ use crate::error::FilesError;
 use crate::layout::ContentHash;
 use crate::schema::{FileRemoteDeleteDone, LocalFileState};
 use crate::status::{FileSyncEvent, TransferKind, TransferProgress};
-use crate::sync::{Inner, key_referenced, new_event};
+use crate::sync::{Inner, commit_for_file_sync, key_referenced, new_event};
 use crate::transfer::Uploaded;
 
 mod downloads;
 mod evict;
+mod launch;
 mod queue;
 mod status;
 mod uploads;
@@ -40,6 +41,11 @@ pub(crate) use status::{is_idle, status};
 
 /// Remote deletes running at once.
 const DELETE_CONCURRENCY: usize = 2;
+/// While transfers run, state writes wait at most this long, so the completions of many small files share one
+/// commit (each commit is a transaction with an fsync, and each synced event a push).
+const FLUSH_DELAY: Duration = Duration::from_millis(50);
+/// ... or until this many events wait.
+const MAX_DEFERRED_WRITES: usize = 1024;
 
 /// A transfer to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +63,8 @@ pub(crate) struct WorkLists {
     uploads: VecDeque<Job>,
     downloads: VecDeque<Job>,
     deletes: Vec<String>,
-    awaiting_remote: usize,
+    /// Active rows without local bytes or `remoteKey`: another client has to upload them first.
+    awaiting_remote: HashSet<String>,
 }
 
 #[derive(Debug)]
@@ -87,6 +94,8 @@ pub(crate) struct RuntimeState {
     failures: HashMap<(TransferKind, String), Failure>,
     delete_failures: HashMap<String, Failure>,
     prioritized: VecDeque<String>,
+    /// Upload tasks running (each holds a slot until it ends; see `launch`).
+    upload_slots: usize,
     reconciled: bool,
     running: bool,
     pending_writes: usize,
@@ -106,6 +115,7 @@ impl Default for RuntimeState {
             failures: HashMap::new(),
             delete_failures: HashMap::new(),
             prioritized: VecDeque::new(),
+            upload_slots: 0,
             reconciled: false,
             running: false,
             pending_writes: 0,
@@ -117,10 +127,23 @@ impl Default for RuntimeState {
 /// A finished piece of work, reported to the loop.
 #[derive(Debug)]
 pub(crate) enum Completion {
-    Upload { job: Job, result: Result<Uploaded, FilesError> },
-    Download { job: Job, result: Result<(), FilesError> },
-    Delete { key: String, result: Result<(), FilesError> },
-    Health { healthy: bool },
+    Upload {
+        job: Job,
+        result: Result<Uploaded, FilesError>,
+    },
+    Download {
+        job: Job,
+        result: Result<(), FilesError>,
+    },
+    Delete {
+        key: String,
+        result: Result<(), FilesError>,
+    },
+    Health {
+        healthy: bool,
+    },
+    /// An upload task ended (after its last `Upload`), so its slot is free.
+    UploadSlotFreed,
 }
 
 /// Every trigger of the engine loop.
@@ -142,6 +165,7 @@ pub(crate) async fn run(
         inner: Arc::clone(&inner),
         completions,
         writes: Vec::new(),
+        first_write_at: None,
         next_health: Instant::now(),
         health_running: false,
         offline_delay: Duration::from_millis(500),
@@ -184,6 +208,7 @@ pub(crate) async fn run(
     runtime.inflight.clear();
     runtime.hashes_inflight.clear();
     runtime.deletes_inflight.clear();
+    runtime.upload_slots = 0;
     runtime.running = false;
     runtime.reconciled = false;
 }
@@ -192,6 +217,8 @@ struct Engine {
     inner: Arc<Inner>,
     completions: mpsc::UnboundedSender<Completion>,
     writes: Vec<NewEvent>,
+    /// When the oldest of `writes` was queued (they are committed within [`FLUSH_DELAY`]).
+    first_write_at: Option<Instant>,
     next_health: Instant,
     health_running: bool,
     offline_delay: Duration,
@@ -206,13 +233,22 @@ impl Engine {
     /// One turn: reconcile if needed, start what may start, commit state, evict, report progress.
     fn turn(&mut self) {
         while self.tasks.try_join_next().is_some() {}
-        // State written by completions must be in the store before a reconcile reads it back.
-        self.flush();
         let now = Instant::now();
-        if self.inner.dirty.load(Ordering::SeqCst) && self.reconcile_allowed(now) {
+        let everything = self.inner.dirty.load(Ordering::SeqCst) && self.reconcile_allowed(now);
+        let files = if everything {
             self.inner.dirty.store(false, Ordering::SeqCst);
+            // A full reconcile covers them.
+            self.inner.changed_files.lock().expect("changed files lock").clear();
+            None
+        } else {
+            let mut changed = self.inner.changed_files.lock().expect("changed files lock");
+            (!changed.is_empty()).then(|| std::mem::take(&mut *changed))
+        };
+        if everything || files.is_some() {
+            // State written by completions must be in the store before a reconcile reads it back.
+            self.flush();
             let started = Instant::now();
-            let result = self.reconcile();
+            let result = self.reconcile(files.as_ref());
             self.inner.runtime.lock().expect("runtime lock").engine_error =
                 result.as_ref().err().map(ToString::to_string);
             if let Err(error) = result {
@@ -223,15 +259,19 @@ impl Engine {
                 });
                 self.inner.dirty.store(true, Ordering::SeqCst);
             }
-            self.reconcile_cost = started.elapsed();
-            self.last_reconcile = Some(Instant::now());
+            if everything {
+                self.reconcile_cost = started.elapsed();
+                self.last_reconcile = Some(Instant::now());
+            }
         }
         if self.inner.remote.is_some() {
             self.maybe_check_health(now);
             self.launch();
         }
-        self.flush();
         if self.evict_due {
+            // Before the completions' states are committed, so a finished download and the eviction it causes
+            // become visible together. Rows whose `remoteKey` update is still queued look not uploaded, which
+            // only makes eviction more careful.
             self.evict_due = false;
             if let Err(error) = self.evict() {
                 self.emit(FileSyncEvent::SyncError {
@@ -239,12 +279,23 @@ impl Engine {
                     context: "evict".to_owned(),
                 });
             }
+        }
+        if self.flush_due(now) {
             self.flush();
         }
         if now >= self.next_progress {
             self.report_progress();
             self.next_progress = now + Duration::from_millis(250);
         }
+    }
+
+    /// Whether the queued state writes should be committed now: always when nothing is moving, else once the
+    /// oldest waited [`FLUSH_DELAY`] or [`MAX_DEFERRED_WRITES`] wait.
+    fn flush_due(&self, now: Instant) -> bool {
+        let Some(first) = self.first_write_at else { return false };
+        self.writes.len() >= MAX_DEFERRED_WRITES
+            || now >= first + FLUSH_DELAY
+            || self.inner.runtime.lock().expect("runtime lock").inflight.is_empty()
     }
 
     /// Reconciles at most about every five times its own cost (and at least 20 ms apart), so a large table that
@@ -273,6 +324,9 @@ impl Engine {
         {
             deadline = deadline.min(last + self.reconcile_gap());
         }
+        if let Some(first) = self.first_write_at {
+            deadline = deadline.min(first + FLUSH_DELAY);
+        }
         let runtime = self.inner.runtime.lock().expect("runtime lock");
         if !runtime.inflight.is_empty() {
             deadline = deadline.min(self.next_progress);
@@ -289,7 +343,10 @@ impl Engine {
 
     fn queue_write<E: livestore_client::schema::Event>(&mut self, event: &E) {
         match new_event(event) {
-            Ok(event) => self.writes.push(event),
+            Ok(event) => {
+                self.first_write_at.get_or_insert_with(Instant::now);
+                self.writes.push(event);
+            }
             Err(error) => {
                 tracing::error!(target: "livestore_files::_events::state", %error, "cannot encode a state event")
             }
@@ -302,7 +359,8 @@ impl Engine {
             return;
         }
         let writes = std::mem::take(&mut self.writes);
-        if let Err(error) = self.inner.store.commit_batch(writes) {
+        self.first_write_at = None;
+        if let Err(error) = commit_for_file_sync(&self.inner.store, writes) {
             tracing::warn!(target: "livestore_files::_events::state", %error, "could not commit transfer state");
             self.emit(FileSyncEvent::SyncError {
                 error: error.to_string(),
@@ -409,8 +467,13 @@ impl Engine {
                     }
                 }
             }
+            Completion::UploadSlotFreed => {
+                let mut runtime = self.inner.runtime.lock().expect("runtime lock");
+                runtime.upload_slots = runtime.upload_slots.saturating_sub(1);
+            }
         }
-        self.inner.dirty.store(true, Ordering::SeqCst);
+        // No reconcile is needed: a completion updates the work lists itself (a failed job goes back to its
+        // queue, a finished one left it when it started), and what it commits is the engine's own doing.
     }
 
     fn finish_inflight(&mut self, kind: TransferKind, job: &Job) {

@@ -16,6 +16,9 @@ impl Engine {
     pub(super) fn download_succeeded(&mut self, job: &Job) -> Result<(), FilesError> {
         for row in active_rows_with_hash(&self.inner.store, &job.hash.to_string())? {
             if row.remote_key.is_empty() {
+                // Another client's row with the same content, not uploaded yet: now that the bytes are here, it
+                // needs an upload, which a reconcile of that row finds.
+                self.inner.changed_files.lock().expect("changed files lock").insert(row.id);
                 continue;
             }
             self.queue_write(

@@ -1,47 +1,72 @@
-//! Deriving the work queue from the store (reconcile) and starting what may start (launch).
+//! Deriving the work queue from the store (reconcile).
 //!
 //! The queue is never stored: a reconcile reads the rows that are not settled and turns them into upload,
-//! download and delete lists plus the `localFileState` each row should show; launch starts jobs from those lists
-//! up to the concurrency limits. Completions and failures are the parent module's business.
+//! download and delete lists plus the `localFileState` each row should show. A full reconcile reads every
+//! unsettled row and replaces the lists; it runs at start and after commits the engine did not make itself
+//! (pulled events, other writers). A local operation (`save_file`, `update_file`, `delete_file`, ...) names the
+//! rows it changed, and only those are read again and merged into the lists, so saving a file while thousands
+//! wait costs one indexed lookup, not a scan. Starting jobs is `launch`'s business, completions the parent's.
 
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
-use std::time::Instant;
 
+use livestore_client::SqlValue;
 use livestore_client::schema::Query;
 use serde::Deserialize;
 
-use super::{
-    Completion, DELETE_CONCURRENCY, Engine, Inflight, Job, RuntimeState, WorkLists, delete_remote,
-    forget_file,
-};
+use super::{Engine, Job, WorkLists, forget_file};
 use crate::error::FilesError;
 use crate::layout::ContentHash;
 use crate::schema::{
     LocalFileState, LocalFileStateRemove, REMOTE_DELETES_TABLE, RemoteDelete, TransferStatus,
 };
-use crate::status::{FileSyncEvent, TransferKind};
+use crate::status::TransferKind;
 use crate::sync::active_rows_with_hash;
-use crate::transfer::{self, TransferContext};
+
+/// Ids per query of a partial reconcile (SQLite's default limit on parameters is far above).
+const IDS_PER_QUERY: usize = 500;
+
+/// Rows that are not settled. The settled case, done/done with matching paths and hashes, is excluded in SQL, so
+/// the steady state costs one indexed scan.
+const UNSETTLED_ROWS: &str = "SELECT f.id, f.path, f.remoteKey, f.contentHash, f.deletedAt, \
+        s.fileId AS stateFileId, s.path AS statePath, s.localHash, s.downloadStatus, \
+        s.uploadStatus, s.lastSyncError \
+    FROM files f LEFT JOIN localFileState s ON s.fileId = f.id \
+    WHERE NOT ( (f.deletedAt IS NOT NULL AND s.fileId IS NULL) \
+        OR (s.fileId IS NOT NULL AND f.deletedAt IS NULL \
+            AND s.uploadStatus = 'done' AND s.downloadStatus = 'done' \
+            AND s.path = f.path AND (s.localHash = f.contentHash OR s.localHash = '') \
+            AND (f.remoteKey != '' OR ?1)) )";
 
 impl Engine {
-    /// Derives the work lists from the store (see the module docs) and writes the statuses they imply.
-    pub(super) fn reconcile(&mut self) -> Result<(), FilesError> {
+    /// Derives the work lists from the store (see the module docs) and writes the statuses they imply: from every
+    /// row, or (`only`) from these rows, merged into the current lists.
+    pub(super) fn reconcile(&mut self, only: Option<&HashSet<String>>) -> Result<(), FilesError> {
         let local_only = self.inner.remote.is_none();
-        let rows: Vec<UnsettledRow> = self.inner.store.query(&Query::sql(
-            "SELECT f.id, f.path, f.remoteKey, f.contentHash, f.deletedAt, \
-                    s.fileId AS stateFileId, s.path AS statePath, s.localHash, s.downloadStatus, \
-                    s.uploadStatus, s.lastSyncError \
-             FROM files f LEFT JOIN localFileState s ON s.fileId = f.id \
-             WHERE NOT ( (f.deletedAt IS NOT NULL AND s.fileId IS NULL) \
-                 OR (s.fileId IS NOT NULL AND f.deletedAt IS NULL \
-                     AND s.uploadStatus = 'done' AND s.downloadStatus = 'done' \
-                     AND s.path = f.path AND (s.localHash = f.contentHash OR s.localHash = '') \
-                     AND (f.remoteKey != '' OR ?1)) ) \
-             ORDER BY f.createdAt, f.id",
-            [livestore_client::SqlValue::Integer(i64::from(local_only))],
-        ))?;
+        let local_only_param = SqlValue::Integer(i64::from(local_only));
+        let rows: Vec<UnsettledRow> = match only {
+            None => self.inner.store.query(&Query::sql(
+                format!("{UNSETTLED_ROWS} ORDER BY f.createdAt, f.id"),
+                [local_only_param],
+            ))?,
+            Some(ids) => {
+                let ids: Vec<&String> = ids.iter().collect();
+                let mut rows = Vec::new();
+                for chunk in ids.chunks(IDS_PER_QUERY) {
+                    let placeholders: Vec<String> =
+                        (0..chunk.len()).map(|index| format!("?{}", index + 2)).collect();
+                    let mut params = vec![local_only_param.clone()];
+                    params.extend(chunk.iter().map(|id| SqlValue::Text((*id).clone())));
+                    rows.extend(self.inner.store.query::<UnsettledRow>(&Query::sql(
+                        format!(
+                            "{UNSETTLED_ROWS} AND f.id IN ({}) ORDER BY f.createdAt, f.id",
+                            placeholders.join(", ")
+                        ),
+                        params,
+                    ))?);
+                }
+                rows
+            }
+        };
         let mut work = WorkLists::default();
         let mut upload_hashes = HashSet::new();
         let mut download_hashes = HashSet::new();
@@ -136,7 +161,7 @@ impl Engine {
                 )
             } else {
                 // Another client has the bytes and has not uploaded them yet: nothing to do here.
-                work.awaiting_remote += 1;
+                work.awaiting_remote.insert(row.id.clone());
                 if state.is_some() {
                     self.queue_write(&LocalFileStateRemove { file_id: row.id.clone() });
                 }
@@ -166,167 +191,30 @@ impl Engine {
             work.deletes = deletes.into_iter().map(|delete| delete.key).collect();
         }
         let mut runtime = self.inner.runtime.lock().expect("runtime lock");
-        let live: HashSet<&str> = work.downloads.iter().map(|job| job.file_id.as_str()).collect();
+        if let Some(ids) = only {
+            // Merge: the named rows' old entries go, their new ones join at the back.
+            let current = &mut runtime.work;
+            current.uploads.retain(|job| !ids.contains(&job.file_id));
+            current.downloads.retain(|job| !ids.contains(&job.file_id));
+            current.awaiting_remote.retain(|id| !ids.contains(id));
+            current.uploads.extend(work.uploads);
+            current.downloads.extend(work.downloads);
+            current.awaiting_remote.extend(work.awaiting_remote);
+            current.deletes = work.deletes;
+        } else {
+            runtime.work = work;
+            runtime.reconciled = true;
+        }
+        let runtime = &mut *runtime;
+        let live: HashSet<&str> =
+            runtime.work.downloads.iter().map(|job| job.file_id.as_str()).collect();
         runtime.prioritized.retain(|id| live.contains(id.as_str()));
-        runtime.work = work;
-        runtime.reconciled = true;
         Ok(())
     }
 
     fn write_if_changed(&mut self, current: Option<&LocalFileState>, desired: &LocalFileState) {
         if current != Some(desired) {
             self.queue_write(&desired.to_event());
-        }
-    }
-
-    /// Starts queued transfers and deletes up to the concurrency limits, prioritized downloads first.
-    pub(super) fn launch(&mut self) {
-        let now = Instant::now();
-        let Some(remote) = self.inner.remote.clone() else { return };
-        let mut starts: Vec<(TransferKind, Job)> = Vec::new();
-        let mut delete_starts: Vec<String> = Vec::new();
-        {
-            let mut runtime = self.inner.runtime.lock().expect("runtime lock");
-            if !runtime.online {
-                return;
-            }
-            let runtime = &mut *runtime;
-            let RuntimeState { work, inflight, hashes_inflight, failures, prioritized, .. } =
-                runtime;
-            let count = |kind: TransferKind| {
-                inflight.keys().filter(|(inflight_kind, _)| *inflight_kind == kind).count()
-            };
-            let mut running = count(TransferKind::Download);
-            let mut running_uploads = count(TransferKind::Upload);
-            let mut try_start = |kind: TransferKind, job: &Job, running: &mut usize| -> bool {
-                let id = (kind, job.file_id.clone());
-                if inflight.contains_key(&id)
-                    || hashes_inflight.contains(&job.hash)
-                    || failures.get(&id).is_some_and(|failure| failure.next_at > now)
-                {
-                    return false;
-                }
-                let loaded = Arc::new(AtomicU64::new(0));
-                let total = Arc::new(AtomicU64::new(0));
-                inflight.insert(
-                    id,
-                    Inflight { file_id: job.file_id.clone(), hash: job.hash, loaded, total },
-                );
-                hashes_inflight.insert(job.hash);
-                *running += 1;
-                true
-            };
-            let download_limit = self.inner.options.max_concurrent_downloads;
-            // Prioritized downloads first (few: the ones an app asked a URL for).
-            for id in prioritized.iter() {
-                if running >= download_limit {
-                    break;
-                }
-                if let Some(position) = work.downloads.iter().position(|job| &job.file_id == id)
-                    && try_start(TransferKind::Download, &work.downloads[position], &mut running)
-                {
-                    let job = work.downloads.remove(position).expect("the position was just found");
-                    starts.push((TransferKind::Download, job));
-                }
-            }
-            // Then the queues front to back. A job that cannot start now (same content moving, backoff, already
-            // running) goes to the back; each job is looked at once per turn, so the cost is bounded by what
-            // starts plus what waits.
-            for (kind, queue, limit, running) in [
-                (TransferKind::Download, &mut work.downloads, download_limit, &mut running),
-                (
-                    TransferKind::Upload,
-                    &mut work.uploads,
-                    self.inner.options.max_concurrent_uploads,
-                    &mut running_uploads,
-                ),
-            ] {
-                let mut looked_at = 0;
-                let waiting = queue.len();
-                while *running < limit && looked_at < waiting {
-                    looked_at += 1;
-                    let Some(job) = queue.pop_front() else { break };
-                    if try_start(kind, &job, running) {
-                        starts.push((kind, job));
-                    } else {
-                        queue.push_back(job);
-                    }
-                }
-            }
-            for key in runtime.work.deletes.clone() {
-                if runtime.deletes_inflight.len() >= DELETE_CONCURRENCY {
-                    break;
-                }
-                if runtime.deletes_inflight.contains(&key)
-                    || runtime
-                        .delete_failures
-                        .get(&key)
-                        .is_some_and(|failure| failure.next_at > now)
-                {
-                    continue;
-                }
-                runtime.deletes_inflight.insert(key.clone());
-                delete_starts.push(key);
-            }
-        }
-        tracing::debug!(target: "livestore_files::_events::launch", starts = starts.len(), deletes = delete_starts.len(), "launch");
-        for (kind, job) in starts {
-            let (loaded, total) = {
-                let runtime = self.inner.runtime.lock().expect("runtime lock");
-                let inflight = &runtime.inflight[&(kind, job.file_id.clone())];
-                (Arc::clone(&inflight.loaded), Arc::clone(&inflight.total))
-            };
-            let ctx = TransferContext {
-                remote: remote.clone(),
-                local: self.inner.local.clone(),
-                store_id: self.inner.store_id.clone(),
-                multipart_threshold: self.inner.options.multipart_threshold,
-                part_size: self.inner.options.part_size,
-                loaded,
-                total,
-            };
-            let sender = self.completions.clone();
-            let state = LocalFileState {
-                file_id: job.file_id.clone(),
-                path: job.path.clone(),
-                local_hash: if kind == TransferKind::Upload {
-                    job.hash.to_string()
-                } else {
-                    String::new()
-                },
-                download_status: if kind == TransferKind::Download { "inProgress" } else { "done" }
-                    .to_owned(),
-                upload_status: if kind == TransferKind::Upload { "inProgress" } else { "done" }
-                    .to_owned(),
-                last_sync_error: self.last_error(kind, &job.file_id),
-            };
-            self.queue_write(&state.to_event());
-            match kind {
-                TransferKind::Upload => {
-                    self.emit(FileSyncEvent::UploadStart { file_id: job.file_id.clone() });
-                    let mime = self.inner.local.mime_type(&job.hash);
-                    self.tasks.spawn(async move {
-                        let result = transfer::upload(&ctx, job.hash, &mime).await;
-                        let _ = sender.send(Completion::Upload { job, result });
-                    });
-                }
-                TransferKind::Download => {
-                    self.emit(FileSyncEvent::DownloadStart { file_id: job.file_id.clone() });
-                    self.tasks.spawn(async move {
-                        let result = transfer::download(&ctx, job.hash, &job.key).await;
-                        let _ = sender.send(Completion::Download { job, result });
-                    });
-                }
-            }
-        }
-        for key in delete_starts {
-            let inner = Arc::clone(&self.inner);
-            let remote = remote.clone();
-            let sender = self.completions.clone();
-            self.tasks.spawn(async move {
-                let result = delete_remote(&inner, &remote, &key).await;
-                let _ = sender.send(Completion::Delete { key, result });
-            });
         }
     }
 }

@@ -34,7 +34,9 @@ pub(super) fn transfers(runtime: &RuntimeState) -> Vec<TransferProgress> {
 
 /// Whether nothing is left to do.
 pub(crate) fn is_idle(inner: &Inner) -> bool {
-    if inner.dirty.load(Ordering::SeqCst) {
+    if inner.dirty.load(Ordering::SeqCst)
+        || !inner.changed_files.lock().expect("changed files lock").is_empty()
+    {
         return false;
     }
     let runtime = inner.runtime.lock().expect("runtime lock");
@@ -62,7 +64,7 @@ pub(crate) fn status(inner: &Inner) -> Result<SyncStatus, FilesError> {
     status.online = local_only || runtime.online;
     status.transfers = transfers(&runtime);
     status.bytes_in_flight = status.transfers.iter().map(|transfer| transfer.loaded).sum();
-    status.awaiting_remote_count = runtime.work.awaiting_remote;
+    status.awaiting_remote_count = runtime.work.awaiting_remote.len();
     let mut errors: Vec<FileError> = Vec::new();
     for state in &states {
         let upload = state.upload();
