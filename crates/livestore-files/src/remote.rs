@@ -246,40 +246,7 @@ impl SignerClient {
         let operation = "sign uploads";
         let body = serde_json::json!({ "uploads": uploads });
         let response: BatchResponse = self.call(operation, "/v1/sign/uploads", &body).await?;
-        if response.results.len() != uploads.len() {
-            return Err(RemoteError::InvalidResponse {
-                operation,
-                reason: format!("{} results for {} uploads", response.results.len(), uploads.len()),
-            });
-        }
-        let mut answers = Vec::with_capacity(uploads.len());
-        for (entry, asked) in response.results.into_iter().zip(uploads) {
-            if entry.key != asked.key {
-                return Err(RemoteError::InvalidResponse {
-                    operation,
-                    reason: format!("result for {:?} where {:?} was asked", entry.key, asked.key),
-                });
-            }
-            if let Some(message) = entry.error {
-                answers.push(BatchSigned::Refused { status: entry.status.unwrap_or(400), message });
-                continue;
-            }
-            let (Some(exists), Some(upload)) = (entry.exists, entry.upload) else {
-                return Err(RemoteError::InvalidResponse {
-                    operation,
-                    reason: format!(
-                        "result for {:?} has neither an upload nor an error",
-                        entry.key
-                    ),
-                });
-            };
-            validate_signed(operation, &upload, true)?;
-            answers.push(BatchSigned::Signed {
-                existing: ObjectInfo { exists, size: entry.size, sha256: entry.sha256 },
-                upload,
-            });
-        }
-        Ok(answers)
+        batch_answers(response, uploads)
     }
 
     /// `POST /v1/sign/download`.
@@ -531,6 +498,45 @@ impl SignerClient {
     }
 }
 
+/// Checks a `sign/uploads` answer against what was asked (same keys, same order) and types its entries.
+fn batch_answers(
+    response: BatchResponse,
+    uploads: &[UploadToSign],
+) -> Result<Vec<BatchSigned>, RemoteError> {
+    let operation = "sign uploads";
+    if response.results.len() != uploads.len() {
+        return Err(RemoteError::InvalidResponse {
+            operation,
+            reason: format!("{} results for {} uploads", response.results.len(), uploads.len()),
+        });
+    }
+    let mut answers = Vec::with_capacity(uploads.len());
+    for (entry, asked) in response.results.into_iter().zip(uploads) {
+        if entry.key != asked.key {
+            return Err(RemoteError::InvalidResponse {
+                operation,
+                reason: format!("result for {:?} where {:?} was asked", entry.key, asked.key),
+            });
+        }
+        if let Some(message) = entry.error {
+            answers.push(BatchSigned::Refused { status: entry.status.unwrap_or(400), message });
+            continue;
+        }
+        let (Some(exists), Some(upload)) = (entry.exists, entry.upload) else {
+            return Err(RemoteError::InvalidResponse {
+                operation,
+                reason: format!("result for {:?} has neither an upload nor an error", entry.key),
+            });
+        };
+        validate_signed(operation, &upload, true)?;
+        answers.push(BatchSigned::Signed {
+            existing: ObjectInfo { exists, size: entry.size, sha256: entry.sha256 },
+            upload,
+        });
+    }
+    Ok(answers)
+}
+
 fn validate_signed(
     operation: &'static str,
     signed: &SignedRequest,
@@ -576,4 +582,57 @@ fn data_plane_error(
 fn excerpt(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]);
     text.chars().filter(|character| !character.is_control()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked(key: &str) -> UploadToSign {
+        UploadToSign {
+            key: key.to_owned(),
+            content_length: 1,
+            sha256: "0".repeat(64),
+            content_type: None,
+        }
+    }
+
+    #[test]
+    fn batch_answers_are_typed_and_checked_against_the_request() {
+        let response: BatchResponse = serde_json::from_value(serde_json::json!({ "results": [
+            { "key": "s/a", "exists": true, "size": 1, "sha256": "ab", "method": "PUT",
+              "url": "http://127.0.0.1/s3/b/s/a?sig", "headers": { "Content-Length": "1" },
+              "expiresAt": "2026-01-01T00:00:00.000Z" },
+            { "key": "s/b", "error": "Invalid key: nope", "status": 400 },
+        ] }))
+        .unwrap();
+        let answers = batch_answers(response, &[asked("s/a"), asked("s/b")]).unwrap();
+        match &answers[0] {
+            BatchSigned::Signed { existing, upload } => {
+                assert_eq!(
+                    existing,
+                    &ObjectInfo { exists: true, size: Some(1), sha256: Some("ab".into()) }
+                );
+                assert_eq!(upload.method.as_deref(), Some("PUT"));
+                assert_eq!(upload.headers["Content-Length"], "1");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            answers[1],
+            BatchSigned::Refused { status: 400, message: "Invalid key: nope".into() }
+        );
+
+        // Answers for other keys, in another order or count, or without an upload, are not the contract's.
+        for results in [
+            serde_json::json!([{ "key": "s/b", "error": "x", "status": 400 }]),
+            serde_json::json!([]),
+            serde_json::json!([{ "key": "s/a", "exists": false }]),
+        ] {
+            let response: BatchResponse =
+                serde_json::from_value(serde_json::json!({ "results": results })).unwrap();
+            let error = batch_answers(response, &[asked("s/a")]).unwrap_err();
+            assert!(matches!(error, RemoteError::InvalidResponse { .. }), "{error}");
+        }
+    }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{FilesError, RemoteError};
 use crate::layout::{ContentHash, remote_key_for_path, stored_path};
-use crate::local::{CHUNK_BYTES, Ingested, LocalFiles, write_atomically};
+use crate::local::{CHUNK_BYTES, Ingested, LocalFiles, now_ms, write_atomically};
 use crate::remote::{ObjectInfo, ProgressCounter, SignedRequest, SignerClient, UploadedPart};
 use crate::stream::{HashingWriter, hash_file_range};
 
@@ -124,6 +124,12 @@ async fn put_whole(
     mut signed: SignedRequest,
 ) -> Result<(), FilesError> {
     let path = ctx.local.content_path(hash);
+    if has_expired(&signed) {
+        // A URL of a batch signed a while ago (a long group on a slow link, or a short lifetime): a fresh one
+        // costs a round trip, a refused body costs the body.
+        signed =
+            ctx.remote.sign_upload(key, size, Some(&hash.to_string()), Some(mime_type)).await?;
+    }
     let mut attempt = 0;
     loop {
         ctx.loaded.store(0, Ordering::Relaxed);
@@ -149,9 +155,9 @@ async fn put_whole(
         };
         match sent {
             Ok(_) => return Ok(()),
-            Err(RemoteError::UrlExpired { .. }) if attempt < RESIGN_LIMIT => {
+            Err(error) if attempt < RESIGN_LIMIT && failed_by_expiry(&error, &signed) => {
                 attempt += 1;
-                tracing::debug!(target: "livestore_files::_events::upload", %key, attempt, "upload URL expired; signing again");
+                tracing::info!(target: "livestore_files::_events::upload", %key, attempt, "upload URL expired; signing again");
                 signed = ctx
                     .remote
                     .sign_upload(key, size, Some(&hash.to_string()), Some(mime_type))
@@ -164,6 +170,24 @@ async fn put_whole(
             }
             Err(error) => return Err(error.into()),
         }
+    }
+}
+
+/// Whether a signed URL's reported expiry has passed by this machine's clock (false when the signer did not say).
+fn has_expired(signed: &SignedRequest) -> bool {
+    signed.expires_at_ms().is_some_and(|expires_at| now_ms() >= expires_at)
+}
+
+/// Whether a PUT failed because its URL expired: the store said so, or the connection broke once the URL's expiry
+/// had passed. The second case is the usual one for a large body: the store refuses the request as soon as it has
+/// the headers and closes the connection, so the client fails while still sending the body and never reads the
+/// answer. Either way the caller signs again (a bounded number of times, so a clock that runs ahead of the
+/// server's cannot make it loop).
+fn failed_by_expiry(error: &RemoteError, signed: &SignedRequest) -> bool {
+    match error {
+        RemoteError::UrlExpired { .. } => true,
+        RemoteError::Network { .. } => has_expired(signed),
+        _ => false,
     }
 }
 
@@ -255,8 +279,11 @@ async fn upload_multipart(
                             }
                             .into());
                         }
-                        Err(RemoteError::UrlExpired { .. }) if attempt < RESIGN_LIMIT => {
-                            attempt += 1
+                        Err(error)
+                            if attempt < RESIGN_LIMIT && failed_by_expiry(&error, &signed) =>
+                        {
+                            attempt += 1;
+                            tracing::info!(target: "livestore_files::_events::upload", %key, part = number, attempt, "part URL expired; signing the part again");
                         }
                         Err(error) => return Err(error.into()),
                     }
