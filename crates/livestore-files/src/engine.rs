@@ -96,6 +96,8 @@ pub(crate) struct RuntimeState {
     prioritized: VecDeque<String>,
     /// Upload tasks running (each holds a slot until it ends; see `launch`).
     upload_slots: usize,
+    /// Set while a reconcile has taken the change marks but not yet published the work lists it derives.
+    reconciling: bool,
     reconciled: bool,
     running: bool,
     pending_writes: usize,
@@ -116,6 +118,7 @@ impl Default for RuntimeState {
             delete_failures: HashMap::new(),
             prioritized: VecDeque::new(),
             upload_slots: 0,
+            reconciling: false,
             reconciled: false,
             running: false,
             pending_writes: 0,
@@ -234,6 +237,8 @@ impl Engine {
     fn turn(&mut self) {
         while self.tasks.try_join_next().is_some() {}
         let now = Instant::now();
+        // Before the marks are taken, so `is_idle` sees either a mark or a reconcile in progress.
+        self.inner.runtime.lock().expect("runtime lock").reconciling = true;
         let everything = self.inner.dirty.load(Ordering::SeqCst) && self.reconcile_allowed(now);
         let files = if everything {
             self.inner.dirty.store(false, Ordering::SeqCst);
@@ -264,6 +269,7 @@ impl Engine {
                 self.last_reconcile = Some(Instant::now());
             }
         }
+        self.inner.runtime.lock().expect("runtime lock").reconciling = false;
         if self.inner.remote.is_some() {
             self.maybe_check_health(now);
             self.launch();
@@ -273,11 +279,16 @@ impl Engine {
             // become visible together. Rows whose `remoteKey` update is still queued look not uploaded, which
             // only makes eviction more careful.
             self.evict_due = false;
+            let queued = self.writes.len();
             if let Err(error) = self.evict() {
                 self.emit(FileSyncEvent::SyncError {
                     error: error.to_string(),
                     context: "evict".to_owned(),
                 });
+            }
+            if self.writes.len() > queued {
+                // Evictions change what a caller sees (bytes gone); their states are not held back.
+                self.flush();
             }
         }
         if self.flush_due(now) {
@@ -397,7 +408,6 @@ impl Engine {
         match completion {
             Completion::Health { healthy } => self.health_answered(healthy),
             Completion::Upload { job, result } => {
-                self.finish_inflight(TransferKind::Upload, &job);
                 match result {
                     Ok(uploaded) => {
                         if let Err(error) = self.upload_succeeded(&job, &uploaded) {
@@ -411,9 +421,11 @@ impl Engine {
                     }
                     Err(error) => self.transfer_failed(TransferKind::Upload, &job, &error),
                 }
+                // Only now: the job counts as in flight until its state writes are queued, so `is_idle` never
+                // sees a moment with neither.
+                self.finish_inflight(TransferKind::Upload, &job);
             }
             Completion::Download { job, result } => {
-                self.finish_inflight(TransferKind::Download, &job);
                 match result {
                     Ok(()) => {
                         self.inner
@@ -433,6 +445,7 @@ impl Engine {
                     }
                     Err(error) => self.transfer_failed(TransferKind::Download, &job, &error),
                 }
+                self.finish_inflight(TransferKind::Download, &job);
             }
             Completion::Delete { key, result } => {
                 let mut runtime = self.inner.runtime.lock().expect("runtime lock");
@@ -626,11 +639,20 @@ pub(crate) fn forget_file(inner: &Inner, file_id: &str) {
 }
 
 /// Puts a download at the front of the queue.
-pub(crate) fn prioritize(inner: &Inner, file_id: &str) {
+///
+/// The download is queued here too, not only through the row's state: an evicted row looks settled, and a state
+/// write of the engine that was computed before this call (an eviction, say) may still land after it.
+pub(crate) fn prioritize(inner: &Inner, job: Job) {
     let mut runtime = inner.runtime.lock().expect("runtime lock");
-    runtime.prioritized.retain(|id| id != file_id);
-    runtime.prioritized.push_front(file_id.to_owned());
-    runtime.failures.remove(&(TransferKind::Download, file_id.to_owned()));
+    let runtime = &mut *runtime;
+    runtime.prioritized.retain(|id| id != &job.file_id);
+    runtime.prioritized.push_front(job.file_id.clone());
+    runtime.failures.remove(&(TransferKind::Download, job.file_id.clone()));
+    let known = runtime.inflight.contains_key(&(TransferKind::Download, job.file_id.clone()))
+        || runtime.work.downloads.iter().any(|queued| queued.file_id == job.file_id);
+    if !known {
+        runtime.work.downloads.push_front(job);
+    }
 }
 
 /// Makes every failed transfer eligible now.

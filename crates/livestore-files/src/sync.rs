@@ -453,8 +453,17 @@ impl FileSync {
             };
             self.inner.store.commit(&upsert)?;
         }
-        engine::prioritize(&self.inner, &row.id);
-        self.poke(&row.id);
+        engine::prioritize(
+            &self.inner,
+            engine::Job {
+                file_id: row.id.clone(),
+                hash,
+                path: row.path.clone(),
+                key: row.remote_key.clone(),
+            },
+        );
+        // Queued directly: a reconcile of the row is not needed (and would not see an evicted file as work).
+        self.inner.wake.notify_one();
         Ok(())
     }
 

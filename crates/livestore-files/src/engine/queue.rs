@@ -191,21 +191,34 @@ impl Engine {
             work.deletes = deletes.into_iter().map(|delete| delete.key).collect();
         }
         let mut runtime = self.inner.runtime.lock().expect("runtime lock");
+        let runtime = &mut *runtime;
+        // A download asked for by `prioritize_download` stays queued while its bytes are not here, even when its
+        // row looks settled (an evicted file is done/done without a local hash).
+        let derived: HashSet<String> =
+            work.downloads.iter().map(|job| job.file_id.clone()).collect();
+        let prioritized = &runtime.prioritized;
+        let asked_for = |job: &Job| {
+            prioritized.contains(&job.file_id)
+                && !derived.contains(&job.file_id)
+                && !self.inner.local.contains(&job.hash)
+        };
         if let Some(ids) = only {
             // Merge: the named rows' old entries go, their new ones join at the back.
             let current = &mut runtime.work;
             current.uploads.retain(|job| !ids.contains(&job.file_id));
-            current.downloads.retain(|job| !ids.contains(&job.file_id));
+            current.downloads.retain(|job| !ids.contains(&job.file_id) || asked_for(job));
             current.awaiting_remote.retain(|id| !ids.contains(id));
             current.uploads.extend(work.uploads);
             current.downloads.extend(work.downloads);
             current.awaiting_remote.extend(work.awaiting_remote);
             current.deletes = work.deletes;
         } else {
+            let kept: Vec<Job> =
+                runtime.work.downloads.drain(..).filter(|job| asked_for(job)).collect();
             runtime.work = work;
+            runtime.work.downloads.extend(kept);
             runtime.reconciled = true;
         }
-        let runtime = &mut *runtime;
         let live: HashSet<&str> =
             runtime.work.downloads.iter().map(|job| job.file_id.as_str()).collect();
         runtime.prioritized.retain(|id| live.contains(id.as_str()));

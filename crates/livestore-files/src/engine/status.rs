@@ -41,6 +41,7 @@ pub(crate) fn is_idle(inner: &Inner) -> bool {
     }
     let runtime = inner.runtime.lock().expect("runtime lock");
     runtime.reconciled
+        && !runtime.reconciling
         && runtime.engine_error.is_none()
         && runtime.pending_writes == 0
         && runtime.inflight.is_empty()
