@@ -2,17 +2,23 @@
 //! concurrency, records outcomes, retries failures with capped, jittered exponential backoff, tracks the signer's
 //! health and evicts local copies over the byte budget.
 //!
-//! **The queue is derived, not stored.** Each reconcile joins `files` with `localFileState` and looks only at
-//! rows that are not settled: an active row with local bytes and no `remoteKey` needs an upload; an active row
-//! with a `remoteKey` and no local bytes needs a download; a deleted row with state needs its local copy
-//! removed (unless another active row shares the content). Remote deletes come from the client-only
-//! `fileRemoteDeletes` table. So a crash, a restart or `kill -9` loses no work: whatever was queued or running is
-//! found again from the same tables, and `inProgress` rows without a running transfer are simply queued again.
+//! **The queue is derived, not stored.** A reconcile (`queue`) joins `files` with `localFileState` and looks only
+//! at rows that are not settled: an active row with local bytes and no `remoteKey` needs an upload; an active row
+//! with a `remoteKey` and no local bytes needs a download; a deleted row with state needs its local copy removed
+//! (unless another active row shares the content). Remote deletes come from the client-only `fileRemoteDeletes`
+//! table. So a crash, a restart or `kill -9` loses no work: whatever was queued or running is found again from the
+//! same tables, and `inProgress` rows without a running transfer are simply queued again. Everything is read at
+//! start and after commits the file sync did not make; a local operation names the rows it changed and only
+//! those are read again; a completion needs no reconcile at all (it updates the lists itself).
 //!
 //! Every trigger of the loop is one [`Event`]: the store changed (subscription or a local operation), a transfer
-//! finished, a health check answered, a timer fired, or stop. State writes of one loop turn are committed as one
-//! batch. Failures are never dropped: the row shows `error` with the reason, and the transfer is retried after
+//! finished, a health check answered, a timer fired, or stop. State writes are committed in batches: at once when
+//! nothing moves, else within [`FLUSH_DELAY`], so the completions of many small files share a commit. Failures are
+//! never dropped: the row shows `error` with the reason, and the transfer is retried after
 //! `min(base × 2^(n-1), max)` ±20 %; when the signer comes back online every waiting retry runs at once.
+//!
+//! Submodules: `queue` (reconcile), `launch` (starting jobs within the limits), `uploads` (upload groups, finished
+//! uploads), `downloads` (finished and out-of-queue downloads), `evict` (byte budget), `status` (what callers see).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -169,6 +175,7 @@ pub(crate) async fn run(
         completions,
         writes: Vec::new(),
         first_write_at: None,
+        keys_queued: HashSet::new(),
         next_health: Instant::now(),
         health_running: false,
         offline_delay: Duration::from_millis(500),
@@ -222,6 +229,8 @@ struct Engine {
     writes: Vec<NewEvent>,
     /// When the oldest of `writes` was queued (they are committed within [`FLUSH_DELAY`]).
     first_write_at: Option<Instant>,
+    /// Rows whose `remoteKey` update is among `writes`.
+    keys_queued: HashSet<String>,
     next_health: Instant,
     health_running: bool,
     offline_delay: Duration,
@@ -371,6 +380,7 @@ impl Engine {
         }
         let writes = std::mem::take(&mut self.writes);
         self.first_write_at = None;
+        self.keys_queued.clear();
         if let Err(error) = commit_for_file_sync(&self.inner.store, writes) {
             tracing::warn!(target: "livestore_files::_events::state", %error, "could not commit transfer state");
             self.emit(FileSyncEvent::SyncError {

@@ -138,7 +138,9 @@ impl Engine {
                 continue;
             }
             used = true;
-            if row.remote_key == uploaded.key {
+            // Already there, or already queued by a completion whose writes wait for the next flush (two jobs
+            // for one content, the second skipped as existing, finish within one flush delay).
+            if row.remote_key == uploaded.key || !self.keys_queued.insert(row.id.clone()) {
                 continue;
             }
             self.queue_write(&FileUpdated {
