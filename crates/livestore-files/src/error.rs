@@ -150,6 +150,15 @@ pub enum RemoteError {
         /// The hash of what arrived.
         actual: String,
     },
+    /// One call served several files (batched signing) and failed; the first file reports the original error with
+    /// its cause, every other file this copy of its text.
+    #[error("{message}")]
+    Shared {
+        /// The original error's text.
+        message: String,
+        /// Whether the original was a network failure (see [`RemoteError::is_network`]).
+        network: bool,
+    },
     /// Local I/O failed while streaming (reading the upload source or writing the download).
     #[error("{operation}: local I/O on {path}: {source}")]
     LocalIo {
@@ -166,7 +175,27 @@ pub enum RemoteError {
 impl RemoteError {
     /// Whether the failure says something about reachability (so the engine re-checks the signer's health).
     pub fn is_network(&self) -> bool {
-        matches!(self, RemoteError::Network { .. })
+        matches!(self, RemoteError::Network { .. } | RemoteError::Shared { network: true, .. })
             || matches!(self, RemoteError::Status { status, .. } if *status >= 500)
+    }
+
+    /// The same failure for another file of a batch: an exact copy where the variant can be copied, else
+    /// [`RemoteError::Shared`] with the text (a transport error cannot be cloned).
+    pub(crate) fn for_another_file(&self) -> RemoteError {
+        match self {
+            RemoteError::Unauthorized { operation, status, message } => {
+                RemoteError::Unauthorized { operation, status: *status, message: message.clone() }
+            }
+            RemoteError::UrlExpired { operation } => RemoteError::UrlExpired { operation },
+            RemoteError::Status { operation, status, message } => {
+                RemoteError::Status { operation, status: *status, message: message.clone() }
+            }
+            RemoteError::InvalidResponse { operation, reason } => {
+                RemoteError::InvalidResponse { operation, reason: reason.clone() }
+            }
+            other => {
+                RemoteError::Shared { message: other.to_string(), network: other.is_network() }
+            }
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The signer client: `@livestore-filesync`'s `/api` contract (health, sign upload/download, delete) plus the
-//! `livestore serve` extensions (existence check, checksum-bound uploads, multipart), and the data-plane PUT/GET
-//! of presigned URLs with streaming bodies.
+//! `livestore serve` extensions (existence check, checksum-bound uploads, batched signing, multipart), and the
+//! data-plane PUT/GET of presigned URLs with streaming bodies.
 //!
 //! Every call maps failures to a [`RemoteError`] that says what was being done: network errors, 401/403
 //! (revoked or wrong token), expired URLs, 404s, other statuses with the body's first bytes, and 2xx answers that
@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -104,12 +104,71 @@ struct PartsResponse {
     parts: Vec<UploadedPart>,
 }
 
+/// One upload to sign in a [`SignerClient::sign_uploads`] batch; always checksum-bound.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadToSign {
+    /// The object key.
+    pub key: String,
+    /// Exact body length.
+    pub content_length: u64,
+    /// Hex SHA-256 of the body.
+    pub sha256: String,
+    /// MIME type to store with the object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+/// The signer's answer for one entry of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchSigned {
+    /// What the key holds now, and a checksum-bound upload for it.
+    Signed {
+        /// The existence check (`exists: false` when nothing is stored under the key).
+        existing: ObjectInfo,
+        /// The upload.
+        upload: SignedRequest,
+    },
+    /// The signer refused this entry (the others are unaffected).
+    Refused {
+        /// The entry's HTTP-like status (400 for bad input).
+        status: u16,
+        /// Why.
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchEntry {
+    key: String,
+    #[serde(default)]
+    exists: Option<bool>,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    status: Option<u16>,
+    #[serde(flatten)]
+    upload: Option<SignedRequest>,
+}
+
+#[derive(Deserialize)]
+struct BatchResponse {
+    results: Vec<BatchEntry>,
+}
+
 /// The signer and data-plane client. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SignerClient {
     base: Arc<str>,
     token: Option<Arc<str>>,
     http: reqwest::Client,
+    /// Set once the signer answered 404/405 to `sign/uploads`, so later batches go straight to the general path.
+    batch_signing_unsupported: Arc<AtomicBool>,
 }
 
 /// Bytes moved so far by a transfer, shared with whoever reports progress.
@@ -131,7 +190,17 @@ impl SignerClient {
             base: Arc::from(config.signer_url.trim_end_matches('/')),
             token: config.auth_token.as_deref().map(Arc::from),
             http,
+            batch_signing_unsupported: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Whether this signer answered that it has no `sign/uploads`.
+    pub(crate) fn batch_signing_unsupported(&self) -> bool {
+        self.batch_signing_unsupported.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn mark_batch_signing_unsupported(&self) {
+        self.batch_signing_unsupported.store(true, Ordering::Relaxed);
     }
 
     /// The signer base URL.
@@ -164,6 +233,20 @@ impl SignerClient {
         let signed: SignedRequest = self.call("sign upload", "/v1/sign/upload", &body).await?;
         validate_signed("sign upload", &signed, true)?;
         Ok(signed)
+    }
+
+    /// `POST /v1/sign/uploads` (extension): existence check and checksum-bound signing for many keys in one round
+    /// trip; the answers come in request order. A signer without the extension answers 404 or 405
+    /// ([`RemoteError::Status`]); callers then fall back to [`SignerClient::head`] and
+    /// [`SignerClient::sign_upload`].
+    pub async fn sign_uploads(
+        &self,
+        uploads: &[UploadToSign],
+    ) -> Result<Vec<BatchSigned>, RemoteError> {
+        let operation = "sign uploads";
+        let body = serde_json::json!({ "uploads": uploads });
+        let response: BatchResponse = self.call(operation, "/v1/sign/uploads", &body).await?;
+        batch_answers(response, uploads)
     }
 
     /// `POST /v1/sign/download`.
@@ -305,6 +388,17 @@ impl SignerClient {
         })
     }
 
+    /// PUTs an in-memory body (small files) to a presigned URL; returns the ETag.
+    pub async fn put_bytes(
+        &self,
+        operation: &'static str,
+        signed: &SignedRequest,
+        body: Bytes,
+    ) -> Result<Option<String>, RemoteError> {
+        let length = body.len() as u64;
+        self.send_put(operation, signed, length, reqwest::Body::from(body)).await
+    }
+
     /// PUTs `length` bytes of `path` starting at `offset` to a presigned URL, streaming; returns the ETag.
     pub async fn put_file_range(
         &self,
@@ -327,6 +421,16 @@ impl SignerClient {
                 Some((chunk, receiver))
             }
         });
+        self.send_put(operation, signed, length, reqwest::Body::wrap_stream(stream)).await
+    }
+
+    async fn send_put(
+        &self,
+        operation: &'static str,
+        signed: &SignedRequest,
+        length: u64,
+        body: reqwest::Body,
+    ) -> Result<Option<String>, RemoteError> {
         let method = match signed.method.as_deref() {
             Some("POST") => reqwest::Method::POST,
             _ => reqwest::Method::PUT,
@@ -341,7 +445,7 @@ impl SignerClient {
             request = request.header(reqwest::header::CONTENT_LENGTH, length);
         }
         let response = request
-            .body(reqwest::Body::wrap_stream(stream))
+            .body(body)
             .send()
             .await
             .map_err(|source| RemoteError::Network { operation, source })?;
@@ -394,6 +498,45 @@ impl SignerClient {
     }
 }
 
+/// Checks a `sign/uploads` answer against what was asked (same keys, same order) and types its entries.
+fn batch_answers(
+    response: BatchResponse,
+    uploads: &[UploadToSign],
+) -> Result<Vec<BatchSigned>, RemoteError> {
+    let operation = "sign uploads";
+    if response.results.len() != uploads.len() {
+        return Err(RemoteError::InvalidResponse {
+            operation,
+            reason: format!("{} results for {} uploads", response.results.len(), uploads.len()),
+        });
+    }
+    let mut answers = Vec::with_capacity(uploads.len());
+    for (entry, asked) in response.results.into_iter().zip(uploads) {
+        if entry.key != asked.key {
+            return Err(RemoteError::InvalidResponse {
+                operation,
+                reason: format!("result for {:?} where {:?} was asked", entry.key, asked.key),
+            });
+        }
+        if let Some(message) = entry.error {
+            answers.push(BatchSigned::Refused { status: entry.status.unwrap_or(400), message });
+            continue;
+        }
+        let (Some(exists), Some(upload)) = (entry.exists, entry.upload) else {
+            return Err(RemoteError::InvalidResponse {
+                operation,
+                reason: format!("result for {:?} has neither an upload nor an error", entry.key),
+            });
+        };
+        validate_signed(operation, &upload, true)?;
+        answers.push(BatchSigned::Signed {
+            existing: ObjectInfo { exists, size: entry.size, sha256: entry.sha256 },
+            upload,
+        });
+    }
+    Ok(answers)
+}
+
 fn validate_signed(
     operation: &'static str,
     signed: &SignedRequest,
@@ -439,4 +582,57 @@ fn data_plane_error(
 fn excerpt(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]);
     text.chars().filter(|character| !character.is_control()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked(key: &str) -> UploadToSign {
+        UploadToSign {
+            key: key.to_owned(),
+            content_length: 1,
+            sha256: "0".repeat(64),
+            content_type: None,
+        }
+    }
+
+    #[test]
+    fn batch_answers_are_typed_and_checked_against_the_request() {
+        let response: BatchResponse = serde_json::from_value(serde_json::json!({ "results": [
+            { "key": "s/a", "exists": true, "size": 1, "sha256": "ab", "method": "PUT",
+              "url": "http://127.0.0.1/s3/b/s/a?sig", "headers": { "Content-Length": "1" },
+              "expiresAt": "2026-01-01T00:00:00.000Z" },
+            { "key": "s/b", "error": "Invalid key: nope", "status": 400 },
+        ] }))
+        .unwrap();
+        let answers = batch_answers(response, &[asked("s/a"), asked("s/b")]).unwrap();
+        match &answers[0] {
+            BatchSigned::Signed { existing, upload } => {
+                assert_eq!(
+                    existing,
+                    &ObjectInfo { exists: true, size: Some(1), sha256: Some("ab".into()) }
+                );
+                assert_eq!(upload.method.as_deref(), Some("PUT"));
+                assert_eq!(upload.headers["Content-Length"], "1");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            answers[1],
+            BatchSigned::Refused { status: 400, message: "Invalid key: nope".into() }
+        );
+
+        // Answers for other keys, in another order or count, or without an upload, are not the contract's.
+        for results in [
+            serde_json::json!([{ "key": "s/b", "error": "x", "status": 400 }]),
+            serde_json::json!([]),
+            serde_json::json!([{ "key": "s/a", "exists": false }]),
+        ] {
+            let response: BatchResponse =
+                serde_json::from_value(serde_json::json!({ "results": results })).unwrap();
+            let error = batch_answers(response, &[asked("s/a")]).unwrap_err();
+            assert!(matches!(error, RemoteError::InvalidResponse { .. }), "{error}");
+        }
+    }
 }

@@ -6,7 +6,8 @@
 //! commits its events in one batch, after the bytes are durable under their content name, so a crash between
 //! the two leaves at most an unreferenced local file, never a row without bytes.
 
-use std::collections::HashMap;
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -178,8 +179,11 @@ pub(crate) struct Inner {
     pub(crate) events: broadcast::Sender<FileSyncEvent>,
     /// Wakes the engine: the files table changed, a save happened, a download was prioritized.
     pub(crate) wake: Notify,
-    /// Set with every wake that needs a reconcile.
+    /// Set when the engine must re-derive everything (at start, after commits it did not make: pulled events,
+    /// other writers).
     pub(crate) dirty: AtomicBool,
+    /// Rows a local operation changed: the engine re-reads only these (see `engine::queue`).
+    pub(crate) changed_files: Mutex<HashSet<String>>,
     pub(crate) runtime: Mutex<RuntimeState>,
     /// Content being saved right now: eviction must not remove it before its row is committed.
     pub(crate) pinned: Mutex<HashMap<ContentHash, usize>>,
@@ -219,6 +223,7 @@ impl FileSync {
                 events,
                 wake: Notify::new(),
                 dirty: AtomicBool::new(true),
+                changed_files: Mutex::new(HashSet::new()),
                 runtime: Mutex::new(RuntimeState::default()),
                 pinned: Mutex::new(HashMap::new()),
                 engine: Mutex::new(None),
@@ -275,8 +280,8 @@ impl FileSync {
             })?,
             new_event(&self.local_state_for_new_bytes(&file_id, &path, &hash).to_event())?,
         ];
-        self.inner.store.commit_batch(events)?;
-        self.poke();
+        commit_for_file_sync(&self.inner.store, events)?;
+        self.poke(&file_id);
         Ok(SavedFile { file_id, path, content_hash: hash.to_string(), size })
     }
 
@@ -327,9 +332,9 @@ impl FileSync {
             new_event(&self.local_state_for_new_bytes(&row.id, &path, &hash).to_event())?,
         ];
         events.extend(self.remote_delete_if_unreferenced(&row)?);
-        self.inner.store.commit_batch(events)?;
+        commit_for_file_sync(&self.inner.store, events)?;
         self.remove_local_if_unreferenced(&row.content_hash)?;
-        self.poke();
+        self.poke(&row.id);
         Ok(SavedFile { file_id: row.id, path, content_hash: hash.to_string(), size })
     }
 
@@ -347,10 +352,10 @@ impl FileSync {
             new_event(&LocalFileStateRemove { file_id: row.id.clone() })?,
         ];
         events.extend(self.remote_delete_if_unreferenced(&row)?);
-        self.inner.store.commit_batch(events)?;
+        commit_for_file_sync(&self.inner.store, events)?;
         self.remove_local_if_unreferenced(&row.content_hash)?;
         engine::forget_file(&self.inner, &row.id);
-        self.poke();
+        self.poke(&row.id);
         Ok(true)
     }
 
@@ -448,8 +453,17 @@ impl FileSync {
             };
             self.inner.store.commit(&upsert)?;
         }
-        engine::prioritize(&self.inner, &row.id);
-        self.poke();
+        engine::prioritize(
+            &self.inner,
+            engine::Job {
+                file_id: row.id.clone(),
+                hash,
+                path: row.path.clone(),
+                key: row.remote_key.clone(),
+            },
+        );
+        // Queued directly: a reconcile of the row is not needed (and would not see an evicted file as work).
+        self.inner.wake.notify_one();
         Ok(())
     }
 
@@ -502,7 +516,8 @@ impl FileSync {
     /// Retries every failed transfer now instead of waiting for its backoff.
     pub fn retry_errors(&self) {
         engine::retry_now(&self.inner);
-        self.poke();
+        // Failed jobs stay in the work lists; the engine only has to look again.
+        self.inner.wake.notify_one();
     }
 
     /// Starts the transfer engine on the current tokio runtime. Idempotent.
@@ -513,13 +528,17 @@ impl FileSync {
             return Ok(());
         }
         let weak = Arc::downgrade(&self.inner);
+        // The signal for "someone else changed `files`" (pulled events, other writers): `total_changes()` grows with
+        // every row this connection writes, so the result differs after every commit, and reading `id` makes the
+        // store re-run the query only after commits that touch `files`. It costs one row per commit, where an
+        // aggregate over the table cost a scan of every row on every commit. Commits the file sync makes itself
+        // are skipped here: they name the rows they changed (see `commit_for_file_sync`).
         let subscription = self.inner.store.subscribe(
-            Query::sql(
-                "SELECT count(*) AS n, total(updatedAt) AS u, count(deletedAt) AS d, \
-                 total(length(remoteKey)) AS k FROM files",
-                [],
-            ),
+            Query::sql("SELECT total_changes() AS writes, id FROM files LIMIT 1", []),
             move |_rows| {
+                if COMMITTING_FOR_FILE_SYNC.get() {
+                    return;
+                }
                 if let Some(inner) = weak.upgrade() {
                     inner.dirty.store(true, Ordering::SeqCst);
                     inner.wake.notify_one();
@@ -579,8 +598,9 @@ impl FileSync {
         Ok(())
     }
 
-    pub(crate) fn poke(&self) {
-        self.inner.dirty.store(true, Ordering::SeqCst);
+    /// Tells the engine that this row changed (it re-reads only the rows it is told about).
+    pub(crate) fn poke(&self, file_id: &str) {
+        self.inner.changed_files.lock().expect("changed files lock").insert(file_id.to_owned());
         self.inner.wake.notify_one();
     }
 
@@ -675,7 +695,7 @@ impl FileSync {
         if let Err(error) = self.inner.store.commit(&upsert) {
             tracing::warn!(target: "livestore_files::_events::state", %error, "could not record a quarantined file");
         }
-        self.poke();
+        self.poke(&row.id);
     }
 
     fn pin(&self, hash: ContentHash) -> PinGuard {
@@ -748,6 +768,30 @@ impl Drop for PinGuard {
             }
         }
     }
+}
+
+thread_local! {
+    /// Set while this thread commits on behalf of the file sync. The store delivers subscription callbacks on the
+    /// committing thread, so the engine's change subscription can tell these commits (whose rows the committer
+    /// names itself) from everyone else's.
+    static COMMITTING_FOR_FILE_SYNC: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Commits events of the file sync itself (its own saves, updates, deletes and transfer state). Whoever calls this
+/// tells the engine which rows changed; the change subscription ignores these commits.
+pub(crate) fn commit_for_file_sync(
+    store: &Store,
+    events: Vec<NewEvent>,
+) -> Result<(), livestore_client::StoreError> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            COMMITTING_FOR_FILE_SYNC.set(false);
+        }
+    }
+    COMMITTING_FOR_FILE_SYNC.set(true);
+    let _reset = Reset;
+    store.commit_batch(events).map(drop)
 }
 
 pub(crate) fn row(store: &Store, file_id: &str) -> Result<Option<FileRecord>, FilesError> {

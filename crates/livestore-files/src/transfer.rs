@@ -9,13 +9,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{FilesError, RemoteError};
 use crate::layout::{ContentHash, remote_key_for_path, stored_path};
-use crate::local::{Ingested, LocalFiles, write_atomically};
-use crate::remote::{ProgressCounter, SignerClient, UploadedPart};
+use crate::local::{CHUNK_BYTES, Ingested, LocalFiles, now_ms, write_atomically};
+use crate::remote::{ObjectInfo, ProgressCounter, SignedRequest, SignerClient, UploadedPart};
 use crate::stream::{HashingWriter, hash_file_range};
 
 /// How many times an attempt re-signs after an expired URL before giving up to the engine.
@@ -45,13 +46,27 @@ pub(crate) struct Uploaded {
     pub(crate) skipped: bool,
 }
 
-/// Uploads the local copy of `hash` to `<store>/<hash>`.
+/// The object key of `hash` in this store: `<sanitized store id>/<hash>`.
+pub(crate) fn remote_key(ctx: &TransferContext, hash: &ContentHash) -> String {
+    remote_key_for_path(&stored_path(&ctx.store_id, hash))
+}
+
+/// Whether what the store holds under the key is this content: the same SHA-256, or, when the store does not
+/// know it, the same size (keys are content addresses, and objects only appear complete).
+fn is_this_content(existing: &ObjectInfo, hash: &str, size: u64) -> bool {
+    existing.exists
+        && (existing.sha256.as_deref() == Some(hash)
+            || (existing.sha256.is_none() && existing.size == Some(size)))
+}
+
+/// Uploads the local copy of `hash` to `<store>/<hash>`: existence check, then one checksum-bound PUT, or a
+/// resumable multipart upload from `multipart_threshold` on.
 pub(crate) async fn upload(
     ctx: &TransferContext,
     hash: ContentHash,
     mime_type: &str,
 ) -> Result<Uploaded, FilesError> {
-    let key = remote_key_for_path(&stored_path(&ctx.store_id, &hash));
+    let key = remote_key(ctx, &hash);
     let path = ctx.local.content_path(&hash);
     let size = std::fs::metadata(&path)
         .map_err(|source| FilesError::LocalIo { path: path.clone(), source })?
@@ -59,11 +74,7 @@ pub(crate) async fn upload(
     ctx.total.store(size, Ordering::Relaxed);
     let hash_hex = hash.to_string();
     match ctx.remote.head(&key).await {
-        Ok(info)
-            if info.exists
-                && (info.sha256.as_deref() == Some(hash_hex.as_str())
-                    || (info.sha256.is_none() && info.size == Some(size))) =>
-        {
+        Ok(info) if is_this_content(&info, &hash_hex, size) => {
             ctx.loaded.store(size, Ordering::Relaxed);
             return Ok(Uploaded { key, skipped: true });
         }
@@ -76,20 +87,107 @@ pub(crate) async fn upload(
         upload_multipart(ctx, &key, &hash, size, mime_type).await?;
         return Ok(Uploaded { key, skipped: false });
     }
+    let signed = ctx.remote.sign_upload(&key, size, Some(&hash_hex), Some(mime_type)).await?;
+    put_whole(ctx, &key, &hash, size, mime_type, signed).await?;
+    Ok(Uploaded { key, skipped: false })
+}
+
+/// Uploads the local copy of `hash` (`size` bytes, below the multipart threshold) with an answer of a batched
+/// signing call: nothing is sent when the store already holds the content.
+pub(crate) async fn upload_presigned(
+    ctx: &TransferContext,
+    hash: ContentHash,
+    size: u64,
+    mime_type: &str,
+    existing: &ObjectInfo,
+    signed: SignedRequest,
+) -> Result<Uploaded, FilesError> {
+    let key = remote_key(ctx, &hash);
+    ctx.total.store(size, Ordering::Relaxed);
+    if is_this_content(existing, &hash.to_string(), size) {
+        ctx.loaded.store(size, Ordering::Relaxed);
+        return Ok(Uploaded { key, skipped: true });
+    }
+    put_whole(ctx, &key, &hash, size, mime_type, signed).await?;
+    Ok(Uploaded { key, skipped: false })
+}
+
+/// One checksum-bound PUT of the whole local copy. Bodies up to one chunk are read into memory (one request
+/// write instead of a reader thread and a channel); larger ones stream. An expired URL is signed again, up to
+/// [`RESIGN_LIMIT`] times; a refused checksum makes the local copy verify itself (a rotten copy is quarantined).
+async fn put_whole(
+    ctx: &TransferContext,
+    key: &str,
+    hash: &ContentHash,
+    size: u64,
+    mime_type: &str,
+    mut signed: SignedRequest,
+) -> Result<(), FilesError> {
+    let path = ctx.local.content_path(hash);
+    if has_expired(&signed) {
+        // A URL of a batch signed a while ago (a long group on a slow link, or a short lifetime): a fresh one
+        // costs a round trip, a refused body costs the body.
+        signed =
+            ctx.remote.sign_upload(key, size, Some(&hash.to_string()), Some(mime_type)).await?;
+    }
     let mut attempt = 0;
     loop {
-        let signed = ctx.remote.sign_upload(&key, size, Some(&hash_hex), Some(mime_type)).await?;
         ctx.loaded.store(0, Ordering::Relaxed);
-        match ctx.remote.put_file_range("upload", &signed, &path, 0, size, &ctx.loaded).await {
-            Ok(_) => return Ok(Uploaded { key, skipped: false }),
-            Err(RemoteError::UrlExpired { .. }) if attempt < RESIGN_LIMIT => attempt += 1,
+        let sent = if size <= CHUNK_BYTES as u64 {
+            let body = tokio::fs::read(&path)
+                .await
+                .map_err(|source| FilesError::LocalIo { path: path.clone(), source })?;
+            if body.len() as u64 != size {
+                // Content files never change in place; a different size means it was replaced or damaged.
+                ctx.local.verify(hash)?;
+                return Err(FilesError::LocalIo {
+                    path,
+                    source: std::io::Error::other("the local copy changed size while uploading"),
+                });
+            }
+            let result = ctx.remote.put_bytes("upload", &signed, Bytes::from(body)).await;
+            if result.is_ok() {
+                ctx.loaded.store(size, Ordering::Relaxed);
+            }
+            result
+        } else {
+            ctx.remote.put_file_range("upload", &signed, &path, 0, size, &ctx.loaded).await
+        };
+        match sent {
+            Ok(_) => return Ok(()),
+            Err(error) if attempt < RESIGN_LIMIT && failed_by_expiry(&error, &signed) => {
+                attempt += 1;
+                tracing::info!(target: "livestore_files::_events::upload", %key, attempt, "upload URL expired; signing again");
+                signed = ctx
+                    .remote
+                    .sign_upload(key, size, Some(&hash.to_string()), Some(mime_type))
+                    .await?;
+            }
             Err(error @ RemoteError::Status { status: 400, .. }) => {
                 // The store refused our checksum: either the local copy rotted, or it changed under us.
-                ctx.local.verify(&hash)?;
+                ctx.local.verify(hash)?;
                 return Err(error.into());
             }
             Err(error) => return Err(error.into()),
         }
+    }
+}
+
+/// Whether a signed URL's reported expiry has passed by this machine's clock (false when the signer did not say).
+fn has_expired(signed: &SignedRequest) -> bool {
+    signed.expires_at_ms().is_some_and(|expires_at| now_ms() >= expires_at)
+}
+
+/// Whether a PUT failed because its URL expired: the store said so, or the connection broke once the URL's expiry
+/// had passed. The second case is the usual one for a large body: the store refuses the request as soon as it has
+/// the headers and closes the connection, so the client fails while still sending the body and never reads the
+/// answer. Either way the caller signs again (a bounded number of times, so a clock that runs ahead of the
+/// server's cannot make it loop).
+fn failed_by_expiry(error: &RemoteError, signed: &SignedRequest) -> bool {
+    match error {
+        RemoteError::UrlExpired { .. } => true,
+        RemoteError::Network { .. } => has_expired(signed),
+        _ => false,
     }
 }
 
@@ -181,8 +279,11 @@ async fn upload_multipart(
                             }
                             .into());
                         }
-                        Err(RemoteError::UrlExpired { .. }) if attempt < RESIGN_LIMIT => {
-                            attempt += 1
+                        Err(error)
+                            if attempt < RESIGN_LIMIT && failed_by_expiry(&error, &signed) =>
+                        {
+                            attempt += 1;
+                            tracing::info!(target: "livestore_files::_events::upload", %key, part = number, attempt, "part URL expired; signing the part again");
                         }
                         Err(error) => return Err(error.into()),
                     }

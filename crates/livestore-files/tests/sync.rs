@@ -486,3 +486,74 @@ async fn an_expired_presigned_url_is_recognised_so_the_transfer_re_signs() {
     a.close().await;
     b.close().await;
 }
+
+/// The upstream signer contract has no `sign/uploads`: every file still goes up (existence check, sign, PUT each),
+/// and the client asks for the batch only once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signer_without_batched_signing_still_gets_every_file() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let services = livestore_objects::FileServices::start(
+        livestore_objects::FilesConfig::embedded(dir.path().join("objects")),
+        Arc::new(livestore_objects::AllowAll),
+    )
+    .await
+    .unwrap();
+    let batch_calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&batch_calls);
+    // The real signer and store, with `sign/uploads` answered like a signer that does not have it.
+    let app = services.router().layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let counted = Arc::clone(&counted);
+            async move {
+                if request.uri().path() == "/api/v1/sign/uploads" {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    return axum::response::IntoResponse::into_response((
+                        axum::http::StatusCode::NOT_FOUND,
+                        axum::Json(serde_json::json!({ "error": "Not found" })),
+                    ));
+                }
+                next.run(request).await
+            }
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let serving = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let store = Store::open(
+        StoreOptions::new("upstream-signer", Storage::Dir(dir.path().join("db"))),
+        livestore_files::schema::schema(),
+    )
+    .unwrap();
+    let files = FileSync::new(store, options(dir.path(), &url, None)).unwrap();
+    let mut contents: Vec<Vec<u8>> = (0..20).map(|seed| pseudo_random(4096, seed)).collect();
+    // Larger than a group member (1 MiB), smaller than the multipart threshold: a group of one.
+    contents.push(pseudo_random(2 * 1024 * 1024 + 1, 99));
+    let saved: Vec<_> =
+        contents.iter().map(|bytes| files.save_file(FileSource::Bytes(bytes)).unwrap()).collect();
+    files.start().unwrap();
+    assert!(files.wait_idle(Duration::from_secs(60)).await, "{:?}", files.sync_status());
+    let signer = livestore_files::remote::SignerClient::new(&RemoteConfig {
+        signer_url: format!("{url}/api"),
+        auth_token: None,
+    });
+    for (saved, bytes) in saved.iter().zip(&contents) {
+        let row = files.file(&saved.file_id).unwrap();
+        assert_eq!(row.remote_key, format!("upstream-signer/{}", saved.content_hash));
+        let info = signer.head(&row.remote_key).await.unwrap();
+        assert!(info.exists, "{}", row.remote_key);
+        assert_eq!(info.size, Some(bytes.len() as u64));
+    }
+    // Groups that started together each asked once; after the first answer the client stops asking.
+    let asked = batch_calls.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&asked), "{asked}");
+    let later = files.save_file(FileSource::Bytes(b"saved later")).unwrap();
+    assert!(files.wait_idle(Duration::from_secs(60)).await, "{:?}", files.sync_status());
+    assert!(!files.file(&later.file_id).unwrap().remote_key.is_empty());
+    assert_eq!(batch_calls.load(Ordering::SeqCst), asked, "the missing route is remembered");
+    files.dispose().await;
+    files.store().shutdown().unwrap();
+    serving.abort();
+}

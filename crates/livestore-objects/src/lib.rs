@@ -78,6 +78,18 @@ pub struct EmbeddedStoreInfo {
     pub region: String,
 }
 
+/// What the embedded store stored since the process started: successful PutObject and UploadPart requests and
+/// their body bytes (refused or interrupted uploads count nothing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredStats {
+    /// Objects stored by PutObject.
+    pub objects: u64,
+    /// Parts stored by UploadPart.
+    pub parts: u64,
+    /// Body bytes of both.
+    pub bytes: u64,
+}
+
 impl std::fmt::Debug for EmbeddedStoreInfo {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
@@ -150,6 +162,16 @@ impl FileServices {
             Some(store) => router.merge(store::router(Arc::clone(store))),
             None => router,
         }
+    }
+
+    /// Counts of what the embedded store stored (`None` for an external backend).
+    pub fn embedded_store_stats(&self) -> Option<StoredStats> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.store.as_ref().map(|store| StoredStats {
+            objects: store.stored.objects.load(Relaxed),
+            parts: store.stored.parts.load(Relaxed),
+            bytes: store.stored.bytes.load(Relaxed),
+        })
     }
 
     /// Credentials of the embedded store (`None` for an external backend).

@@ -1,6 +1,7 @@
 //! The signer HTTP API under `/api`, exactly the contract that
 //! `@livestore-filesync/core` 0.8.0's `makeS3SignerRemoteStorage` uses, plus
-//! additive extensions (checksum-bound uploads, existence check, multipart).
+//! additive extensions (checksum-bound uploads, batched signing, existence
+//! check, multipart).
 //!
 //! Owns request parsing, key rules, authorization through the
 //! [`TokenAuthority`], the JSON error format `{"error": ...}` and the CORS
@@ -82,6 +83,7 @@ pub(crate) fn router(state: Arc<SignerState>) -> Router {
     Router::new()
         .route("/api/health", get(handlers::health))
         .route("/api/v1/sign/upload", post(handlers::sign_upload))
+        .route("/api/v1/sign/uploads", post(handlers::sign_uploads))
         .route("/api/v1/sign/download", post(handlers::sign_download))
         .route("/api/v1/delete", post(handlers::delete))
         .route("/api/v1/head", post(handlers::head))

@@ -55,8 +55,19 @@ pub(crate) struct Store {
     /// Upload ids whose completion is running, so two concurrent completes of
     /// the same upload cannot both assemble it.
     completing: Mutex<HashSet<String>>,
+    /// What PUTs and part uploads stored since the process started (for metrics, and for tests that check a
+    /// resumed upload sends only the missing parts).
+    pub(crate) stored: StoredCounters,
     /// Held for the store's lifetime: the advisory lock on `<data>/lock`.
     _lock: std::fs::File,
+}
+
+/// Counts of successfully stored bodies (a refused or interrupted upload counts nothing).
+#[derive(Debug, Default)]
+pub(crate) struct StoredCounters {
+    pub(crate) objects: std::sync::atomic::AtomicU64,
+    pub(crate) parts: std::sync::atomic::AtomicU64,
+    pub(crate) bytes: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -123,6 +134,7 @@ impl Store {
             bucket: bucket.to_owned(),
             region: region.to_owned(),
             credentials: Credentials { access_key_id, secret_access_key },
+            stored: StoredCounters::default(),
             completing: Mutex::new(HashSet::new()),
             _lock: lock,
         })

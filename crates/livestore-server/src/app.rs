@@ -41,6 +41,8 @@ pub(crate) struct AppState {
     pub(crate) sessions: TaskTracker,
     /// `--static-dir`: answers GET and HEAD requests that are not for the sync endpoint or another route.
     pub(crate) static_site: Option<Arc<StaticSite>>,
+    /// The file services, whose embedded store's counts `/metrics` reports.
+    pub(crate) files: livestore_objects::FileServices,
 }
 
 /// The text `GET /` answers with, as the reference worker does.
@@ -73,6 +75,7 @@ pub(crate) fn app(state: AppState, files: Router) -> Router {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    state.metrics.observe_object_store(state.files.embedded_store_stats());
     (
         [(
             header::CONTENT_TYPE,

@@ -1,4 +1,5 @@
-//! Prometheus metrics served at `/metrics`: connections, stores, appended events, rejected pushes, pull latency.
+//! Prometheus metrics served at `/metrics`: connections, stores, appended events, rejected pushes, pull latency,
+//! and what the embedded object store stored.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -39,6 +40,12 @@ pub(crate) struct Metrics {
     pub(crate) database_outages: Counter,
     /// Postgres only: events read back from the table to publish (mostly other nodes' commits).
     pub(crate) catch_up_events: Counter,
+    /// Embedded object store: objects, parts and body bytes stored (brought up to date at each scrape).
+    objects_stored: Counter,
+    object_parts_stored: Counter,
+    object_bytes_stored: Counter,
+    /// Serializes [`Metrics::observe_object_store`], so two scrapes at once cannot add the same difference twice.
+    object_store_observation: std::sync::Mutex<()>,
 }
 
 impl Metrics {
@@ -97,8 +104,30 @@ impl Metrics {
             "Events read back from Postgres to publish to live pulls (mostly other nodes' commits)",
             catch_up_events.clone(),
         );
+        let objects_stored = Counter::default();
+        registry.register(
+            "objects_stored",
+            "Objects the embedded object store stored (PutObject)",
+            objects_stored.clone(),
+        );
+        let object_parts_stored = Counter::default();
+        registry.register(
+            "object_parts_stored",
+            "Multipart parts the embedded object store stored (UploadPart)",
+            object_parts_stored.clone(),
+        );
+        let object_bytes_stored = Counter::default();
+        registry.register(
+            "object_bytes_stored",
+            "Body bytes the embedded object store stored (objects and parts)",
+            object_bytes_stored.clone(),
+        );
         Metrics {
             registry,
+            objects_stored,
+            object_parts_stored,
+            object_bytes_stored,
+            object_store_observation: std::sync::Mutex::new(()),
             database_available,
             database_outages,
             catch_up_events,
@@ -121,6 +150,21 @@ impl Metrics {
             RejectReason::StorageError => "storage_error",
         };
         self.pushes_rejected.get_or_create(&RejectLabels { reason }).inc();
+    }
+
+    /// Moves the object store counters up to the store's own counts (they only grow, so the difference is what
+    /// happened since the last scrape). `None` (an external store) leaves them at zero.
+    pub(crate) fn observe_object_store(&self, stats: Option<livestore_objects::StoredStats>) {
+        let Some(stats) = stats else { return };
+        let _serialized =
+            self.object_store_observation.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (counter, value) in [
+            (&self.objects_stored, stats.objects),
+            (&self.object_parts_stored, stats.parts),
+            (&self.object_bytes_stored, stats.bytes),
+        ] {
+            counter.inc_by(value.saturating_sub(counter.get()));
+        }
     }
 
     /// The OpenMetrics text exposition.

@@ -83,6 +83,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             static_site,
+            files: files.clone(),
         };
         Ok(Server { listener, state: AppStateHandle(state), files })
     }

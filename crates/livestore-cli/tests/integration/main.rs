@@ -12,6 +12,8 @@
 //!   on two stores;
 //! - `security`: other stores' credentials everywhere, key and path escapes, size limits, slow and idle clients,
 //!   many sockets, secrets in logs;
+//! - `files_sync`, `files_resume`: the `livestore files` CLI end to end (propagation, external S3, `kill -9` during
+//!   transfers, bad input, a resumed multipart upload that sends only the missing parts);
 //! - `fuzz_regressions`: saved fuzz inputs (seeds and crashers) replayed in process and against the server.
 
 #![allow(unreachable_pub, clippy::needless_pass_by_value, clippy::unused_async)]
@@ -22,6 +24,7 @@ mod chaos;
 mod crash;
 mod faults;
 mod files;
+mod files_resume;
 mod files_sync;
 mod filesync_js;
 mod fuzz_regressions;

@@ -546,6 +546,8 @@ async fn endpoint_checks_before_upgrade() {
         "livestore_websocket_connections",
         "livestore_events_appended_total",
         "livestore_pull_backlog_seconds",
+        "livestore_object_parts_stored_total",
+        "livestore_object_bytes_stored_total",
     ] {
         assert!(metrics.contains(name), "{name} missing from\n{metrics}");
     }

@@ -6,7 +6,8 @@
 //!   rename, directory fsync, commit) and then resolvable locally; median and p99 latency;
 //! - `e2e_1gib`: one file of `--e2e-mib` MiB (default 1024) saved on client A, uploaded, downloaded and verified
 //!   on client B through a `livestore serve` process; MB/s for each step;
-//! - `small_files`: `--small-count` files of 4 KiB (default 10,000) saved, then uploaded; files/s;
+//! - `small_files`: `--small-count` files of 4 KiB (default 10,000) saved, then uploaded with `--small-uploads`
+//!   concurrent uploads (default: the library's default, 4); files/s;
 //! - `rss`: a generated `--rss-gib` GiB stream (default 10) saved, uploaded (multipart) and downloaded on another
 //!   client; peak RSS growth of this process (`VmHWM`) over the baseline.
 //!
@@ -46,7 +47,8 @@ fn parse_args() -> Args {
         save_count: 300,
         e2e_mib: 1024,
         small_count: 10_000,
-        small_uploads: 16,
+        // The library's default, so the headline number is what an application gets without tuning.
+        small_uploads: FileSyncOptions::local_only(".").max_concurrent_uploads,
         rss_gib: 10,
         multipart_threshold_mib: None,
     };
@@ -81,6 +83,8 @@ fn main() {
     let mut report = serde_json::Map::new();
     report
         .insert("cores".into(), json!(std::thread::available_parallelism().map_or(0, usize::from)));
+    report.insert("data_dir".into(), json!(args.data_dir.display().to_string()));
+    report.insert("data_dir_fs".into(), json!(filesystem_of(&args.data_dir)));
     if wanted("hash_1mib") {
         report.insert("hash_1mib".into(), hash_1mib(&args));
     }
@@ -365,4 +369,20 @@ fn peak_rss_kib() -> u64 {
             })
         })
         .unwrap_or(0)
+}
+
+/// The file system type of the mount holding `path` (from `/proc/mounts`, longest matching mount point), so a
+/// result says whether it was measured on tmpfs or a disk.
+fn filesystem_of(path: &Path) -> String {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_device, mount_point, kind) = (fields.next()?, fields.next()?, fields.next()?);
+            path.starts_with(mount_point).then(|| (mount_point.len(), kind.to_owned()))
+        })
+        .max_by_key(|(length, _)| *length)
+        .map_or_else(|| "unknown".to_owned(), |(_, kind)| kind)
 }

@@ -13,13 +13,15 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use futures_util::StreamExt;
 use rusty_s3::Method;
 use serde::de::DeserializeOwned;
 
 use super::wire::{
     HeadResponse, KeyRequest, MultipartCompleteRequest, MultipartCompleteResponse,
     MultipartCreateRequest, MultipartCreateResponse, PartEntry, PartsResponse,
-    SignDownloadResponse, SignPartRequest, SignUploadRequest, SignUploadResponse, UploadReference,
+    SignDownloadResponse, SignPartRequest, SignUploadRequest, SignUploadResponse, SignUploadsEntry,
+    SignUploadsRequest, SignUploadsResponse, UploadReference,
 };
 use super::{ApiError, SignerState};
 use crate::auth::{AuthRejection, bearer_token};
@@ -32,6 +34,10 @@ type Shared = State<Arc<SignerState>>;
 
 /// Most parts one upload may have (S3's limit).
 const MAX_PARTS: usize = 10_000;
+/// Most entries one `sign/uploads` call may carry.
+const MAX_BATCH_UPLOADS: usize = 1000;
+/// Existence checks of one `sign/uploads` call running at once (each is a HEAD against an external store).
+const BATCH_HEAD_CONCURRENCY: usize = 8;
 /// Longest upload id accepted; real ids are far shorter.
 const MAX_UPLOAD_ID_BYTES: usize = 1024;
 
@@ -65,6 +71,103 @@ pub(super) async fn sign_upload(
         content_type.as_deref(),
     )?;
     sign_put(&state, &headers, &key, &binding, &[]).map(Json)
+}
+
+/// Extension: existence check plus checksum-bound signing for many keys in one call, so a client with many small
+/// files spends one signer round trip per batch instead of two per file. Entries that break the key or field rules
+/// get their own `{key, error, status: 400}` and do not fail the others; a token that may not touch one of the
+/// stores fails the whole call (401/403), like a single call would.
+pub(super) async fn sign_uploads(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<SignUploadsResponse>, ApiError> {
+    let request: SignUploadsRequest = parse(&state, body)?;
+    if request.uploads.is_empty() || request.uploads.len() > MAX_BATCH_UPLOADS {
+        return Err(ApiError::bad_request(format!(
+            "Invalid request: uploads must list between 1 and {MAX_BATCH_UPLOADS} entries"
+        )));
+    }
+    let mut checked = Vec::with_capacity(request.uploads.len());
+    let mut authorized_stores = std::collections::HashSet::new();
+    for upload in request.uploads {
+        let entry = check_batch_entry(&upload);
+        if let Ok((key, _)) = &entry
+            && authorized_stores.insert(key.store_id().to_owned())
+        {
+            authorize(&state, &headers, key.as_str())?;
+        }
+        checked.push((upload.key, entry));
+    }
+    // Owned keys: a stream over borrowed entries trips the `Send` check of axum handlers (higher-ranked
+    // lifetimes of the closure).
+    let keys: Vec<Option<String>> = checked
+        .iter()
+        .map(|(_, entry)| entry.as_ref().ok().map(|(key, _)| key.as_str().to_owned()))
+        .collect();
+    let backend = &state.backend;
+    let heads: Vec<Result<Option<crate::backend::ObjectInfo>, ApiError>> =
+        futures_util::stream::iter(keys)
+            .map(|key| async move {
+                match key {
+                    Some(key) => backend.head(&key).await,
+                    None => Ok(None),
+                }
+            })
+            .buffered(BATCH_HEAD_CONCURRENCY)
+            .collect()
+            .await;
+    let mut results = Vec::with_capacity(checked.len());
+    for ((raw_key, entry), head) in checked.into_iter().zip(heads) {
+        let refused = |error: ApiError| SignUploadsEntry {
+            key: raw_key.clone(),
+            exists: None,
+            size: None,
+            sha256: None,
+            signed: None,
+            error: Some(error.message),
+            status: Some(error.status.as_u16()),
+        };
+        let outcome = entry.and_then(|(key, binding)| {
+            let info = head?;
+            let signed = sign_put(&state, &headers, &key, &binding, &[])?;
+            Ok((info, signed))
+        });
+        results.push(match outcome {
+            Ok((info, signed)) => SignUploadsEntry {
+                key: raw_key,
+                exists: Some(info.is_some()),
+                size: info.as_ref().map(|info| info.size),
+                sha256: info.and_then(|info| info.sha256_hex),
+                signed: Some(signed),
+                error: None,
+                status: None,
+            },
+            Err(error) => refused(error),
+        });
+    }
+    Ok(Json(SignUploadsResponse { results }))
+}
+
+/// The key and checksum binding of one `sign/uploads` entry, which must be checksum-bound (`sha256` and
+/// `contentLength`).
+fn check_batch_entry(upload: &SignUploadRequest) -> Result<(ObjectKey, Binding), ApiError> {
+    let key = ObjectKey::parse(&upload.key)
+        .map_err(|error| ApiError::bad_request(format!("Invalid key: {error}")))?;
+    let content_type = checked_content_type(upload.content_type.clone())?;
+    if upload.sha256.is_none() {
+        return Err(ApiError::bad_request(
+            "Invalid request: every entry of sign/uploads needs sha256 and contentLength",
+        ));
+    }
+    if upload.content_length.is_some_and(|length| length > MAX_PUT_BYTES) {
+        return Err(ApiError::bad_request(
+            "Invalid request: contentLength exceeds the 5 GiB single-upload limit; use multipart",
+        ));
+    }
+    let binding =
+        checksum_binding(upload.sha256.as_deref(), upload.content_length, content_type.as_deref())?;
+    Ok((key, binding))
 }
 
 pub(super) async fn sign_download(

@@ -21,6 +21,12 @@ pub(crate) struct SignUploadRequest {
     pub(crate) sha256: Option<String>,
 }
 
+/// `POST /v1/sign/uploads` (extension): many checksum-bound uploads at once.
+#[derive(Debug, Deserialize)]
+pub(crate) struct SignUploadsRequest {
+    pub(crate) uploads: Vec<SignUploadRequest>,
+}
+
 /// `POST /v1/sign/download`, `/v1/delete`, `/v1/head`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct KeyRequest {
@@ -83,6 +89,32 @@ pub(crate) struct SignUploadResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) headers: Option<BTreeMap<&'static str, String>>,
     pub(crate) expires_at: String,
+}
+
+/// One entry of the `sign/uploads` response, in request order: what is stored under the key now, and a signed
+/// upload, or why this entry was refused.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SignUploadsEntry {
+    pub(crate) key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) exists: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) sha256: Option<String>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub(crate) signed: Option<SignUploadResponse>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) status: Option<u16>,
+}
+
+/// Response of `sign/uploads`.
+#[derive(Debug, Serialize)]
+pub(crate) struct SignUploadsResponse {
+    pub(crate) results: Vec<SignUploadsEntry>,
 }
 
 /// Response of the download call.

@@ -11,6 +11,7 @@
 //! `ETag` of uploads.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -153,13 +154,17 @@ async fn dispatch(store: &Store, parts: &Parts, body: Body) -> Result<Response, 
                     )
                 })?;
             let destination = store.part_destination(&key, upload_id, part_number).await?;
-            put(store, parts, body, &key, payload, destination).await
+            let response = put(store, parts, body, &key, payload, destination).await?;
+            store.stored.parts.fetch_add(1, Ordering::Relaxed);
+            Ok(response)
         }
         (&Method::PUT, None) => {
             if parts.headers.contains_key("x-amz-copy-source") {
                 return Err(S3Error::not_implemented("CopyObject"));
             }
-            put(store, parts, body, &key, payload, store.object_path(&key)).await
+            let response = put(store, parts, body, &key, payload, store.object_path(&key)).await?;
+            store.stored.objects.fetch_add(1, Ordering::Relaxed);
+            Ok(response)
         }
         (&Method::GET, Some(upload_id)) => list_parts(store, &key, upload_id).await,
         (&Method::GET, None) => get(store, &parts.headers, &key, false).await,
@@ -370,6 +375,7 @@ async fn put(
         .await
         .map_err(|error| S3Error::internal(&std::io::Error::other(error)))?
         .map_err(|error| S3Error::internal(&error))?;
+    store.stored.bytes.fetch_add(digests.size, Ordering::Relaxed);
     let mut response = (StatusCode::OK, [(header::ETAG, etag)]).into_response();
     if checks.checksum_sha256.is_some() {
         let value = BASE64.encode(digests.sha256);

@@ -115,6 +115,7 @@ conformance!(
     checksum_enforced,
     length_enforced,
     existence_check,
+    batch_signing,
     delete_missing_is_ok,
     multipart_round_trip,
     multipart_resume_lists_parts,
@@ -403,6 +404,56 @@ async fn existence_check(ctx: &Ctx) {
             "the embedded store knows every object's SHA-256"
         );
     }
+}
+
+/// `sign/uploads`: existence and a checksum-bound URL per entry, in request order; a bad entry is refused alone.
+async fn batch_signing(ctx: &Ctx) {
+    let client = ctx.client();
+    let stored = pattern(4096, 21);
+    let fresh = pattern(3000, 22);
+    let stored_key = format!("store-a/{}", sha256_hex(&stored));
+    let fresh_key = format!("store-a/{}", sha256_hex(&fresh));
+    client.upload(&stored_key, &stored).await;
+    let entry = |key: &str, bytes: &[u8]| json!({ "key": key, "contentLength": bytes.len(), "sha256": sha256_hex(bytes) });
+    let (status, json) = client
+        .post(
+            "/v1/sign/uploads",
+            json!({ "uploads": [
+                entry(&stored_key, &stored),
+                entry(&fresh_key, &fresh),
+                { "key": "store-a/../x", "contentLength": 1, "sha256": sha256_hex(b"x") },
+                { "key": "store-a/unbound", "contentLength": 1 },
+            ] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let results = json["results"].as_array().expect("results");
+    assert_eq!(results.len(), 4, "{json}");
+    assert_eq!(results[0]["key"], stored_key.as_str());
+    assert_eq!(results[0]["exists"], true);
+    assert_eq!(results[0]["size"], 4096);
+    if ctx.kind == Kind::Embedded {
+        assert_eq!(results[0]["sha256"], sha256_hex(&stored).as_str());
+    }
+    assert_eq!(results[1]["key"], fresh_key.as_str());
+    assert_eq!(results[1]["exists"], false);
+    assert_eq!(results[1]["method"], "PUT");
+    assert!(results[1]["headers"]["x-amz-checksum-sha256"].is_string(), "{json}");
+    assert_eq!(results[2]["status"], 400);
+    assert!(results[2]["error"].as_str().expect("error").starts_with("Invalid key"), "{json}");
+    assert!(results[2].get("url").is_none());
+    assert_eq!(results[3]["status"], 400);
+    assert!(results[3]["error"].as_str().expect("error").contains("sha256"), "{json}");
+    // The URL is checksum-bound like a single sign/upload: other bytes are refused, the right ones stored.
+    let response = client.put_signed(&results[1], pattern(3000, 23)).await;
+    assert!(response.status().is_client_error(), "{}", response.status());
+    if ctx.kind == Kind::Embedded {
+        // FIXME(s3s-fs): it answers BadDigest but keeps the wrong bytes (see `checksum_enforced`).
+        assert!(client.download(&fresh_key).await.is_none());
+    }
+    let response = client.put_signed(&results[1], fresh.clone()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(client.download(&fresh_key).await.expect("stored"), fresh);
 }
 
 async fn delete_missing_is_ok(ctx: &Ctx) {

@@ -66,6 +66,26 @@ async fn auth_is_required_and_scoped_to_the_store() {
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
         assert!(error_of(&json).contains("store-a"), "{json}");
     }
+    // A batch fails as a whole when the token may not touch one of its stores.
+    let digest = "0".repeat(64);
+    let (status, json) = client_b
+        .post(
+            "/v1/sign/uploads",
+            json!({ "uploads": [
+                { "key": "store-b/x", "contentLength": 1, "sha256": digest },
+                { "key": "store-a/x", "contentLength": 1, "sha256": digest },
+            ] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{json}");
+    assert!(error_of(&json).contains("store-a"), "{json}");
+    let (status, _) = anonymous
+        .post(
+            "/v1/sign/uploads",
+            json!({ "uploads": [{ "key": "store-a/x", "contentLength": 1, "sha256": digest }] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // The upstream Worker helpers also accept X-Worker-Auth.
     let response = reqwest::Client::new()
