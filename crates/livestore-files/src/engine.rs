@@ -92,6 +92,9 @@ struct Failure {
     error: String,
 }
 
+/// How long content the application asked for is safe from eviction (see `RuntimeState::requested`).
+const REQUESTED_CONTENT_PROTECTION: Duration = Duration::from_secs(60);
+
 /// The engine's in-memory state, shared with status queries.
 #[derive(Debug)]
 pub(crate) struct RuntimeState {
@@ -104,6 +107,9 @@ pub(crate) struct RuntimeState {
     failures: HashMap<(TransferKind, String), Failure>,
     delete_failures: HashMap<String, Failure>,
     prioritized: VecDeque<String>,
+    /// Content the application asked for (`resolve_file_url`, `prioritize_download`) and when: eviction leaves it
+    /// alone for [`REQUESTED_CONTENT_PROTECTION`], so a file fetched back for a reader is not evicted again at once.
+    requested: HashMap<ContentHash, std::time::Instant>,
     /// Upload tasks running (each holds a slot until it ends; see `launch`).
     upload_slots: usize,
     /// Set while a reconcile has taken the change marks but not yet published the work lists it derives.
@@ -127,6 +133,7 @@ impl Default for RuntimeState {
             failures: HashMap::new(),
             delete_failures: HashMap::new(),
             prioritized: VecDeque::new(),
+            requested: HashMap::new(),
             upload_slots: 0,
             reconciling: false,
             reconciled: false,
@@ -541,6 +548,7 @@ pub(crate) fn prioritize(inner: &Inner, job: Job) {
     let runtime = &mut *runtime;
     runtime.prioritized.retain(|id| id != &job.file_id);
     runtime.prioritized.push_front(job.file_id.clone());
+    runtime.requested.insert(job.hash, std::time::Instant::now());
     runtime.failures.remove(&(TransferKind::Download, job.file_id.clone()));
     let known = runtime.inflight.contains_key(&(TransferKind::Download, job.file_id.clone()))
         || runtime.work.downloads.iter().any(|queued| queued.file_id == job.file_id);

@@ -1,7 +1,7 @@
 //! The local byte budget: removing least recently used local copies that are safe to remove (uploaded, or
-//! unreferenced and not brand new), never pinned or moving content.
+//! unreferenced and not brand new), never pinned or moving content, nor content the application just asked for.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use livestore_client::schema::Query;
@@ -36,8 +36,14 @@ impl Engine {
         let uses: HashMap<String, i64> =
             uses.into_iter().map(|usage| (usage.content_hash, usage.not_uploaded)).collect();
         inventory.sort_by_key(|(_, _, modified)| *modified);
-        let hashes_inflight =
-            self.inner.runtime.lock().expect("runtime lock").hashes_inflight.clone();
+        let (hashes_inflight, requested) = {
+            let mut runtime = self.inner.runtime.lock().expect("runtime lock");
+            runtime.requested.retain(|_, at| at.elapsed() < super::REQUESTED_CONTENT_PROTECTION);
+            (
+                runtime.hashes_inflight.clone(),
+                runtime.requested.keys().copied().collect::<HashSet<_>>(),
+            )
+        };
         for (hash, size, modified) in inventory {
             if used <= budget {
                 break;
@@ -50,6 +56,7 @@ impl Engine {
             };
             if !safe
                 || hashes_inflight.contains(&hash)
+                || requested.contains(&hash)
                 || self.inner.pinned.lock().expect("pin lock").contains_key(&hash)
             {
                 continue;

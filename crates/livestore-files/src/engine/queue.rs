@@ -16,11 +16,13 @@ use serde::Deserialize;
 use super::{Engine, Job, WorkLists, forget_file};
 use crate::error::FilesError;
 use crate::layout::ContentHash;
+use crate::local::now_ms;
 use crate::schema::{
-    LocalFileState, LocalFileStateRemove, REMOTE_DELETES_TABLE, RemoteDelete, TransferStatus,
+    FileRemoteDeleteQueued, LocalFileState, LocalFileStateRemove, REMOTE_DELETES_TABLE,
+    RemoteDelete, TransferStatus,
 };
 use crate::status::TransferKind;
-use crate::sync::active_rows_with_hash;
+use crate::sync::{active_rows_with_hash, key_referenced};
 
 /// Ids per query of a partial reconcile (SQLite's default limit on parameters is far above).
 const IDS_PER_QUERY: usize = 500;
@@ -77,11 +79,29 @@ impl Engine {
             let runtime = self.inner.runtime.lock().expect("runtime lock");
             (runtime.inflight.keys().cloned().collect(), runtime.hashes_inflight.clone())
         };
+        let mut queued_deletes = Vec::new();
         for row in rows {
             let state = row.state();
             if row.deleted_at.is_some() {
-                // Deleted (here or elsewhere): remove the local copy unless an active row shares it or a transfer
-                // still reads it, then forget the state.
+                // Deleted elsewhere, and this device held the file settled: queue the remote delete too (it checks
+                // references again when it runs, and deleting a missing object succeeds). The deleting device
+                // queues one only if it knew the row's `remoteKey`; when its delete raced the upload's
+                // `v1.FileUpdated`, it did not, and without this the object would be left behind for good.
+                if let Some(state) = &state
+                    && state.upload_status == TransferStatus::Done.as_str()
+                    && !row.remote_key.is_empty()
+                    && self.inner.remote.is_some()
+                    && !key_referenced(&self.inner.store, &row.remote_key, None)?
+                {
+                    self.queue_write(&FileRemoteDeleteQueued {
+                        key: row.remote_key.clone(),
+                        queued_at: now_ms(),
+                    });
+                    // The write is committed with the next flush; the work list needs it now.
+                    queued_deletes.push(row.remote_key.clone());
+                }
+                // Remove the local copy unless an active row shares it or a transfer still reads it, then forget
+                // the state.
                 if let Ok(hash) = row.content_hash.parse::<ContentHash>()
                     && !hashes_inflight.contains(&hash)
                     && active_rows_with_hash(&self.inner.store, &row.content_hash)?.is_empty()
@@ -189,6 +209,11 @@ impl Engine {
                 .store
                 .query(&Query::select(REMOTE_DELETES_TABLE).order_by("queuedAt"))?;
             work.deletes = deletes.into_iter().map(|delete| delete.key).collect();
+            for key in queued_deletes {
+                if !work.deletes.contains(&key) {
+                    work.deletes.push(key);
+                }
+            }
         }
         let mut runtime = self.inner.runtime.lock().expect("runtime lock");
         let runtime = &mut *runtime;
