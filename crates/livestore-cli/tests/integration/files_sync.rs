@@ -310,7 +310,14 @@ fn kill_9_during_a_large_upload_and_a_download_then_the_transfers_complete() {
     a.extra = ["--multipart-threshold", "8MiB", "--part-size", "5MiB", "--uploads", "1"]
         .map(str::to_owned)
         .to_vec();
-    let b = FilesClient::new(temp.path(), "b", "files-crash", &url);
+    // B reaches the server through a proxy that cuts every connection after 6 MiB, so its download cannot finish
+    // before it is killed, however fast the machine (a 40 MiB download otherwise takes a fraction of a second).
+    let proxy_runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let server_addr: std::net::SocketAddr = ([127, 0, 0, 1], server.port).into();
+    let proxy = proxy_runtime.block_on(livestore_testkit::FaultProxy::start(server_addr)).unwrap();
+    proxy.set_new_connection_byte_limit(Some(6 * 1024 * 1024));
+    let b = FilesClient::new(temp.path(), "b", "files-crash", &proxy.http_url());
     let big = temp.path().join("big.bin");
     let bytes = write_random(&big, 40 * 1024 * 1024 + 3, 11);
     let id = a.add(&big);
@@ -346,6 +353,7 @@ fn kill_9_during_a_large_upload_and_a_download_then_the_transfers_complete() {
     downloader.wait().unwrap();
     assert_no_corrupt_visible(&b);
     assert!(!b.content_dir().join(sha256_hex(&bytes)).exists());
+    proxy.heal();
     b.sync();
     assert_no_corrupt_visible(&b);
     assert_eq!(b.get(&id, &temp.path().join("out.bin")), bytes);
