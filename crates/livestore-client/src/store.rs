@@ -313,8 +313,13 @@ impl Store {
             let undo_log = &core.undo;
             let result = in_transaction(conn, undo_log, |conn| {
                 let mut writer = Writer::new(conn, schema);
-                for (event, definition) in local_events.iter().zip(&definitions) {
-                    writer.append(event, definition.schema_hash, eventlog::NO_SYNC_METADATA)?;
+                // The eventlog is not a state table, so appending first records nothing in the undo log.
+                writer.append_all(
+                    &local_events,
+                    |index| definitions[index].schema_hash,
+                    eventlog::NO_SYNC_METADATA,
+                )?;
+                for event in &local_events {
                     undo_log.start(event.seq_num);
                     writer.materialize(event)?;
                 }

@@ -177,6 +177,18 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// Large commits go through the multi-row eventlog appends and undo writes (32 and 64 rows per statement),
+    /// with remainders: the laws hold there too.
+    #[test]
+    fn rebase_equals_rebuild_with_large_commits(ops in prop::collection::vec(op(), 30..200), batch in 20..160usize, confirmed in 0..120usize) {
+        let store = Store::open(StoreOptions::new("undo-large", Storage::InMemory), schema()).unwrap();
+        check(&store, ops, batch, confirmed);
+    }
+}
+
 #[test]
 fn undo_survives_reopen_and_a_second_rebase() {
     let dir = tempfile::tempdir().unwrap();

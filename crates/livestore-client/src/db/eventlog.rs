@@ -66,6 +66,54 @@ pub(crate) fn execute_insert(
     Ok(())
 }
 
+/// Events appended by one statement when a commit has many (12 parameters each, far below SQLite's limit).
+pub(crate) const ROWS_PER_INSERT: usize = 32;
+
+/// The statement that appends [`ROWS_PER_INSERT`] events at once (built once: the statement cache is keyed by it).
+pub(crate) static INSERT_MANY_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| insert_many_sql(ROWS_PER_INSERT));
+
+/// `INSERT INTO main.eventlog VALUES (…), (…)` with `rows` rows of numbered parameters.
+fn insert_many_sql(rows: usize) -> String {
+    let mut sql = String::from("INSERT INTO main.eventlog VALUES ");
+    for row in 0..rows {
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for column in 0..12 {
+            if column > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("?{}", row * 12 + column + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Binds one event's twelve columns from parameter `offset + 1` on (see [`insert_many_sql`]).
+pub(crate) fn bind_row(
+    statement: &mut rusqlite::Statement<'_>,
+    offset: usize,
+    event: &LocalEvent,
+    schema_hash: i64,
+    sync_metadata_json: &str,
+) -> rusqlite::Result<()> {
+    statement.raw_bind_parameter(offset + 1, seq_global(event.seq_num))?;
+    statement.raw_bind_parameter(offset + 2, event.seq_num.client)?;
+    statement.raw_bind_parameter(offset + 3, event.seq_num.rebase_generation)?;
+    statement.raw_bind_parameter(offset + 4, seq_global(event.parent_seq_num))?;
+    statement.raw_bind_parameter(offset + 5, event.parent_seq_num.client)?;
+    statement.raw_bind_parameter(offset + 6, event.parent_seq_num.rebase_generation)?;
+    statement.raw_bind_parameter(offset + 7, &*event.name)?;
+    statement.raw_bind_parameter(offset + 8, &*event.args_json)?;
+    statement.raw_bind_parameter(offset + 9, &*event.client_id)?;
+    statement.raw_bind_parameter(offset + 10, &*event.session_id)?;
+    statement.raw_bind_parameter(offset + 11, schema_hash)?;
+    statement.raw_bind_parameter(offset + 12, sync_metadata_json)
+}
+
 /// Removes one event (rollback of a pending event before its rebased copy is inserted).
 pub(crate) fn delete(conn: &Connection, seq_num: EventSeqNum) -> rusqlite::Result<()> {
     let mut statement = conn.prepare_cached(

@@ -115,24 +115,54 @@ impl UndoLog {
     }
 
     /// Writes the inverse statements of buffered inserts; must run inside the transaction that made them.
+    ///
+    /// A batch commit buffers one insert per event or more, so the records go out [`ROWS_PER_INSERT`] rows per
+    /// statement: one statement execution per chunk instead of per row is most of what writing them costs.
     pub(crate) fn flush(&self, conn: &Connection) -> rusqlite::Result<()> {
         let inserts = match self.inserts.lock() {
             Ok(mut inserts) if !inserts.is_empty() => std::mem::take(&mut *inserts),
             _ => return Ok(()),
         };
-        let mut statement = conn.prepare_cached(
-            "INSERT INTO state.__livestore_undo (seqNumGlobal, seqNumClient, seqNumRebaseGeneration, n, stmt)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
+        let mut chunks = inserts.chunks_exact(ROWS_PER_INSERT);
         let mut text = String::new();
-        for insert in inserts {
-            text.clear();
-            text.push_str(&self.delete_prefixes[insert.table]);
-            text.push_str(&insert.rowid.to_string());
-            let [global, client, generation] = insert.key;
-            statement.execute(params![global, client, generation, insert.counter, text])?;
+        if chunks.len() > 0 {
+            let mut statement = conn.prepare_cached(&INSERT_MANY_SQL)?;
+            for chunk in &mut chunks {
+                for (row, insert) in chunk.iter().enumerate() {
+                    self.bind_record(&mut statement, row * 5, insert, &mut text)?;
+                }
+                statement.raw_execute()?;
+            }
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut statement = conn.prepare_cached(&INSERT_ONE_SQL)?;
+            for insert in rest {
+                self.bind_record(&mut statement, 0, insert, &mut text)?;
+                statement.raw_execute()?;
+            }
         }
         Ok(())
+    }
+
+    /// Binds one record's five values from parameter `offset + 1` on.
+    fn bind_record(
+        &self,
+        statement: &mut rusqlite::CachedStatement<'_>,
+        offset: usize,
+        insert: &BufferedInsert,
+        text: &mut String,
+    ) -> rusqlite::Result<()> {
+        use std::fmt::Write as _;
+        text.clear();
+        text.push_str(&self.delete_prefixes[insert.table]);
+        let _ = write!(text, "{}", insert.rowid);
+        let [global, client, generation] = insert.key;
+        statement.raw_bind_parameter(offset + 1, global)?;
+        statement.raw_bind_parameter(offset + 2, client)?;
+        statement.raw_bind_parameter(offset + 3, generation)?;
+        statement.raw_bind_parameter(offset + 4, insert.counter)?;
+        statement.raw_bind_parameter(offset + 5, text.as_str())
     }
 
     /// Forgets buffered inserts of a transaction that rolled back.
@@ -142,6 +172,36 @@ impl UndoLog {
             inserts.clear();
         }
     }
+}
+
+/// Undo records written by one statement when a flush has many (5 parameters each, far below SQLite's limit).
+const ROWS_PER_INSERT: usize = 64;
+
+/// The statements writing [`ROWS_PER_INSERT`] records and one record (built once: the statement cache is keyed
+/// by their text).
+static INSERT_MANY_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| insert_sql(ROWS_PER_INSERT));
+static INSERT_ONE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| insert_sql(1));
+
+/// `INSERT INTO state.__livestore_undo … VALUES (…), (…)` with `rows` rows of numbered parameters.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO state.__livestore_undo (seqNumGlobal, seqNumClient, seqNumRebaseGeneration, n, stmt) VALUES ",
+    );
+    for row in 0..rows {
+        let first = row * 5 + 1;
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!(
+            "(?{first},?{},?{},?{},?{})",
+            first + 1,
+            first + 2,
+            first + 3,
+            first + 4
+        ));
+    }
+    sql
 }
 
 /// Registers the recording functions and creates the update/delete triggers of every state table.

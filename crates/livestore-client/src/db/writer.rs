@@ -61,6 +61,38 @@ impl<'c> Writer<'c> {
         eventlog::execute_insert(statement, event, schema_hash, sync_metadata_json)
     }
 
+    /// Appends many events, [`eventlog::ROWS_PER_INSERT`] rows per statement (one statement execution per chunk
+    /// instead of per event is a good part of what appending costs); `schema_hash` gives each event's hash.
+    pub(crate) fn append_all(
+        &mut self,
+        events: &[LocalEvent],
+        schema_hash: impl Fn(usize) -> i64,
+        sync_metadata_json: &str,
+    ) -> rusqlite::Result<()> {
+        let rows = eventlog::ROWS_PER_INSERT;
+        let full_chunks = events.len() / rows;
+        if full_chunks > 0 {
+            let mut statement = self.conn.prepare_cached(&eventlog::INSERT_MANY_SQL)?;
+            for chunk in 0..full_chunks {
+                for row in 0..rows {
+                    let index = chunk * rows + row;
+                    eventlog::bind_row(
+                        &mut statement,
+                        row * 12,
+                        &events[index],
+                        schema_hash(index),
+                        sync_metadata_json,
+                    )?;
+                }
+                statement.raw_execute()?;
+            }
+        }
+        for index in full_chunks * rows..events.len() {
+            self.append(&events[index], schema_hash(index), sync_metadata_json)?;
+        }
+        Ok(())
+    }
+
     /// Runs an event's materializer and executes its writes. Unknown events follow the schema's strategy.
     pub(crate) fn materialize(&mut self, event: &LocalEvent) -> Result<(), StoreError> {
         let schema = self.schema;
