@@ -87,8 +87,8 @@ impl<'c> Writer<'c> {
                 statement.raw_execute()?;
             }
         }
-        for index in full_chunks * rows..events.len() {
-            self.append(&events[index], schema_hash(index), sync_metadata_json)?;
+        for (index, event) in events.iter().enumerate().skip(full_chunks * rows) {
+            self.append(event, schema_hash(index), sync_metadata_json)?;
         }
         Ok(())
     }
