@@ -21,6 +21,8 @@ use crate::pull::Outbound;
 #[derive(Debug, Default)]
 pub(crate) struct PushesInFlight {
     state: Mutex<InFlightState>,
+    /// How many pushes are registered, so the common case (a subscriber that is not pushing) takes no lock.
+    count: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -37,6 +39,7 @@ impl PushesInFlight {
         state.next_token += 1;
         let token = state.next_token;
         state.pushes.push((token, first, last));
+        self.count.store(state.pushes.len(), std::sync::atomic::Ordering::Release);
         token
     }
 
