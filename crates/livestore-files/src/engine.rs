@@ -11,6 +11,9 @@
 //! start and after commits the file sync did not make; a local operation names the rows it changed and only
 //! those are read again; a completion needs no reconcile at all (it updates the lists itself).
 //!
+//! A full reconcile also runs every [`HEAL_INTERVAL`] as a safety net, so a state the bookkeeping got wrong heals
+//! within seconds.
+//!
 //! Every trigger of the loop is one [`Event`]: the store changed (subscription or a local operation), a transfer
 //! finished, a health check answered, a timer fired, or stop. State writes are committed in batches: at once when
 //! nothing moves, else within [`FLUSH_DELAY`], so the completions of many small files share a commit. Failures are
@@ -56,6 +59,10 @@ const DELETE_CONCURRENCY: usize = 2;
 const FLUSH_DELAY: Duration = Duration::from_millis(50);
 /// ... or until this many events wait.
 const MAX_DEFERRED_WRITES: usize = 1024;
+/// A full reconcile runs at least this often, even when nothing outside the engine changed. The bookkeeping is
+/// meant to keep rows and transfers in step without it; this bounds the cost of any case it gets wrong (a row left
+/// showing `inProgress` with no transfer behind it) to seconds instead of a stall until the next foreign commit.
+const HEAL_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A transfer to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,6 +266,9 @@ impl Engine {
         let now = Instant::now();
         // Before the marks are taken, so `is_idle` sees either a mark or a reconcile in progress.
         self.inner.runtime.lock().expect("runtime lock").reconciling = true;
+        if self.last_reconcile.is_some_and(|last| now >= last + HEAL_INTERVAL) {
+            self.inner.dirty.store(true, Ordering::SeqCst);
+        }
         let everything = self.inner.dirty.load(Ordering::SeqCst) && self.reconcile_allowed(now);
         let files = if everything {
             self.inner.dirty.store(false, Ordering::SeqCst);
@@ -350,10 +360,11 @@ impl Engine {
         if self.inner.remote.is_some() && !self.health_running {
             deadline = deadline.min(self.next_health);
         }
-        if self.inner.dirty.load(Ordering::SeqCst)
-            && let Some(last) = self.last_reconcile
-        {
-            deadline = deadline.min(last + self.reconcile_gap());
+        if let Some(last) = self.last_reconcile {
+            deadline = deadline.min(last + HEAL_INTERVAL);
+            if self.inner.dirty.load(Ordering::SeqCst) {
+                deadline = deadline.min(last + self.reconcile_gap());
+            }
         }
         if let Some(first) = self.first_write_at {
             deadline = deadline.min(first + FLUSH_DELAY);

@@ -606,3 +606,46 @@ async fn a_delete_that_raced_the_upload_still_removes_the_object() {
         client.close().await;
     }
 }
+
+/// Regression (found by the chaos test, seed 2346874016936217983): a second row with the same content is saved while
+/// the first row's upload is under way. Its job waits for the content, starts once the first upload is done, is
+/// skipped as existing, and must still end `done`: its launch wrote `inProgress` after the first completion had
+/// already given the row its `remoteKey`, and nothing outside the engine changes to make a reconcile look again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_row_saved_while_its_content_uploads_ends_settled() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(server_dir.path(), &[]).await;
+    // The signer calls of A go through a proxy that can hold them, so the first upload stays in flight.
+    let signer = livestore_testkit::FaultProxy::start(server.addr).await.unwrap();
+    let signer_url = signer.http_url();
+    let a = Client::open("same-content", &server.url(), None, |options| {
+        options.remote = Some(RemoteConfig {
+            signer_url: format!("{signer_url}/api"),
+            auth_token: None,
+        });
+    });
+    let bytes = pseudo_random(256 * 1024, 11);
+    signer.stall();
+    let first = a.files.save_file(FileSource::Bytes(&bytes)).unwrap();
+    eventually("the first upload in flight", Duration::from_secs(10), || {
+        let status = a.files.sync_status().ok()?;
+        status.transfers.iter().any(|transfer| transfer.file_id == first.file_id).then_some(())
+    })
+    .await;
+    let second = a.files.save_file(FileSource::Bytes(&bytes)).unwrap();
+    assert_ne!(first.file_id, second.file_id);
+    signer.resume();
+
+    // Both rows get the key and settle, well within the engine's periodic full reconcile (10 s).
+    let started = Instant::now();
+    eventually("both rows settled", Duration::from_secs(5), || {
+        let status = a.files.sync_status().ok()?;
+        let keyed = [&first.file_id, &second.file_id]
+            .iter()
+            .all(|id| a.files.file(id).is_ok_and(|record| !record.remote_key.is_empty()));
+        (keyed && !status.has_pending && status.uploading_count == 0).then_some(())
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    a.close().await;
+}

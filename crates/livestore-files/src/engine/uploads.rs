@@ -138,19 +138,25 @@ impl Engine {
                 continue;
             }
             used = true;
-            // Already there, or already queued by a completion whose writes wait for the next flush (two jobs
-            // for one content, the second skipped as existing, finish within one flush delay).
-            if row.remote_key == uploaded.key || !self.keys_queued.insert(row.id.clone()) {
+            // The key is already there, or already queued by a completion whose writes wait for the next flush
+            // (two jobs for one content, the second skipped as existing, finish within one flush delay).
+            let needs_key =
+                row.remote_key != uploaded.key && self.keys_queued.insert(row.id.clone());
+            if needs_key {
+                self.queue_write(&FileUpdated {
+                    id: row.id.clone(),
+                    path: row.path.clone(),
+                    remote_key: uploaded.key.clone(),
+                    content_hash: hash.clone(),
+                    updated_at: now,
+                    metadata_json: Some(row.metadata_json.clone()),
+                });
+            } else if row.id != job.file_id {
                 continue;
             }
-            self.queue_write(&FileUpdated {
-                id: row.id.clone(),
-                path: row.path.clone(),
-                remote_key: uploaded.key.clone(),
-                content_hash: hash.clone(),
-                updated_at: now,
-                metadata_json: Some(row.metadata_json.clone()),
-            });
+            // The job's own row always gets its final state, even when its key came earlier: its launch wrote
+            // `inProgress` after that (a second row with the same content waited for the first upload, then
+            // started and was skipped as existing), and no later reconcile would look at it again.
             self.queue_write(
                 &LocalFileState {
                     file_id: row.id.clone(),
