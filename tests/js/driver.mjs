@@ -75,7 +75,8 @@ const getClient = (name, { mustBeOpen = true } = {}) => {
   const c = clients.get(name)
   if (c === undefined) throw new Error(`unknown client '${name}'`)
   if (mustBeOpen && c.status.shutdown) {
-    throw new Error(`client '${name}' is shut down${c.status.reason ? ` (${c.status.reason})` : ''}`)
+    const why = [c.status.reason, c.status.error].filter(Boolean).join(': ')
+    throw new Error(`client '${name}' is shut down${why ? ` (${why})` : ''}`)
   }
   return c
 }

@@ -619,10 +619,8 @@ async fn a_second_row_saved_while_its_content_uploads_ends_settled() {
     let signer = livestore_testkit::FaultProxy::start(server.addr).await.unwrap();
     let signer_url = signer.http_url();
     let a = Client::open("same-content", &server.url(), None, |options| {
-        options.remote = Some(RemoteConfig {
-            signer_url: format!("{signer_url}/api"),
-            auth_token: None,
-        });
+        options.remote =
+            Some(RemoteConfig { signer_url: format!("{signer_url}/api"), auth_token: None });
     });
     let bytes = pseudo_random(256 * 1024, 11);
     signer.stall();
