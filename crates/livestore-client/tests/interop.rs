@@ -163,9 +163,10 @@ impl JsDriver {
     }
 
     fn call(&mut self, command: Value) -> Value {
-        match self.try_call(command.clone()) {
+        let text = command.to_string();
+        match self.try_call(command) {
             Ok(result) => result,
-            Err(error) => panic!("driver command {command} failed: {error}"),
+            Err(error) => panic!("driver command {text} failed: {error}"),
         }
     }
 
@@ -226,7 +227,7 @@ impl ReferenceJsClient {
     }
 
     /// Runs `command`; when the client stopped on an upstream error, restarts it and runs `command` again.
-    fn call(&mut self, js: &mut JsDriver, command: Value) -> Value {
+    fn call(&mut self, js: &mut JsDriver, command: &Value) -> Value {
         loop {
             match js.try_call(command.clone()) {
                 Ok(result) => return result,
@@ -246,19 +247,19 @@ impl ReferenceJsClient {
     /// Commits `event` unless the client's eventlog (pending included) already holds an event with its name and id,
     /// then waits until it is synced. A commit the client accepted before it stopped is on disk and is pushed after
     /// the restart, so it is not committed twice.
-    fn commit_once(&mut self, js: &mut JsDriver, event: Value) {
+    fn commit_once(&mut self, js: &mut JsDriver, event: &Value) {
         let id = event["args"]["id"].clone();
         let name = event["name"].clone();
         loop {
             let log =
-                self.call(js, json!({"cmd": "eventlog", "name": "js", "includePending": true}));
+                self.call(js, &json!({"cmd": "eventlog", "name": "js", "includePending": true}));
             let held = ["events", "pending"].iter().any(|part| {
                 log[part].as_array().is_some_and(|events| {
                     events.iter().any(|held| held["name"] == name && held["args"]["id"] == id)
                 })
             });
             if !held {
-                self.call(js, json!({"cmd": "commit", "name": "js", "events": [event.clone()]}));
+                self.call(js, &json!({"cmd": "commit", "name": "js", "events": [event.clone()]}));
             }
             match js.try_call(json!({"cmd": "waitSynced", "name": "js", "timeoutMs": 60000})) {
                 Ok(_) => return,
@@ -488,8 +489,8 @@ fn rust_and_js_clients_converge_through_the_reference_cloudflare_worker() {
     // unpushed after it rebased (upstream livestorejs/livestore#744, seen here about one run in four against the
     // reference worker); JS rebases against our server are covered by the tests in livestore-cli.
     if let (Some(js), Some(client)) = (&mut js, &mut js_client) {
-        client.call(js, json!({"cmd": "waitHead", "name": "js", "head": 2, "timeoutMs": 60000}));
-        client.commit_once(js, create("js-1", "from js"));
+        client.call(js, &json!({"cmd": "waitHead", "name": "js", "head": 2, "timeoutMs": 60000}));
+        client.commit_once(js, &create("js-1", "from js"));
     }
 
     // More work on every side, offline on the Rust side, so both Rust clients rebase onto the JS events.
@@ -498,7 +499,7 @@ fn rust_and_js_clients_converge_through_the_reference_cloudflare_worker() {
     if let (Some(js), Some(client)) = (&mut js, &mut js_client) {
         client.commit_once(
             js,
-            json!({"name": "v1.TodoDeleted", "args": {"id": "js-1", "deletedAt": "2026-01-02T03:04:05.678Z"}}),
+            &json!({"name": "v1.TodoDeleted", "args": {"id": "js-1", "deletedAt": "2026-01-02T03:04:05.678Z"}}),
         );
     }
     for _ in 0..2 {
@@ -517,12 +518,13 @@ fn rust_and_js_clients_converge_through_the_reference_cloudflare_worker() {
     if let (Some(js), Some(client)) = (&mut js, &mut js_client) {
         client.call(
             js,
-            json!({"cmd": "waitHead", "name": "js", "head": events_a.len(), "timeoutMs": 60000}),
+            &json!({"cmd": "waitHead", "name": "js", "head": events_a.len(), "timeoutMs": 60000}),
         );
-        let js_events = client.call(js, json!({"cmd": "eventlog", "name": "js"}));
+        let js_events = client.call(js, &json!({"cmd": "eventlog", "name": "js"}));
         assert_eq!(js_events, Value::Array(events_a.clone()), "the JS client holds the same log");
         let js_todos: Vec<Todo> =
-            serde_json::from_value(client.call(js, json!({"cmd": "todos", "name": "js"}))).unwrap();
+            serde_json::from_value(client.call(js, &json!({"cmd": "todos", "name": "js"})))
+                .unwrap();
         assert_eq!(js_todos, todos_a);
         assert!(
             todos_a
