@@ -231,17 +231,23 @@ impl ReferenceJsClient {
         loop {
             match js.try_call(command.clone()) {
                 Ok(result) => return result,
-                Err(error) if error.contains("shut down") && self.restarts < Self::MAX_RESTARTS => {
-                    self.restarts += 1;
-                    eprintln!(
-                        "NOTE: LiveStore 0.4.0 stopped against the reference worker ({error}); restart {} from disk",
-                        self.restarts
-                    );
-                    js.call(self.open_command());
-                }
-                Err(error) => panic!("driver command {command} failed: {error}"),
+                Err(error) => self.restart_after(js, &error, command),
             }
         }
+    }
+
+    /// Restarts the client from disk after `error`, if the client stopped and restarts are left; else panics.
+    fn restart_after(&mut self, js: &mut JsDriver, error: &str, command: &Value) {
+        assert!(
+            error.contains("shut down") && self.restarts < Self::MAX_RESTARTS,
+            "driver command {command} failed: {error}"
+        );
+        self.restarts += 1;
+        eprintln!(
+            "NOTE: LiveStore 0.4.0 stopped against the reference worker ({error}); restart {} from disk",
+            self.restarts
+        );
+        js.call(self.open_command());
     }
 
     /// Commits `event` unless the client's eventlog (pending included) already holds an event with its name and id,
@@ -261,17 +267,11 @@ impl ReferenceJsClient {
             if !held {
                 self.call(js, &json!({"cmd": "commit", "name": "js", "events": [event.clone()]}));
             }
-            match js.try_call(json!({"cmd": "waitSynced", "name": "js", "timeoutMs": 60000})) {
+            let wait = json!({"cmd": "waitSynced", "name": "js", "timeoutMs": 60000});
+            match js.try_call(wait.clone()) {
                 Ok(_) => return,
-                Err(error) if error.contains("shut down") && self.restarts < Self::MAX_RESTARTS => {
-                    self.restarts += 1;
-                    eprintln!(
-                        "NOTE: LiveStore 0.4.0 stopped against the reference worker ({error}); restart {} from disk",
-                        self.restarts
-                    );
-                    js.call(self.open_command());
-                }
-                Err(error) => panic!("waiting for the JS commit of {event} failed: {error}"),
+                // After the restart the loop looks again: the commit may or may not have reached the disk.
+                Err(error) => self.restart_after(js, &error, &wait),
             }
         }
     }
