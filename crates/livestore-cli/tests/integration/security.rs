@@ -876,13 +876,22 @@ async fn secrets_never_reach_logs_or_error_messages() {
     assert!(log.contains("refused WebSocket connection"), "the debug log did record the refusals");
 
     // Refused configurations name the problem, not the secret.
-    for (config, secret) in [
-        ("[auth]\njwt_secret = \"short-secret\"\n", "short-secret"),
+    for (config, secret, problem) in [
+        (
+            "[auth]\njwt_secret = \"short-secret\"\n",
+            "short-secret",
+            "auth.jwt_secret must be at least 16 bytes",
+        ),
         (
             "[files.backend]\nkind = \"external\"\nendpoint = \"not a url\"\naccess_key_id = \"AKIDEXAMPLE\"\nsecret_access_key = \"external-secret-4d2c9a\"\n",
             "external-secret-4d2c9a",
+            "invalid URL in files configuration (endpoint)",
         ),
-        ("database_url = \"postgres://user:db-password-77aa@[::1\"\n", "db-password-77aa"),
+        (
+            "database_url = \"postgres://user:db-password-77aa@[::1\"\n",
+            "db-password-77aa",
+            "database_url is not a postgres:// URL",
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("livestore.toml");
@@ -897,5 +906,9 @@ async fn secrets_never_reach_logs_or_error_messages() {
         assert!(!output.status.success(), "{config} was accepted");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!stderr.contains(secret), "{secret} leaked into the startup error: {stderr}");
+        assert!(
+            stderr.contains(problem),
+            "the refusal of {config} does not name {problem:?}: {stderr}"
+        );
     }
 }
