@@ -166,15 +166,21 @@ def targets(run):
         add("sync server", "10,000 idle WebSocket clients in ≤ 1 GiB RSS", measured, "–", "–", projected <= 1024)
 
     # Client.
+    js_events = run.get("client", {}).get("js_events")
+
     def client_row(workload, target, check, measured_of, higher, events=None, unit_note=""):
         ours = {key: median(client_values(run, "livestore-rs", workload, key, events)) for key in ("value", "p50", "p99")}
         theirs = median(client_values(run, "livestore-js", workload))
         if ours["value"] is None:
             return
         verdict = check(ours)
+        factor = ratio_text(ours["value"], theirs, higher)
+        if events is not None and js_events and events != js_events and factor != "–":
+            # The exact same-size comparison is the row at the JS client's store size.
+            factor += f" (JS at {num(js_events)})"
         add("client", target, measured_of(ours) + unit_note,
             fraction(ours["value"], sqlite_limit) + " of SQLite batched inserts" if workload.startswith("durable_batched") else "–",
-            ratio_text(ours["value"], theirs, higher), verdict)
+            factor, verdict)
         if verdict is None:
             rows[-1] = rows[-1][:5] + ("reported",)
 
@@ -190,12 +196,21 @@ def targets(run):
         client_row("cold_start", f"cold start to the first query result ≤ 150 ms at 1,000,000 events ({num(events)} here)",
                    (lambda v: v["value"] <= 150) if events >= 1_000_000 else (lambda v: None),
                    lambda v: f"{num(v['value'], 2)} ms (p99 {num(v['p99'], 2)})", False, events)
+    # At the JS client's (small) store size the rows are the exact comparison, not a target: fixed costs (opening,
+    # connecting) weigh more there.
+    def at_js_size(events):
+        return events == js_events and events < 100_000
+
     for events in client_sizes(run, "rebuild"):
-        client_row("rebuild", f"full rebuild ≥ 200,000 events/s ({num(events)} events)", lambda v: v["value"] >= 200_000,
+        client_row("rebuild", f"full rebuild ≥ 200,000 events/s ({num(events)} events"
+                   + ("; the JS client's size, no target)" if at_js_size(events) else ")"),
+                   (lambda v: None) if at_js_size(events) else (lambda v: v["value"] >= 200_000),
                    lambda v: f"{num(v['value'])} events/s", True, events)
     for events in client_sizes(run, "catchup"):
-        client_row("catchup", f"catch-up: pull and materialize ≥ 100,000 events/s ({num(events)} events)",
-                   lambda v: v["value"] >= 100_000, lambda v: f"{num(v['value'])} events/s", True, events)
+        client_row("catchup", f"catch-up: pull and materialize ≥ 100,000 events/s ({num(events)} events"
+                   + ("; the JS client's size, no target)" if at_js_size(events) else ")"),
+                   (lambda v: None) if at_js_size(events) else (lambda v: v["value"] >= 100_000),
+                   lambda v: f"{num(v['value'])} events/s", True, events)
     client_row("sync_latency", "commit on A → subscription fires on B (loopback): p50 ≤ 2 ms, p99 ≤ 10 ms",
                lambda v: v["p50"] <= 2 and v["p99"] <= 10, lambda v: f"p50 {num(v['p50'], 2)} ms, p99 {num(v['p99'], 2)} ms", False)
 
