@@ -11,6 +11,7 @@
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -233,7 +234,14 @@ fn kill_9_while_committing_rebasing_and_rebuilding_keeps_eventlog_and_state_in_a
         kill_delays.push(delay.as_millis());
         std::thread::sleep(delay);
         child.0.kill().expect("kill -9");
-        child.0.wait().expect("the child is reaped");
+        let status = child.0.wait().expect("the child is reaped");
+        // `kill` succeeds on a child that already exited, so a child that failed a commit, rebase or rebuild (its
+        // panic is on stderr above) would otherwise go unnoticed: it must have died of the SIGKILL.
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "cycle {cycle}: the child ended before the kill: {status}"
+        );
         reader.join().expect("reader thread");
         let mut cycle_commits = 0;
         for line in receiver.try_iter() {

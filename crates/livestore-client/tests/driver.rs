@@ -375,9 +375,14 @@ async fn wss_urls_attempt_tls() {
     // (so `wss://` support is compiled in and a crypto provider is available) and report the failure.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let (first_bytes, mut received) = mpsc::unbounded_channel::<u8>();
     tokio::spawn(async move {
         while let Ok((mut tcp, _)) = listener.accept().await {
-            use tokio::io::AsyncWriteExt;
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut first = [0u8; 1];
+            if tcp.read_exact(&mut first).await.is_ok() {
+                let _ = first_bytes.send(first[0]);
+            }
             let _ = tcp.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
         }
     });
@@ -397,5 +402,8 @@ async fn wss_urls_attempt_tls() {
     .expect("the driver reports the failed connection");
     assert!(error.starts_with("connect failed"), "{error}");
     assert!(!error.contains("TLS support not compiled"), "{error}");
+    // The connect failed in the handshake, not before it (a refused connection fails the same way): the first
+    // byte the server got opens a TLS handshake record (0x16), where a plain `ws://` request starts with `G`.
+    assert_eq!(received.try_recv().ok(), Some(0x16), "the driver sent no TLS ClientHello");
     handle.stop().await;
 }

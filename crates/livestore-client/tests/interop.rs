@@ -146,6 +146,8 @@ impl JsDriver {
             eprintln!("NOTE: tests/js/node_modules missing: checking the Rust clients alone");
             return None;
         }
+        // With node_modules present, a driver that cannot start is a failure, not the opt-out above: `None` here
+        // would check the Rust clients alone and pass.
         let mut child = Command::new("node")
             .arg("driver.mjs")
             .current_dir(&js_dir)
@@ -153,13 +155,15 @@ impl JsDriver {
             .stdout(Stdio::piped())
             // `LIVESTORE_JS_LOG=FILE` keeps the JS client's own log (with `LS_DRIVER_LOG_LEVEL=Debug` for more).
             .stderr(match std::env::var_os("LIVESTORE_JS_LOG") {
-                Some(path) => Stdio::from(std::fs::File::create(path).ok()?),
+                Some(path) => {
+                    Stdio::from(std::fs::File::create(path).expect("LIVESTORE_JS_LOG file"))
+                }
                 None => Stdio::null(),
             })
             .spawn()
-            .ok()?;
-        let stdin = child.stdin.take()?;
-        let stdout = BufReader::new(child.stdout.take()?);
+            .expect("node runs tests/js/driver.mjs (node 20 or newer must be on PATH)");
+        let stdin = child.stdin.take().expect("driver stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("driver stdout"));
         Some(JsDriver { child, stdin, stdout, next_id: 1 })
     }
 
@@ -315,7 +319,7 @@ fn rust_and_js_clients_converge_through_offline_restart_and_backend_reset() {
     // Concurrent commits on both sides, then sync: conflicts are rebased, nobody loses an event.
     let (ok, rust_id) = todo_cli(rust_dir.path(), store, &url, &["add", "from rust"]);
     assert!(ok);
-    todo_cli(rust_b_dir.path(), store, &url, &["add", "from rust b"]);
+    assert!(todo_cli(rust_b_dir.path(), store, &url, &["add", "from rust b"]).0);
     if let Some(js) = &mut js {
         js.call(json!({"cmd": "commit", "name": "js", "events": [create("js-1", "from js"), create("js-2", "second")]}));
     }

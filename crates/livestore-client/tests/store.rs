@@ -290,35 +290,49 @@ fn rollback_restores_updates_and_deletes_exactly() {
     let store = memory_store();
     store
         .apply_upstream(
-            &[upstream(1, "v1.TodoCreated", serde_json::json!({"id": "a", "text": "A"}), "o")],
+            &[
+                upstream(1, "v1.TodoCreated", serde_json::json!({"id": "a", "text": "A"}), "o"),
+                upstream(2, "v1.TodoCreated", serde_json::json!({"id": "c", "text": "C"}), "o"),
+            ],
             "b",
         )
         .unwrap();
-    let before = store.query_rows(&Query::select("todos")).unwrap();
     store.commit(&TodoCompleted { id: "a".into() }).unwrap();
     store.commit(&TodoDeleted { id: "a".into(), deleted_at: 5 }).unwrap();
     store.commit(&created("b", "B")).unwrap();
-    // A foreign event that conflicts with nothing but still forces the rebase; after rollback and replay the
-    // state equals: upstream effects, then our three events.
+    store.commit(&TodoCompleted { id: "c".into() }).unwrap();
+    // Foreign events force the rebase; after rollback and replay the state equals: upstream effects, then our four
+    // events. Their clear reads the state our events were rolled back to: with our completion of `c` undone it
+    // clears nothing. (Every write of ours is re-applied on top, so only a write of theirs that depends on the
+    // rolled-back state can tell a real rollback from none.)
     store
         .apply_upstream(
-            &[upstream(2, "v1.TodoUncompleted", serde_json::json!({"id": "a"}), "o")],
+            &[
+                upstream(3, "v1.TodoUncompleted", serde_json::json!({"id": "a"}), "o"),
+                upstream(
+                    4,
+                    "v1.TodoClearedCompleted",
+                    serde_json::json!({"deletedAt": "1970-01-01T00:00:00.009Z"}),
+                    "o",
+                ),
+            ],
             "b",
         )
         .unwrap();
     let rows = todos(&store);
-    assert_eq!(rows.len(), 2);
-    assert!(rows[0].completed, "our complete was re-applied after their uncomplete");
-    assert_eq!(rows[0].deleted_at, Some(5));
-    // Roll back everything pending by resetting to the upstream via rebuild of confirmed-only state.
-    let confirmed_only = memory_store();
-    confirmed_only
-        .apply_upstream(
-            &[upstream(1, "v1.TodoCreated", serde_json::json!({"id": "a", "text": "A"}), "o")],
-            "b",
-        )
-        .unwrap();
-    assert_eq!(confirmed_only.query_rows(&Query::select("todos")).unwrap(), before);
+    assert_eq!(
+        rows,
+        vec![
+            // Our complete was re-applied after their uncomplete.
+            Todo { id: "a".into(), text: "A".into(), completed: true, deleted_at: Some(5) },
+            Todo { id: "b".into(), text: "B".into(), completed: false, deleted_at: None },
+            // Not cleared: their clear ran before our completion of `c`.
+            Todo { id: "c".into(), text: "C".into(), completed: true, deleted_at: None },
+        ]
+    );
+    // And that is what the eventlog alone materializes to.
+    store.rebuild().unwrap();
+    assert_eq!(todos(&store), rows);
 }
 
 #[test]

@@ -131,8 +131,11 @@ mod tests {
 
     proptest! {
         /// Exactly one of any set of pushes with the same parent can be admitted against a given head.
+        ///
+        /// Heads and parents come from a small range, so pushes on the head (and just behind or ahead of it) are
+        /// common: drawn from 0..1000, almost no case had a push that may be admitted.
         #[test]
-        fn one_parent_one_winner(head in 0u64..1000, parents in proptest::collection::vec(0u64..1000, 1..20)) {
+        fn one_parent_one_winner(head in 0u64..8, parents in proptest::collection::vec(0u64..8, 1..20)) {
             let accepted = parents.iter().filter(|parent| admit(head, "b", &push(vec![event(**parent + 1, **parent)], None)) == Admission::Accept).count();
             prop_assert_eq!(accepted, parents.iter().filter(|parent| **parent == head).count());
         }

@@ -151,6 +151,6 @@ mod tests {
             panic!()
         };
         assert_eq!(id.as_str(), "3");
-        assert!(call.is_err());
+        assert!(matches!(call, Err(ProtoError::UnknownRpcTag(_))), "{call:?}");
     }
 }

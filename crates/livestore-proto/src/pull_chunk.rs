@@ -123,6 +123,8 @@ mod tests {
             let owned = decode_pull_response(value).unwrap();
             assert_eq!(page.page_info, owned.page_info);
             assert_eq!(page.backend_id, owned.backend_id);
+            // `zip` below stops at the shorter batch: a dropped item must fail here.
+            assert_eq!(page.batch.len(), owned.batch.len());
             for (item, owned) in page.batch.iter().zip(&owned.batch) {
                 let (event, expected) = (&item.event_encoded, &owned.event_encoded);
                 assert_eq!(event.name, expected.name);

@@ -203,10 +203,10 @@ mod tests {
 
     #[test]
     fn null_option_and_bad_store_id_are_rejected() {
-        assert!(
+        let error =
             decode_rpc_call("SyncWsRpc.Pull", &raw(r#"{"storeId":"s","live":true,"cursor":null}"#))
-                .is_err()
-        );
+                .unwrap_err();
+        assert!(error.to_string().contains("cursor"), "{error}");
         let error = decode_rpc_call(
             "SyncWsRpc.Pull",
             &raw(r#"{"storeId":"a/b","cursor":{"_tag":"None"}}"#),

@@ -119,9 +119,12 @@ async fn run_session<S, R>(
             },
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Err(error)) => {
-                let too_big = error.to_string().contains("Space limit exceeded")
-                    || error.to_string().to_ascii_lowercase().contains("too long")
-                    || error.to_string().to_ascii_lowercase().contains("capacity");
+                // axum wraps the tungstenite error; its `Capacity` variant is a message or frame over the limit.
+                let error = error.into_inner();
+                let too_big = matches!(
+                    error.downcast_ref::<tungstenite_axum::Error>(),
+                    Some(tungstenite_axum::Error::Capacity(_))
+                );
                 if too_big {
                     let reason =
                         format!("message exceeds {} bytes", state.limits.max_message_bytes);

@@ -102,6 +102,13 @@ async fn kill_9_during_concurrent_pipelined_pushes_loses_no_acknowledged_event()
         }
     }
 
+    // The per-cycle checks above only mean something if some pushes were acknowledged before a kill.
+    let acked_before_kills: usize = writers.iter().map(|writer| writer.acked.len()).sum();
+    assert!(
+        acked_before_kills > 0,
+        "no push was acknowledged before any kill: nothing was checked"
+    );
+
     // Let every writer settle what it still holds: events whose replies died with the process are found in the log
     // (not pushed twice), the rest are pushed now.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

@@ -55,7 +55,14 @@ async fn signed_upload_download_and_delete_through_the_embedded_store() {
         sign(&server, "sign/upload", Some("wrong-token-000"), json!({"key": "store1/abc"})).await.0,
         401
     );
-    assert_eq!(sign(&server, "sign/upload", token, json!({"key": "../etc/passwd"})).await.0, 400);
+    let (status, refused) =
+        sign(&server, "sign/upload", token, json!({"key": "../etc/passwd"})).await;
+    assert_eq!(status, 400, "{refused}");
+    // The refusal is the key's, not some other field's.
+    assert!(
+        refused["error"].as_str().is_some_and(|error| error.contains("Invalid key")),
+        "{refused}"
+    );
     assert!(!server.log().contains("files-token-1234"));
 }
 
@@ -72,10 +79,19 @@ async fn scoped_tokens_only_reach_their_own_store_prefix() {
     let token = Some("team-a-token-123");
     assert_eq!(sign(&server, "sign/upload", token, json!({"key": "team-a/file"})).await.0, 200);
     assert_eq!(sign(&server, "sign/upload", token, json!({"key": "team-b/file"})).await.0, 403);
-    // The same token opens the sync endpoint of its store only.
-    let ws = format!(
-        "{}&payload=%257B%2522authToken%2522%253A%2522team-a-token-123%2522%257D",
-        server.ws_url("team-b")
-    );
-    assert!(tokio_tungstenite::connect_async(ws).await.is_err());
+    // The same token opens the sync endpoint of its store only: the same payload upgrades for team-a and gets 403
+    // (not refused for a malformed URL or a bad token) for team-b.
+    let ws = |store: &str| {
+        format!(
+            "{}&payload=%257B%2522authToken%2522%253A%2522team-a-token-123%2522%257D",
+            server.ws_url(store)
+        )
+    };
+    assert!(tokio_tungstenite::connect_async(ws("team-a")).await.is_ok());
+    match tokio_tungstenite::connect_async(ws("team-b")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403);
+        }
+        other => panic!("expected a 403 refusal, got {:?}", other.map(|_| "a connection")),
+    }
 }

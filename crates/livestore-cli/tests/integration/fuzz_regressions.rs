@@ -55,12 +55,20 @@ fn saved_fuzz_inputs_decode_to_values_or_errors_in_process() {
     for (_, bytes) in &wire {
         decode_like_the_server(&String::from_utf8_lossy(bytes));
     }
-    for (_, bytes) in inputs("http_body") {
+    // Missing seed directories would make these loops check nothing.
+    let http_bodies = inputs("http_body");
+    assert!(
+        http_bodies.iter().any(|(_, bytes)| bytes.len() >= 8),
+        "the http_body seeds are missing"
+    );
+    for (_, bytes) in http_bodies {
         if bytes.len() >= 8 {
             decode_like_the_server(&String::from_utf8_lossy(&bytes[8..]));
         }
     }
-    for (_, bytes) in inputs("server_frame") {
+    let server_frames = inputs("server_frame");
+    assert!(!server_frames.is_empty(), "the server_frame seeds are missing");
+    for (_, bytes) in server_frames {
         if let Ok(ServerMessage::Chunk { values, .. }) =
             decode_server_message(&String::from_utf8_lossy(&bytes))
         {

@@ -309,6 +309,17 @@ async fn frames_over_the_limit_close_with_1009() {
     if client.try_send_text(frame).await {
         assert!(matches!(client.receive().await, Received::Closed(Some(1009) | None)));
     }
+    // A reset (or no close code) says nothing about why the server closed: its log must name the size limit, which
+    // it writes only when it recognised the oversized frame and sent 1009 (any other read error is logged apart).
+    let deadline = std::time::Instant::now() + FRAME_TIMEOUT;
+    while !server.log().contains("closing connection: message exceeds") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not close for the frame size:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut fresh = WsClient::connect(&server.ws_url("limit")).await;
     fresh.send(&pull_request("1", "limit", false, None)).await;
     assert_eq!(chunk_seq_nums(&fresh.frame().await).0, Vec::<u64>::new());
@@ -523,12 +534,20 @@ async fn endpoint_checks_before_upgrade() {
     assert_eq!(root.status(), 200);
     assert!(root.text().await.unwrap().starts_with("Info: Sync backend endpoint"));
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
-    assert_eq!(get("/nothing").await.unwrap().status(), 400);
-    assert_eq!(get("/?storeId=a/b&transport=ws").await.unwrap().status(), 400);
-    assert_eq!(get("/?storeId=a&transport=smoke").await.unwrap().status(), 400);
-    assert_eq!(get("/?storeId=a&transport=ws&payload=%257B").await.unwrap().status(), 400);
-    assert_eq!(get("/?storeId=a&transport=ws").await.unwrap().status(), 426);
-    assert_eq!(get("/?storeId=a&transport=http").await.unwrap().status(), 405);
+    // Each refusal names its own reason: a 400 alone could come from any of the checks.
+    for (path, status, reason) in [
+        ("/nothing", 400, "needs ?storeId="),
+        ("/?storeId=a/b&transport=ws", 400, "invalid storeId \"a/b\""),
+        ("/?storeId=a&transport=smoke", 400, "unsupported transport \"smoke\""),
+        ("/?storeId=a&transport=ws&payload=%257B", 400, "invalid payload parameter"),
+        ("/?storeId=a&transport=ws", 426, "WebSocket upgrade"),
+        ("/?storeId=a&transport=http", 405, "expects POST"),
+    ] {
+        let response = get(path).await.unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains(reason), "{path}: expected {reason:?} in {body:?}");
+    }
     let preflight = client
         .request(
             reqwest::Method::OPTIONS,

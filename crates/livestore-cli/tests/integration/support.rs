@@ -273,14 +273,18 @@ impl WsClient {
         }
     }
 
-    /// Asserts nothing arrives for `quiet`.
+    /// Asserts nothing arrives for `quiet` and the connection stays open: a close or a reset is not silence (it
+    /// would hide a server that dropped the socket instead of, say, stopping a pull).
     pub async fn expect_silence(&mut self, quiet: Duration) {
         let deadline = tokio::time::Instant::now() + quiet;
-        while let Ok(Some(Ok(Message::Text(text)))) =
-            tokio::time::timeout_at(deadline, self.socket.next()).await
-        {
-            if !text.contains(r#""_tag":"Pong""#) {
-                panic!("expected silence, got {text}");
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    assert!(text.contains(r#""_tag":"Pong""#), "expected silence, got {text}");
+                }
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+                Ok(other) => panic!("expected silence on an open connection, got {other:?}"),
             }
         }
     }

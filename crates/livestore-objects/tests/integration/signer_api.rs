@@ -289,7 +289,10 @@ async fn public_url_is_used_in_embedded_urls_and_validated() {
     let error = livestore_objects::FileServices::start(config.clone(), authority.clone())
         .await
         .expect_err("path refused");
-    assert!(matches!(error, livestore_objects::Error::Config(_)), "{error}");
+    assert!(
+        matches!(&error, livestore_objects::Error::Config(message) if message.contains("without a path")),
+        "{error}"
+    );
     config.public_url = None;
     config.ttl_seconds = 7200;
     let error =

@@ -291,11 +291,20 @@ async fn interrupted_upload_leaves_no_object_and_no_temp_file() {
     stream.write_all(head.as_bytes()).await.expect("write head");
     stream.write_all(&pattern(300_000, 1)).await.expect("write part of the body");
     stream.flush().await.expect("flush");
-    // Give the server time to create and fill the temp file, then vanish.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Wait until the server receives into a temp file, then vanish. (Had it refused the request outright, there
+    // would be nothing to clean up and the checks below would hold for nothing.)
+    let tmp = server.data_dir.join("tmp");
+    let mut receiving = false;
+    for _ in 0..100 {
+        receiving = std::fs::read_dir(&tmp).expect("tmp dir").count() > 0;
+        if receiving {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(receiving, "the upload never reached a temp file");
     drop(stream);
 
-    let tmp = server.data_dir.join("tmp");
     let mut leftover = usize::MAX;
     for _ in 0..50 {
         leftover = std::fs::read_dir(&tmp).expect("tmp dir").count();

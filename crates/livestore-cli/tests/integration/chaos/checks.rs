@@ -128,9 +128,10 @@ impl Commits {
         self.0.len()
     }
 
-    /// For each client and event name, the log holds as many events as were committed. Names the engine commits
-    /// by itself (`v1.FileUpdated` after an upload) are not recorded and not checked. A mismatch names the
-    /// commits missing from the log (or found there too often), with their steps.
+    /// For each client and event name, the log holds as many events as were committed, and each committed event's
+    /// args once (equal counts alone would pass a lost event with another one doubled, e.g. two `TodoCompleted`).
+    /// Names the engine commits by itself (`v1.FileUpdated` after an upload) are not recorded and not checked. A
+    /// mismatch names the commits missing from the log (or found there too often), with their steps.
     pub fn assert_in(&self, store: &str, clients: &[&str], log: &[LoggedEvent]) {
         let mut in_log: HashMap<(&str, &str), Vec<&Value>> = HashMap::new();
         for event in log {
@@ -142,9 +143,7 @@ impl Commits {
         }
         for ((client, name), commits) in &committed {
             let mut found = in_log.get(&(*client, *name)).cloned().unwrap_or_default();
-            if found.len() == commits.len() {
-                continue;
-            }
+            let same_count = found.len() == commits.len();
             let mut missing = Vec::new();
             for commit in commits {
                 let Some(args) = &commit.args else { continue };
@@ -154,6 +153,9 @@ impl Commits {
                     }
                     None => missing.push(format!("step {} {args}", commit.step)),
                 }
+            }
+            if same_count && missing.is_empty() {
+                continue;
             }
             panic!(
                 "{store}: {client} committed {} {name}, the log has {}; missing: {missing:?}; \
