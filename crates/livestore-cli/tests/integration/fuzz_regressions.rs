@@ -1,6 +1,7 @@
-//! Fuzz inputs replayed against the real code: every committed seed and every saved crasher of the wire targets
-//! (`fuzz/seeds/<target>`, `fuzz/regressions/<target>`) goes through the public decoders in process, and through
-//! the real server over WebSocket and HTTP. Bad input must come back as an error value, a 4xx or a close code;
+//! Fuzz inputs replayed against the real code: every committed seed, corpus entry and saved crasher of the wire
+//! targets (`fuzz/seeds/<target>`, `fuzz/corpus/<target>`, `fuzz/regressions/<target>`) goes through the public
+//! decoders in process; the seeds and crashers also through the real server over WebSocket and HTTP (one
+//! connection each, so the few thousand corpus entries stay in process). Bad input must come back as an error value, a 4xx or a close code;
 //! never a panic, a 5xx or a dead server.
 //!
 //! When `scripts/fuzz` finds a crash, copy the input from `fuzz/artifacts/<target>/` to
@@ -16,11 +17,11 @@ use livestore_proto::url::{decode_url_payload, validate_store_id};
 
 use crate::support::*;
 
-/// Every saved input of a fuzz target: seeds and regressions.
-fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+/// The saved inputs of a fuzz target in the given folders (`seeds`, `corpus`, `regressions`).
+fn inputs_in(target: &str, kinds: &[&str]) -> Vec<(String, Vec<u8>)> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
     let mut found = Vec::new();
-    for kind in ["seeds", "regressions"] {
+    for kind in kinds {
         let Ok(entries) = std::fs::read_dir(root.join(kind).join(target)) else { continue };
         for entry in entries.flatten() {
             let path = entry.path();
@@ -32,6 +33,16 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
     }
     found.sort();
     found
+}
+
+/// Every saved input of a fuzz target: seeds, the committed corpus and regressions.
+fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+    inputs_in(target, &["seeds", "corpus", "regressions"])
+}
+
+/// The hand-picked inputs of a fuzz target: seeds and regressions.
+fn seeds_and_regressions(target: &str) -> Vec<(String, Vec<u8>)> {
+    inputs_in(target, &["seeds", "regressions"])
 }
 
 /// What the wire targets run, minus the fuzz-only invariants: decode, validate, admit.
@@ -82,9 +93,9 @@ fn saved_fuzz_inputs_decode_to_values_or_errors_in_process() {
 #[tokio::test]
 async fn saved_fuzz_inputs_never_break_the_server() {
     let server = TestServer::start();
-    let mut frames = inputs("wire_frame");
+    let mut frames = seeds_and_regressions("wire_frame");
     frames.extend(
-        inputs("http_body")
+        seeds_and_regressions("http_body")
             .into_iter()
             .filter(|(_, bytes)| bytes.len() >= 8)
             .map(|(name, bytes)| (name, bytes[8..].to_vec())),
