@@ -32,10 +32,14 @@ fn server_binary() -> PathBuf {
         .status()
         .unwrap();
     assert!(status.success(), "building livestore-cli failed");
-    let target = std::env::var("CARGO_TARGET_DIR")
+    target_dir().join("debug/livestore")
+}
+
+/// Cargo's target directory for this workspace.
+fn target_dir() -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"));
-    target.join("debug/livestore")
+        .unwrap_or_else(|_| workspace_root().join("target"))
 }
 
 struct Server {
@@ -206,6 +210,7 @@ impl JsDriver {
 /// wedged, and restarts it from its data directory, as an app would: persisted and pending events survive, and the
 /// restarted client pulls what it is missing. Restarts are counted and printed.
 struct ReferenceJsClient {
+    js: JsDriver,
     dir: tempfile::TempDir,
     store: String,
     url: String,
@@ -215,14 +220,16 @@ struct ReferenceJsClient {
 impl ReferenceJsClient {
     const MAX_RESTARTS: usize = 5;
 
-    fn open(js: &mut JsDriver, store: &str, url: &str) -> ReferenceJsClient {
-        let client = ReferenceJsClient {
+    fn open(js: JsDriver, store: &str, url: &str) -> ReferenceJsClient {
+        let mut client = ReferenceJsClient {
+            js,
             dir: tempfile::tempdir().unwrap(),
             store: store.to_owned(),
             url: url.to_owned(),
             restarts: 0,
         };
-        js.call(client.open_command());
+        let open = client.open_command();
+        client.js.call(open);
         client
     }
 
@@ -232,17 +239,17 @@ impl ReferenceJsClient {
     }
 
     /// Runs `command`; when the client stopped on an upstream error, restarts it and runs `command` again.
-    fn call(&mut self, js: &mut JsDriver, command: &Value) -> Value {
+    fn call(&mut self, command: &Value) -> Value {
         loop {
-            match js.try_call(command.clone()) {
+            match self.js.try_call(command.clone()) {
                 Ok(result) => return result,
-                Err(error) => self.restart_after(js, &error, command),
+                Err(error) => self.restart_after(&error, command),
             }
         }
     }
 
     /// Restarts the client from disk after `error`, if the client stopped and restarts are left; else panics.
-    fn restart_after(&mut self, js: &mut JsDriver, error: &str, command: &Value) {
+    fn restart_after(&mut self, error: &str, command: &Value) {
         assert!(
             error.contains("shut down") && self.restarts < Self::MAX_RESTARTS,
             "driver command {command} failed: {error}"
@@ -252,31 +259,31 @@ impl ReferenceJsClient {
             "NOTE: LiveStore 0.4.0 stopped against the reference worker ({error}); restart {} from disk",
             self.restarts
         );
-        js.call(self.open_command());
+        let open = self.open_command();
+        self.js.call(open);
     }
 
     /// Commits `event` unless the client's eventlog (pending included) already holds an event with its name and id,
     /// then waits until it is synced. A commit the client accepted before it stopped is on disk and is pushed after
     /// the restart, so it is not committed twice.
-    fn commit_once(&mut self, js: &mut JsDriver, event: &Value) {
+    fn commit_once(&mut self, event: &Value) {
         let id = event["args"]["id"].clone();
         let name = event["name"].clone();
         loop {
-            let log =
-                self.call(js, &json!({"cmd": "eventlog", "name": "js", "includePending": true}));
+            let log = self.call(&json!({"cmd": "eventlog", "name": "js", "includePending": true}));
             let held = ["events", "pending"].iter().any(|part| {
                 log[part].as_array().is_some_and(|events| {
                     events.iter().any(|held| held["name"] == name && held["args"]["id"] == id)
                 })
             });
             if !held {
-                self.call(js, &json!({"cmd": "commit", "name": "js", "events": [event.clone()]}));
+                self.call(&json!({"cmd": "commit", "name": "js", "events": [event.clone()]}));
             }
             let wait = json!({"cmd": "waitSynced", "name": "js", "timeoutMs": 60000});
-            match js.try_call(wait.clone()) {
+            match self.js.try_call(wait.clone()) {
                 Ok(_) => return,
                 // After the restart the loop looks again: the commit may or may not have reached the disk.
-                Err(error) => self.restart_after(js, &error, &wait),
+                Err(error) => self.restart_after(&error, &wait),
             }
         }
     }
@@ -443,10 +450,7 @@ impl Drop for ReferenceWorker {
     fn drop(&mut self) {
         if std::thread::panicking() {
             // Keep the worker's log for the failure report.
-            let target = std::env::var("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| workspace_root().join("target"));
-            let dir = target.join("test-artifacts/reference-worker");
+            let dir = target_dir().join("test-artifacts/reference-worker");
             let _ = std::fs::create_dir_all(&dir);
             let kept = dir.join(format!("wrangler-{}.log", self.port));
             if std::fs::copy(self._state.path().join("wrangler.log"), &kept).is_ok() {
@@ -478,8 +482,7 @@ fn rust_and_js_clients_converge_through_the_reference_cloudflare_worker() {
     let store = "reference-interop";
     let rust_a = tempfile::tempdir().unwrap();
     let rust_b = tempfile::tempdir().unwrap();
-    let mut js = JsDriver::start();
-    let mut js_client = js.as_mut().map(|js| ReferenceJsClient::open(js, store, &url));
+    let mut js = JsDriver::start().map(|driver| ReferenceJsClient::open(driver, store, &url));
 
     // Concurrent commits on A and B before either syncs: B must rebase onto A's push.
     let (ok, first) = todo_cli(rust_a.path(), store, &url, &["add", "from rust a"]);
@@ -496,17 +499,16 @@ fn rust_and_js_clients_converge_through_the_reference_cloudflare_worker() {
     // The JS client commits only once it is caught up. LiveStore 0.4.0's own client can leave a session's event
     // unpushed after it rebased (upstream livestorejs/livestore#744, seen here about one run in four against the
     // reference worker); JS rebases against our server are covered by the tests in livestore-cli.
-    if let (Some(js), Some(client)) = (&mut js, &mut js_client) {
-        client.call(js, &json!({"cmd": "waitHead", "name": "js", "head": 2, "timeoutMs": 60000}));
-        client.commit_once(js, &create("js-1", "from js"));
+    if let Some(js) = &mut js {
+        js.call(&json!({"cmd": "waitHead", "name": "js", "head": 2, "timeoutMs": 60000}));
+        js.commit_once(&create("js-1", "from js"));
     }
 
     // More work on every side, offline on the Rust side, so both Rust clients rebase onto the JS events.
     assert!(todo_cli(rust_a.path(), store, &url, &["complete", &first]).0);
     assert!(todo_cli(rust_b.path(), store, &url, &["add", "offline b"]).0);
-    if let (Some(js), Some(client)) = (&mut js, &mut js_client) {
-        client.commit_once(
-            js,
+    if let Some(js) = &mut js {
+        js.commit_once(
             &json!({"name": "v1.TodoDeleted", "args": {"id": "js-1", "deletedAt": "2026-01-02T03:04:05.678Z"}}),
         );
     }
@@ -523,22 +525,20 @@ fn rust_and_js_clients_converge_through_the_reference_cloudflare_worker() {
     let expected = if js.is_some() { 6 } else { 4 };
     assert_eq!(events_a.len(), expected, "every event once: {events_a:?}");
     assert!(todos_a.iter().any(|todo| todo.id == first && todo.completed), "{todos_a:?}");
-    if let (Some(js), Some(client)) = (&mut js, &mut js_client) {
-        client.call(
-            js,
+    if let Some(js) = &mut js {
+        js.call(
             &json!({"cmd": "waitHead", "name": "js", "head": events_a.len(), "timeoutMs": 60000}),
         );
-        let js_events = client.call(js, &json!({"cmd": "eventlog", "name": "js"}));
+        let js_events = js.call(&json!({"cmd": "eventlog", "name": "js"}));
         assert_eq!(js_events, Value::Array(events_a.clone()), "the JS client holds the same log");
         let js_todos: Vec<Todo> =
-            serde_json::from_value(client.call(js, &json!({"cmd": "todos", "name": "js"})))
-                .unwrap();
+            serde_json::from_value(js.call(&json!({"cmd": "todos", "name": "js"}))).unwrap();
         assert_eq!(js_todos, todos_a);
         assert!(
             todos_a
                 .iter()
                 .any(|todo| todo.id == "js-1" && todo.deleted_at == Some(1_767_323_045_678))
         );
-        eprintln!("reference worker: the JS client was restarted {} times", client.restarts);
+        eprintln!("reference worker: the JS client was restarted {} times", js.restarts);
     }
 }

@@ -650,7 +650,6 @@ async fn a_second_row_saved_while_its_content_uploads_ends_settled() {
     signer.resume();
 
     // Both rows get the key and settle, well within the engine's periodic full reconcile (10 s).
-    let started = Instant::now();
     eventually("both rows settled", Duration::from_secs(5), || {
         let status = a.files.sync_status().ok()?;
         let keyed = [&first.file_id, &second.file_id]
@@ -659,6 +658,5 @@ async fn a_second_row_saved_while_its_content_uploads_ends_settled() {
         (keyed && !status.has_pending && status.uploading_count == 0).then_some(())
     })
     .await;
-    assert!(started.elapsed() < Duration::from_secs(5));
     a.close().await;
 }

@@ -257,16 +257,21 @@ fn server_push(server: &mut Vec<LocalEvent>, batch: Vec<LocalEvent>) -> bool {
     }
 }
 
-fn run_world(clients: usize, ops: &[Op]) -> (Vec<LocalEvent>, Vec<SimClient>) {
-    let mut server = Vec::new();
-    let mut sims: Vec<SimClient> = (0..clients)
+/// `clients` fresh simulated clients, none of which has seen anything.
+fn new_sims(clients: usize) -> Vec<SimClient> {
+    (0..clients)
         .map(|idx| SimClient {
             id: format!("client-{idx}"),
             state: SyncState::new(EventSeqNum::ROOT),
             applied: vec![],
             commits: 0,
         })
-        .collect();
+        .collect()
+}
+
+fn run_world(clients: usize, ops: &[Op]) -> (Vec<LocalEvent>, Vec<SimClient>) {
+    let mut server = Vec::new();
+    let mut sims = new_sims(clients);
     for op in ops {
         match *op {
             Op::Commit { client, client_only } => sims[client].commit(client_only),
@@ -319,9 +324,7 @@ proptest! {
     #[test]
     fn replaying_a_page_is_a_no_op(ops in prop::collection::vec(op_strategy(2), 0..40)) {
         let mut server = Vec::new();
-        let mut sims: Vec<SimClient> = (0..2)
-            .map(|idx| SimClient { id: format!("c{idx}"), state: SyncState::new(EventSeqNum::ROOT), applied: vec![], commits: 0 })
-            .collect();
+        let mut sims = new_sims(2);
         for op in &ops {
             match *op {
                 Op::Commit { client, client_only } => sims[client].commit(client_only),
@@ -347,9 +350,7 @@ proptest! {
     #[test]
     fn heads_are_monotone(ops in prop::collection::vec(op_strategy(2), 0..60)) {
         let mut server = Vec::new();
-        let mut sims: Vec<SimClient> = (0..2)
-            .map(|idx| SimClient { id: format!("c{idx}"), state: SyncState::new(EventSeqNum::ROOT), applied: vec![], commits: 0 })
-            .collect();
+        let mut sims = new_sims(2);
         for op in &ops {
             let client = match *op { Op::Commit { client, .. } | Op::Push { client } | Op::Pull { client, .. } => client };
             let before = sims[client].state.clone();
