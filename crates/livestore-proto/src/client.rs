@@ -203,6 +203,7 @@ struct Envelope {
 
 /// Decodes one server frame.
 pub fn decode_server_message(frame: &str) -> Result<ServerMessage, ProtoError> {
+    crate::json::check_depth(frame, crate::json::MAX_JSON_DEPTH)?;
     let envelope: Envelope = serde_json::from_str(frame).map_err(ProtoError::MalformedFrame)?;
     let request_id = |message: &'static str| {
         envelope.request_id.clone().ok_or(ProtoError::MissingField { message, field: "requestId" })
@@ -224,7 +225,7 @@ pub fn decode_server_message(frame: &str) -> Result<ServerMessage, ProtoError> {
         "Defect" => Ok(ServerMessage::Defect(
             envelope.defect.map(|defect| defect.to_string()).unwrap_or_default(),
         )),
-        other => Err(ProtoError::UnknownMessageTag(other.to_owned())),
+        other => Err(ProtoError::UnknownMessageTag(crate::error::excerpt(other))),
     }
 }
 

@@ -47,4 +47,16 @@ pub enum ProtoError {
     /// A pushed batch breaks the chain rules (see [`crate::admission::validate_batch`]).
     #[error("invalid push batch: {0}")]
     InvalidBatch(String),
+    /// The JSON nests objects and arrays deeper than the limit (see [`crate::json`]).
+    #[error("JSON nests deeper than {max} levels")]
+    TooDeep {
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// The first 64 characters of peer-supplied text quoted in an error, so an error (and the frame that carries it
+/// back) stays small whatever the peer sent.
+pub(crate) fn excerpt(text: &str) -> String {
+    text.chars().take(64).collect()
 }

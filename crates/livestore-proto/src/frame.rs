@@ -72,6 +72,7 @@ struct Envelope<'a> {
 /// Returns `Err` only when the frame as a whole is unusable (not JSON, no `_tag`, unknown `_tag`, a request without
 /// an id); errors inside a request's payload come back as `Ok(ClientMessage::Request { call: Err(..), .. })`.
 pub fn decode_client_message(frame: &str) -> Result<ClientMessage, ProtoError> {
+    crate::json::check_depth(frame, crate::json::MAX_JSON_DEPTH)?;
     let envelope: Envelope<'_> = serde_json::from_str(frame).map_err(ProtoError::MalformedFrame)?;
     match envelope.kind.as_ref() {
         "Request" => {
@@ -100,7 +101,7 @@ pub fn decode_client_message(frame: &str) -> Result<ClientMessage, ProtoError> {
         }
         "Ping" => Ok(ClientMessage::Ping),
         "Eof" => Ok(ClientMessage::Eof),
-        other => Err(ProtoError::UnknownMessageTag(other.to_owned())),
+        other => Err(ProtoError::UnknownMessageTag(crate::error::excerpt(other))),
     }
 }
 

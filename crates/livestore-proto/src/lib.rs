@@ -11,7 +11,8 @@
 //! - [`encode`]: server messages (`Chunk`, `Exit`, `Pong`) written as JSON text without re-parsing stored events;
 //! - [`page`]: pull pages bounded by [`page::MAX_EVENTS_PER_PAGE`] and [`page::MAX_PAGE_BYTES`];
 //! - [`admission`]: the push rules (`parentSeqNum == head`, contiguity, `backendId`);
-//! - [`url`]: the `storeId`, `transport` and double-encoded `payload` query parameters.
+//! - [`url`]: the `storeId`, `transport` and double-encoded `payload` query parameters;
+//! - [`json`]: the nesting limit every decoder of peer JSON applies first.
 //!
 //! ```
 //! use livestore_proto::frame::{decode_client_message, ClientMessage};
@@ -34,6 +35,7 @@ pub mod encode;
 pub mod error;
 pub mod event;
 pub mod frame;
+pub mod json;
 pub mod page;
 pub mod pull_chunk;
 pub mod rpc;

@@ -151,7 +151,7 @@ pub fn decode_rpc_call(tag: &str, payload: &RawValue) -> Result<RpcCall, ProtoEr
         }
         "SyncHttpRpc.Push" => RpcCall::HttpPush(decode_payload("SyncHttpRpc.Push", payload)?),
         "SyncHttpRpc.Ping" => RpcCall::HttpPing(decode_payload("SyncHttpRpc.Ping", payload)?),
-        other => return Err(ProtoError::UnknownRpcTag(other.to_owned())),
+        other => return Err(ProtoError::UnknownRpcTag(crate::error::excerpt(other))),
     };
     validate_store_id(call.store_id())?;
     Ok(call)

@@ -47,6 +47,7 @@ pub fn decode_url_payload(query_value: &str) -> Result<Box<RawValue>, ProtoError
     let json = percent_decode_str(query_value).decode_utf8().map_err(|_| {
         ProtoError::InvalidUrlPayload("not UTF-8 after percent-decoding".to_owned())
     })?;
+    crate::json::check_depth(&json, crate::json::MAX_JSON_DEPTH)?;
     serde_json::from_str::<Box<RawValue>>(&json)
         .map_err(|error| ProtoError::InvalidUrlPayload(error.to_string()))
 }
