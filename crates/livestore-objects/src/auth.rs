@@ -26,6 +26,15 @@ pub trait TokenAuthority: Send + Sync + 'static {
     /// `store_id` is the key's first segment, which filesync clients build
     /// with [`sanitize_store_id`](crate::sanitize_store_id).
     fn authorize(&self, bearer: Option<&str>, store_id: &str) -> Result<(), AuthRejection>;
+
+    /// Whether `bearer` is a valid credential at all, for some store. Called before a signer request's body is
+    /// read (the store is only known from the body), so a client without a valid token cannot make the signer read
+    /// and hold its body. The default accepts every request here and leaves the decision to
+    /// [`authorize`](Self::authorize); authorities that can tell a valid token from an invalid one should say so.
+    fn authenticate(&self, bearer: Option<&str>) -> Result<(), AuthRejection> {
+        let _ = bearer;
+        Ok(())
+    }
 }
 
 /// Closures are authorities too, which keeps small embeddings short.
@@ -82,6 +91,14 @@ impl StaticTokens {
 }
 
 impl TokenAuthority for StaticTokens {
+    fn authenticate(&self, bearer: Option<&str>) -> Result<(), AuthRejection> {
+        match bearer {
+            None => Err(AuthRejection::Unauthorized("Unauthorized: missing bearer token".into())),
+            Some(token) if self.grants.contains_key(token) => Ok(()),
+            Some(_) => Err(AuthRejection::Unauthorized("Unauthorized: unknown token".into())),
+        }
+    }
+
     fn authorize(&self, bearer: Option<&str>, store_id: &str) -> Result<(), AuthRejection> {
         let Some(token) = bearer else {
             return Err(AuthRejection::Unauthorized("Unauthorized: missing bearer token".into()));
@@ -144,6 +161,9 @@ mod tests {
         ));
         assert!(matches!(authority.authorize(None, "s1"), Err(AuthRejection::Unauthorized(_))));
         assert_eq!(authority.authorize(Some("root"), "anything"), Ok(()));
+        assert_eq!(authority.authenticate(Some("t1")), Ok(()));
+        assert!(matches!(authority.authenticate(Some("zz")), Err(AuthRejection::Unauthorized(_))));
+        assert!(matches!(authority.authenticate(None), Err(AuthRejection::Unauthorized(_))));
     }
 
     #[test]

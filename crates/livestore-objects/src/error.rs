@@ -40,3 +40,20 @@ pub enum Error {
     #[error("cannot build the HTTP client for the external S3 endpoint: {0}")]
     HttpClient(#[source] reqwest::Error),
 }
+
+/// Whether a request-body failure was the embedding server's read timeout: an `io::Error` of kind `TimedOut`
+/// somewhere in its source chain (the sync server's body guard fails late bodies that way). Such requests are
+/// answered 408 (signer) or `RequestTimeout` (object store) rather than as malformed.
+pub(crate) fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}

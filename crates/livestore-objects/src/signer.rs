@@ -77,11 +77,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The `/api` routes with CORS and the body limit applied.
+/// The `/api` routes with CORS and the body limit applied; the `/api/v1` routes check the bearer token before their
+/// body is read.
 pub(crate) fn router(state: Arc<SignerState>) -> Router {
     let max_request_bytes = state.max_request_bytes;
     Router::new()
-        .route("/api/health", get(handlers::health))
         .route("/api/v1/sign/upload", post(handlers::sign_upload))
         .route("/api/v1/sign/uploads", post(handlers::sign_uploads))
         .route("/api/v1/sign/download", post(handlers::sign_download))
@@ -92,6 +92,8 @@ pub(crate) fn router(state: Arc<SignerState>) -> Router {
         .route("/api/v1/multipart/complete", post(handlers::multipart_complete))
         .route("/api/v1/multipart/abort", post(handlers::multipart_abort))
         .route("/api/v1/multipart/parts", post(handlers::multipart_parts))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), authenticate_first))
+        .route("/api/health", get(handlers::health))
         // Unknown paths under /api are ours to answer (with JSON), so they
         // never fall through to the sync server's catch-all route.
         .route("/api", any(not_found))
@@ -100,6 +102,24 @@ pub(crate) fn router(state: Arc<SignerState>) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_request_bytes))
         .layer(middleware::from_fn(cors))
+}
+
+/// Refuses a request whose bearer token is not valid for any store before its body is read (401, JSON). Which
+/// store the token may touch is checked once the body names the key.
+async fn authenticate_first(
+    axum::extract::State(state): axum::extract::State<Arc<SignerState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let bearer = crate::auth::bearer_token(request.headers());
+    if let Err(rejection) = state.authority.authenticate(bearer) {
+        let (status, message) = match rejection {
+            crate::AuthRejection::Unauthorized(message) => (StatusCode::UNAUTHORIZED, message),
+            crate::AuthRejection::Forbidden(message) => (StatusCode::FORBIDDEN, message),
+        };
+        return ApiError::new(status, message).into_response();
+    }
+    next.run(request).await
 }
 
 async fn not_found() -> ApiError {

@@ -89,7 +89,7 @@ impl Store {
             let path = path.to_path_buf();
             move |source| Error::DataDir { path, source }
         };
-        std::fs::create_dir_all(data_dir).map_err(io_error(data_dir))?;
+        private_dir(data_dir).map_err(io_error(data_dir))?;
         // Two processes on one data dir would delete each other's temp files
         // on start; an advisory lock makes the second one fail instead.
         let lock_path = data_dir.join("lock");
@@ -116,7 +116,7 @@ impl Store {
         let multipart_dir = data_dir.join("multipart");
         let tmp_dir = data_dir.join("tmp");
         for dir in [&objects_dir, &multipart_dir, &tmp_dir] {
-            std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+            private_dir(dir).map_err(io_error(dir))?;
         }
         for entry in std::fs::read_dir(&tmp_dir).map_err(io_error(&tmp_dir))? {
             let path = entry.map_err(io_error(&tmp_dir))?.path();
@@ -183,10 +183,29 @@ impl Store {
     }
 }
 
+/// Creates `dir` if needed and makes it private to the server's user (0700): the store's directory holds every
+/// store's files and the generated credentials, which no other local user may read.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 fn load_or_create_credentials(path: &Path) -> Result<(String, String), Error> {
     let io_error = |source| Error::DataDir { path: path.to_path_buf(), source };
     match std::fs::read(path) {
         Ok(bytes) => {
+            // Written 0600 by this crate; an older or hand-made copy may be readable by others.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io_error)?;
+            }
             let stored: StoredCredentials = serde_json::from_slice(&bytes).map_err(|error| {
                 io_error(std::io::Error::new(std::io::ErrorKind::InvalidData, error))
             })?;

@@ -2,7 +2,9 @@
 //!
 //! The sync endpoint answers on any path whose query carries `storeId` and `transport`, as the reference worker
 //! does. Everything it checks (store id, transport, payload, credentials) is checked before a WebSocket upgrade, so
-//! a refused client sees an HTTP status, never a half-open socket.
+//! a refused client sees an HTTP status, never a half-open socket, and before an HTTP request's body is read.
+//!
+//! In front of every route: the origin policy (`origin`) and the request-body guard (`body_guard`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::extract::{Extension, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -20,10 +22,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{Any, CorsLayer};
 
-use crate::auth::{AuthRejection, Authenticator};
+use crate::auth::{AuthRejection, Authenticator, bearer_token};
+use crate::body_guard::{BodyGuard, guard_bodies};
+use crate::budget::MemoryBudget;
 use crate::config::Limits;
+use crate::http_server::ConnectionWatch;
 use crate::hub::Hubs;
 use crate::metrics::Metrics;
+use crate::origin::{OriginPolicy, guard_origins};
 use crate::static_site::StaticSite;
 use crate::storage::EventStorage;
 
@@ -35,6 +41,10 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) limits: Limits,
+    /// Bytes held on behalf of clients (bodies, messages, pushes, queued frames).
+    pub(crate) budget: Arc<MemoryBudget>,
+    /// Browser origins allowed besides loopback ones (no auth) or instead of any (with auth, when non-empty).
+    pub(crate) allowed_origins: Arc<[String]>,
     /// Cancelled when the server shuts down; every socket then closes with 1012.
     pub(crate) shutdown: CancellationToken,
     /// Tracks WebSocket sessions so shutdown can wait for their close frames.
@@ -48,11 +58,23 @@ pub(crate) struct AppState {
 /// The text `GET /` answers with, as the reference worker does.
 const INFO_TEXT: &str = "Info: Sync backend endpoint for @livestore/sync-cf (livestore-rs).";
 
-/// Builds the router: sync endpoint, health and metrics, plus the file services' own routes (`/api`, `/s3`).
+/// Builds the router: sync endpoint, health and metrics, plus the file services' own routes (`/api`, `/s3`), all
+/// behind the origin policy and the body guard.
 ///
 /// The file services bring their own CORS and body limits (object uploads stream gigabytes), so the sync routes'
 /// CORS layer is applied before merging them.
 pub(crate) fn app(state: AppState, files: Router) -> Router {
+    let body_guard = BodyGuard {
+        budget: state.budget.clone(),
+        metrics: state.metrics.clone(),
+        max_buffered_bytes: state.limits.max_message_bytes as u64,
+        timeout: std::time::Duration::from_secs(state.limits.body_read_timeout_seconds),
+    };
+    let origins = OriginPolicy {
+        no_auth: !state.auth.is_enabled(),
+        allowed_origins: state.allowed_origins.clone(),
+        metrics: state.metrics.clone(),
+    };
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([
@@ -72,10 +94,13 @@ pub(crate) fn app(state: AppState, files: Router) -> Router {
         .layer(cors)
         .with_state(state)
         .merge(files)
+        .layer(axum::middleware::from_fn_with_state(body_guard, guard_bodies))
+        .layer(axum::middleware::from_fn_with_state(origins, guard_origins))
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
     state.metrics.observe_object_store(state.files.embedded_store_stats());
+    state.metrics.observe_budget(state.budget.used());
     (
         [(
             header::CONTENT_TYPE,
@@ -91,13 +116,8 @@ fn plain(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 pub(crate) fn rejection_response(rejection: &AuthRejection) -> Response {
-    let status = StatusCode::from_u16(rejection.status).unwrap_or(StatusCode::UNAUTHORIZED);
+    let status = StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::UNAUTHORIZED);
     plain(status, rejection.message.clone())
-}
-
-/// The bearer token of an `Authorization` header, if any.
-pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
 
 async fn sync_endpoint(
@@ -106,6 +126,7 @@ async fn sync_endpoint(
     uri: Uri,
     headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+    watch: Option<Extension<Arc<ConnectionWatch>>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     body: Body,
 ) -> Response {
@@ -143,12 +164,18 @@ async fn sync_endpoint(
     let bearer = bearer_token(&headers).map(str::to_owned);
     match transport {
         Transport::WebSocket => {
-            if let Err(rejection) =
-                state.auth.authorize(store_id, url_payload.as_deref(), bearer.as_deref())
-            {
-                tracing::info!(store_id, status = rejection.status, "refused WebSocket connection");
-                return rejection_response(&rejection);
-            }
+            let grant =
+                match state.auth.authorize(store_id, url_payload.as_deref(), bearer.as_deref()) {
+                    Ok(grant) => grant,
+                    Err(rejection) => {
+                        tracing::info!(
+                            store_id,
+                            status = rejection.status(),
+                            "refused WebSocket connection"
+                        );
+                        return rejection_response(&rejection);
+                    }
+                };
             let Ok(upgrade) = upgrade else {
                 return plain(
                     StatusCode::UPGRADE_REQUIRED,
@@ -156,7 +183,12 @@ async fn sync_endpoint(
                 );
             };
             let max_message_bytes = state.limits.max_message_bytes;
-            let store_id = store_id.clone();
+            let connection = crate::ws::Connection {
+                store_id: store_id.clone(),
+                url_payload,
+                grant,
+                watch: watch.map(|Extension(watch)| watch),
+            };
             upgrade
                 .max_message_size(max_message_bytes)
                 .max_frame_size(max_message_bytes)
@@ -165,12 +197,7 @@ async fn sync_endpoint(
                 .write_buffer_size(16 * 1024)
                 .on_upgrade(move |socket| {
                     let sessions = state.sessions.clone();
-                    sessions.track_future(crate::ws::serve_socket(
-                        state,
-                        socket,
-                        store_id,
-                        url_payload,
-                    ))
+                    sessions.track_future(crate::ws::serve_socket(state, socket, connection))
                 })
         }
         Transport::Http => {

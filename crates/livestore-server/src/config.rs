@@ -1,13 +1,21 @@
-//! Server configuration: listening address, data directory or Postgres database, authentication and limits.
+//! Server configuration: listening address, data directory or Postgres database, authentication, browser origins
+//! and limits.
 //!
 //! Configuration comes from a TOML file, then environment variables and command-line flags override it (the CLI
-//! crate applies the overrides). Secrets are redacted from `Debug` output so that logging a config never leaks them.
+//! crate applies the overrides). Secrets are redacted from `Debug` output so that logging a config never leaks them,
+//! and a config file that does not parse is reported by line and column, never by quoting it.
+
+mod limits;
+mod paths;
+mod secrets;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use self::limits::Limits;
+pub use self::secrets::{DatabaseUrl, MIN_SECRET_BYTES, Secret};
 use crate::error::ServerError;
 
 /// Default listening address: loopback only, so the no-auth default is safe.
@@ -28,12 +36,17 @@ pub struct ServerConfig {
     pub database_url: Option<DatabaseUrl>,
     /// Who may connect.
     pub auth: AuthConfig,
-    /// Size limits for frames and bodies.
+    /// Which web pages (origins) may call the server from a browser.
+    pub cors: CorsConfig,
+    /// Size, time and memory limits.
     pub limits: Limits,
     /// File services (signer and object store). Unset: the embedded object store in `<data_dir>/objects`.
     pub files: Option<livestore_objects::FilesConfig>,
     /// A directory of static files (e.g. a built web app) served under `/` to GET requests no other route takes.
     pub static_dir: Option<PathBuf>,
+    /// The file this configuration was read from, if any; the static site may never contain it.
+    #[serde(skip)]
+    pub config_path: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -43,9 +56,11 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             database_url: None,
             auth: AuthConfig::default(),
+            cors: CorsConfig::default(),
             limits: Limits::default(),
             files: None,
             static_dir: None,
+            config_path: None,
         }
     }
 }
@@ -62,57 +77,87 @@ impl ServerConfig {
     pub fn from_file(path: &Path) -> Result<Self, ServerError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ServerError::ConfigRead { path: path.to_owned(), source })?;
-        toml::from_str(&text)
-            .map_err(|source| ServerError::ConfigParse { path: path.to_owned(), source })
+        let mut config: ServerConfig =
+            toml::from_str(&text).map_err(|error| ServerError::ConfigParse {
+                path: path.to_owned(),
+                message: secrets::describe_toml_error(&text, &error),
+            })?;
+        config.config_path = Some(path.to_owned());
+        Ok(config)
     }
 
-    /// Checks the rules that span several fields.
+    /// Checks every setting and the rules that span several fields.
     pub fn validate(&self) -> Result<(), ServerError> {
+        let invalid = ServerError::InvalidConfig;
         if !self.auth.is_enabled() && !self.addr.ip().is_loopback() {
-            return Err(ServerError::InvalidConfig(format!(
+            return Err(invalid(format!(
                 "refusing to listen on {} without authentication: anyone on the network could read and write every \
                  store. Configure auth tokens (LIVESTORE_AUTH_TOKENS or [auth] tokens) or a JWT secret \
                  (LIVESTORE_JWT_SECRET or [auth] jwt_secret), or bind to a loopback address such as 127.0.0.1",
                 self.addr
             )));
         }
-        if self.limits.max_message_bytes < 1024 * 1024 {
-            return Err(ServerError::InvalidConfig(
-                "limits.max_message_bytes must be at least 1 MiB: sync-cf clients send frames of up to ~900 KB".into(),
-            ));
-        }
-        if self.limits.header_read_timeout_seconds == 0 {
-            return Err(ServerError::InvalidConfig(
-                "limits.header_read_timeout_seconds must be at least 1".into(),
-            ));
-        }
+        self.limits.validate().map_err(invalid)?;
         if let Some(url) = &self.database_url {
             url.to_postgres_config()?;
         }
-        if let Some(dir) = &self.static_dir
-            && !dir.is_dir()
-        {
-            return Err(ServerError::InvalidConfig(format!(
-                "static_dir {} is not a directory",
-                dir.display()
-            )));
+        let files = self.files_config();
+        files.validate().map_err(|error| invalid(format!("[files]: {error}")))?;
+        if let Some(dir) = &self.static_dir {
+            if !dir.is_dir() {
+                return Err(invalid(format!("static_dir {} is not a directory", dir.display())));
+            }
+            let mut protected = vec![("the data dir", self.data_dir.clone())];
+            if let livestore_objects::BackendConfig::Embedded { data_dir, .. } = &files.backend {
+                protected.push(("the embedded object store's directory", data_dir.clone()));
+            }
+            if let Some(path) = &self.config_path {
+                protected.push(("the config file", path.clone()));
+            }
+            paths::check_static_dir(dir, &protected).map_err(invalid)?;
         }
-        self.files_config()
-            .validate()
-            .map_err(|error| ServerError::InvalidConfig(format!("[files]: {error}")))?;
-        for entry in &self.auth.tokens {
-            if entry.token().is_empty() {
-                return Err(ServerError::InvalidConfig(
-                    "auth.tokens contains an empty token".into(),
+        for (index, entry) in self.auth.tokens.iter().enumerate() {
+            entry
+                .secret()
+                .check_strength(&format!("auth.tokens[{index}]"))
+                .map_err(invalid)?;
+        }
+        if let Some(secret) = &self.auth.jwt_secret {
+            secret.check_strength("auth.jwt_secret").map_err(invalid)?;
+        }
+        self.cors.validate().map_err(invalid)?;
+        Ok(())
+    }
+}
+
+/// Which browser origins may call the server.
+///
+/// Without authentication the server accepts browser requests only from loopback origins (`http://localhost:5173`,
+/// `http://127.0.0.1:8787`, …) plus these, and only for a loopback `Host`, so a web page a local user visits cannot
+/// read or write their stores, directly or through DNS rebinding. With authentication and an empty list any origin
+/// may call (the token is the credential); a non-empty list limits browsers to it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Origins such as `https://app.example.com` (scheme, host, optional port; no path).
+    pub allowed_origins: Vec<String>,
+}
+
+impl CorsConfig {
+    /// Each origin must be `http(s)://host[:port]` exactly as browsers send it.
+    pub fn validate(&self) -> Result<(), String> {
+        for origin in &self.allowed_origins {
+            let parsed: url::Url = origin
+                .parse()
+                .map_err(|_| format!("cors.allowed_origins: {origin:?} is not a URL"))?;
+            let canonical = parsed.origin().ascii_serialization();
+            if !matches!(parsed.scheme(), "http" | "https") || canonical != *origin {
+                return Err(format!(
+                    "cors.allowed_origins: {origin:?} is not an origin; write it as a browser sends it, e.g. \
+                     \"https://app.example.com\" or \"http://localhost:5173\" (scheme, host, port; no path or \
+                     trailing slash; \"*\" is not accepted)"
                 ));
             }
-        }
-        if let Some(secret) = &self.auth.jwt_secret
-            && secret.0.len() < 16
-        {
-            return Err(ServerError::InvalidConfig(
-                "auth.jwt_secret must be at least 16 bytes".into(),
-            ));
         }
         Ok(())
     }
@@ -161,8 +206,13 @@ pub enum TokenEntry {
 impl TokenEntry {
     /// The token text.
     pub fn token(&self) -> &str {
+        &self.secret().0
+    }
+
+    /// The token as a secret.
+    pub fn secret(&self) -> &Secret {
         match self {
-            TokenEntry::AllStores(secret) | TokenEntry::Scoped { token: secret, .. } => &secret.0,
+            TokenEntry::AllStores(secret) | TokenEntry::Scoped { token: secret, .. } => secret,
         }
     }
 
@@ -188,93 +238,6 @@ impl std::fmt::Debug for TokenEntry {
     }
 }
 
-/// A secret string whose `Debug` output is redacted.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("<redacted>")
-    }
-}
-
-/// A PostgreSQL connection string (`postgres://user:password@host:port/dbname` or `host=... user=...`).
-///
-/// It usually carries a password, so `Debug` and [`DatabaseUrl::redacted`] show only where it points.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct DatabaseUrl(pub String);
-
-impl DatabaseUrl {
-    /// Parses the connection string; the error never repeats the string (it may hold a password).
-    pub fn to_postgres_config(&self) -> Result<tokio_postgres::Config, ServerError> {
-        self.0.parse::<tokio_postgres::Config>().map_err(|error| {
-            ServerError::InvalidConfig(format!(
-                "database_url is not a postgres:// URL or a key=value connection string ({error})"
-            ))
-        })
-    }
-
-    /// `user@host:port/dbname`, without the password: safe for logs.
-    pub fn redacted(&self) -> String {
-        let Ok(config) = self.to_postgres_config() else {
-            return "<unparseable database url>".to_owned();
-        };
-        let hosts: Vec<String> = config
-            .get_hosts()
-            .iter()
-            .enumerate()
-            .map(|(index, host)| {
-                let host = match host {
-                    tokio_postgres::config::Host::Tcp(name) => name.clone(),
-                    #[cfg(unix)]
-                    tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-                };
-                match config.get_ports().get(index).or(config.get_ports().first()) {
-                    Some(port) => format!("{host}:{port}"),
-                    None => host,
-                }
-            })
-            .collect();
-        format!(
-            "{}@{}/{}",
-            config.get_user().unwrap_or("<default user>"),
-            hosts.join(","),
-            config.get_dbname().unwrap_or("<default database>")
-        )
-    }
-}
-
-impl std::fmt::Debug for DatabaseUrl {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(formatter, "DatabaseUrl({})", self.redacted())
-    }
-}
-
-/// Size limits.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    /// Largest WebSocket message and HTTP sync body, in bytes. Clients send up to ~900 KB per request.
-    pub max_message_bytes: usize,
-    /// Outgoing frames buffered per connection before a slow client is disconnected.
-    pub outbound_queue_frames: usize,
-    /// Seconds a connection may take to send its first bytes and each request's headers; also how long an idle
-    /// keep-alive connection stays open. Guards against clients that connect and send nothing, or dribble headers.
-    pub header_read_timeout_seconds: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_message_bytes: 4 * 1024 * 1024,
-            outbound_queue_frames: 256,
-            header_read_timeout_seconds: 30,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,8 +248,8 @@ mod tests {
             r#"
             addr = "0.0.0.0:9000"
             [auth]
-            tokens = ["plain-token", { token = "scoped-token", stores = ["a", "b"] }]
-            jwt_secret = "0123456789abcdef0123"
+            tokens = ["plain-token-9f8e7d6c5b4a39281706", { token = "scoped-token-0a1b2c3d4e5f60718293", stores = ["a", "b"] }]
+            jwt_secret = "0123456789abcdef0123456789abcdef"
             "#,
         )
         .unwrap();
@@ -332,5 +295,41 @@ mod tests {
     #[test]
     fn unknown_keys_are_errors() {
         assert!(toml::from_str::<ServerConfig>("adress = \"127.0.0.1:1\"").is_err());
+    }
+
+    #[test]
+    fn weak_tokens_and_secrets_are_refused() {
+        let with_token = |token: &str| ServerConfig {
+            auth: AuthConfig {
+                tokens: vec![TokenEntry::AllStores(Secret(token.to_owned()))],
+                ..AuthConfig::default()
+            },
+            ..ServerConfig::default()
+        };
+        let message = with_token("short-token").validate().unwrap_err().to_string();
+        assert!(message.contains("auth.tokens[0] is 11 bytes long"), "{message}");
+        let message = with_token(&" ".repeat(40)).validate().unwrap_err().to_string();
+        assert!(message.contains("all whitespace"), "{message}");
+        let secret = ServerConfig {
+            auth: AuthConfig {
+                jwt_secret: Some(Secret(" ".repeat(16))),
+                ..AuthConfig::default()
+            },
+            ..ServerConfig::default()
+        };
+        let message = secret.validate().unwrap_err().to_string();
+        assert!(message.contains("auth.jwt_secret is empty or all whitespace"), "{message}");
+    }
+
+    #[test]
+    fn origins_must_be_origins() {
+        for good in ["https://app.example.com", "http://localhost:5173", "http://[::1]:8787"] {
+            let cors = CorsConfig { allowed_origins: vec![good.to_owned()] };
+            cors.validate().unwrap();
+        }
+        for bad in ["*", "https://app.example.com/", "app.example.com", "ftp://x.y", "https://a.b/path"] {
+            let cors = CorsConfig { allowed_origins: vec![bad.to_owned()] };
+            assert!(cors.validate().is_err(), "{bad} was accepted");
+        }
     }
 }

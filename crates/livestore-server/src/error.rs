@@ -19,13 +19,12 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// The configuration file is not valid TOML of the expected shape.
-    #[error("invalid config file {path}: {source}")]
+    #[error("invalid config file {path}: {message}")]
     ConfigParse {
         /// The file.
         path: PathBuf,
-        /// The parse error, with line and column.
-        #[source]
-        source: toml::de::Error,
+        /// Line, column and what is wrong; never the offending text, which may be a secret.
+        message: String,
     },
     /// The configuration is well-formed but unusable.
     #[error("invalid configuration: {0}")]

@@ -8,7 +8,10 @@
 //!   connection's start for the first request, from the previous response for the next, so a connection that
 //!   sends nothing or idles between keep-alive requests that long is closed too;
 //! - every connection gets TCP_NODELAY, so small frames (Pong, acks, one-event pages) leave at once instead of
-//!   waiting up to 40 ms for the client's delayed ACK.
+//!   waiting up to 40 ms for the client's delayed ACK;
+//! - every socket is a [`GuardedIo`]: a client that leaves a response unread for the write timeout is closed, and an
+//!   upgraded WebSocket must complete each message it starts within the message timeout (`guarded_io`);
+//! - every request carries its connection's [`ConnectionWatch`] and the peer address (`ConnectInfo`) as extensions.
 //!
 //! Upgraded WebSockets are not affected: an idle live pull is normal, and `ws` bounds slow readers itself.
 //!
@@ -16,8 +19,12 @@
 //! bound one client that stopped sending in the middle of a request body (or reading a response) kept the process
 //! from exiting on SIGTERM for as long as it held its socket.
 
+mod guarded_io;
+
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -31,13 +38,28 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
+pub(crate) use self::guarded_io::{ConnectionWatch, IoFailure};
+use self::guarded_io::GuardedIo;
+use crate::budget::MemoryBudget;
+use crate::metrics::Metrics;
+
+/// What every connection is held to.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionSettings {
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) message_timeout: Duration,
+    pub(crate) write_timeout: Duration,
+    pub(crate) budget: Arc<MemoryBudget>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets open requests finish for up
 /// to `shutdown_grace`, closes the connections still open after that, and returns once every connection has
 /// closed. (WebSocket sessions are tracked and closed by the caller.)
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
-    header_read_timeout: Duration,
+    settings: ConnectionSettings,
     shutdown_grace: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
@@ -51,11 +73,11 @@ pub(crate) async fn serve(
     // Set when the grace period is over: connections still open drop their sockets.
     let (force_tx, force_rx) = watch::channel(false);
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    builder.timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     handle_accept_error(error).await;
                     continue;
@@ -66,8 +88,15 @@ pub(crate) async fn serve(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
+        let watch = Arc::new(ConnectionWatch::new(
+            settings.message_timeout,
+            settings.write_timeout,
+            settings.budget.clone(),
+            settings.metrics.clone(),
+        ));
         tokio::spawn(serve_connection(
-            stream,
+            GuardedIo::new(stream, watch.clone()),
+            (watch, peer),
             router.clone(),
             builder.clone(),
             signal_tx.clone(),
@@ -88,16 +117,21 @@ pub(crate) async fn serve(
 }
 
 async fn serve_connection(
-    stream: TcpStream,
+    stream: GuardedIo<TcpStream>,
+    (watch, peer): (Arc<ConnectionWatch>, SocketAddr),
     router: Router,
     builder: http1::Builder,
     signal_tx: watch::Sender<()>,
     close_rx: watch::Receiver<()>,
     mut force_rx: watch::Receiver<bool>,
 ) {
-    let service = TowerToHyperService::new(
-        router.map_request(|request: Request<Incoming>| request.map(Body::new)),
-    );
+    let service = TowerToHyperService::new(router.map_request(
+        move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(watch.clone());
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            request.map(Body::new)
+        },
+    ));
     let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
     tokio::pin!(connection);
     let signal_closed = signal_tx.closed();

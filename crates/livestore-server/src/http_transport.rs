@@ -1,15 +1,20 @@
 //! The HTTP transport: `POST ?storeId=…&transport=http` with one RPC request as the body, answered by a JSON array
 //! of every message for that request (spec §6.9).
 //!
+//! The credential (the URL's `payload` or an `Authorization: Bearer` header, as sync-cf clients send it) is checked
+//! before the body is read, so a client without one cannot make the server read and hold a body; the body's own RPC
+//! `payload` is not consulted for credentials. The body must arrive within `limits.body_read_timeout_seconds` (408)
+//! and fit `limits.max_message_bytes` (413).
+//!
 //! Pull responses are streamed: the array is written page by page as the backlog is read, so a large backlog never
-//! sits in memory whole. HTTP pulls are never live; the client polls.
-
-use std::convert::Infallible;
+//! sits in memory whole; a client that stops reading is dropped after the write timeout (`http_server`). HTTP pulls
+//! are never live; the client polls.
 
 use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
+use http_body_util::BodyExt;
 use livestore_proto::admission::validate_batch;
 use livestore_proto::encode;
 use livestore_proto::frame::{ClientMessage, decode_client_message};
@@ -18,8 +23,12 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::app::{AppState, rejection_response};
-use crate::metrics::RejectReason;
-use crate::pull::{Outbound, PullJob, run_pull};
+use crate::metrics::{LimitHit, RejectReason};
+use crate::outbox::{CloseSignal, Outbound, Outbox};
+use crate::pull::{PullJob, run_pull};
+
+/// Frames an HTTP pull may have queued ahead of the response stream (at most one page each).
+const HTTP_PULL_QUEUE_FRAMES: usize = 8;
 
 /// Handles one HTTP-transport request.
 pub(crate) async fn handle(
@@ -30,9 +39,14 @@ pub(crate) async fn handle(
     body: Body,
 ) -> Response {
     state.metrics.http_requests.inc();
-    let Ok(bytes) = axum::body::to_bytes(body, state.limits.max_message_bytes).await else {
-        let message = format!("request body exceeds {} bytes", state.limits.max_message_bytes);
-        return (StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
+    if let Err(rejection) = state.auth.authorize(&store_id, url_payload.as_deref(), bearer.as_deref())
+    {
+        state.metrics.push_rejected(RejectReason::Unauthorized);
+        return rejection_response(&rejection);
+    }
+    let bytes = match read_body(&state, body).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
     };
     let Ok(text) = std::str::from_utf8(&bytes) else {
         return (StatusCode::BAD_REQUEST, "request body is not UTF-8").into_response();
@@ -53,11 +67,6 @@ pub(crate) async fn handle(
         let message = format!("storeId {:?} does not match the URL's storeId", call.store_id());
         return json_array(&[encode::exit_die(&request_id, &message)]);
     }
-    let payload = url_payload.as_deref().or(call.sync_payload());
-    if let Err(rejection) = state.auth.authorize(&store_id, payload, bearer.as_deref()) {
-        state.metrics.push_rejected(RejectReason::Unauthorized);
-        return rejection_response(&rejection);
-    }
     match call {
         RpcCall::HttpPing(_) => {
             json_array(&[encode::exit_success_value(&request_id, encode::HTTP_PONG_VALUE)])
@@ -71,7 +80,9 @@ pub(crate) async fn handle(
             json_array(&[crate::push::push_reply(&request_id, result, &state.metrics)])
         }
         RpcCall::HttpPull(args) => {
-            let (out, frames) = mpsc::channel(8);
+            // The response stream takes frames from a short queue only as fast as the client reads.
+            let (out, frames) = Outbox::new(HTTP_PULL_QUEUE_FRAMES, None, state.budget.clone());
+            let close = CloseSignal::default();
             let job = PullJob {
                 storage: state.storage.clone(),
                 hubs: state.hubs.clone(),
@@ -81,12 +92,10 @@ pub(crate) async fn handle(
                 cursor: args.cursor.into_option(),
                 live: false,
                 out,
-                lagging: tokio_util::sync::CancellationToken::new(),
-                // The response stream pulls from an 8-frame channel only as fast as the client reads.
-                backlog_budget: None,
+                close: close.clone(),
             };
             tokio::spawn(run_pull(job));
-            streamed_json_array(frames)
+            streamed_json_array(frames, close)
         }
         other => {
             let message = format!("{} is only available over the WebSocket transport", other.tag());
@@ -95,12 +104,37 @@ pub(crate) async fn handle(
     }
 }
 
+/// Reads the whole body within the size limit; a refusal is the response to send (413, 408, 400).
+async fn read_body(state: &AppState, body: Body) -> Result<Bytes, Response> {
+    let limit = state.limits.max_message_bytes;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            state.metrics.limit_hit(LimitHit::BodyTooLarge);
+            let message = format!("request body exceeds {limit} bytes");
+            Err((StatusCode::PAYLOAD_TOO_LARGE, message).into_response())
+        }
+        Err(error) if crate::body_guard::is_body_timeout(error.as_ref()) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request body did not arrive within {} s",
+                state.limits.body_read_timeout_seconds
+            ),
+        )
+            .into_response()),
+        Err(_) => Err((StatusCode::BAD_REQUEST, "request body ended early").into_response()),
+    }
+}
+
 fn json_array(frames: &[String]) -> Response {
     let body = format!("[{}]", frames.join(","));
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn streamed_json_array(frames: mpsc::Receiver<Outbound>) -> Response {
+/// The pull's frames as a streamed JSON array. A pull stopped for lack of memory budget ends the body with an
+/// error instead of `]`, so the client sees a broken response (and retries), never a complete-looking one without
+/// its `Exit`.
+fn streamed_json_array(frames: mpsc::Receiver<Outbound>, close: CloseSignal) -> Response {
     let mut first = true;
     let frames = futures_util::stream::unfold(frames, |mut receiver| async move {
         receiver.recv().await.map(|frame| (frame, receiver))
@@ -112,15 +146,20 @@ fn streamed_json_array(frames: mpsc::Receiver<Outbound>) -> Response {
             | Outbound::PushReply { text, .. } => {
                 let separator = if first { "[" } else { "," };
                 first = false;
-                Some(Ok::<Bytes, Infallible>(Bytes::from(format!("{separator}{text}"))))
+                Some(Ok::<Bytes, std::io::Error>(Bytes::from(format!("{separator}{text}"))))
             }
             // A non-live pull never asks to close; there is no socket to close on HTTP anyway.
             Outbound::Close { .. } | Outbound::Live { .. } => None,
         };
         std::future::ready(part)
     });
-    let closing =
-        futures_util::stream::once(async { Ok::<Bytes, Infallible>(Bytes::from_static(b"]")) });
+    let closing = futures_util::stream::once(async move {
+        if close.is_requested() {
+            Err(std::io::Error::other("pull stopped: the server is at its memory budget"))
+        } else {
+            Ok(Bytes::from_static(b"]"))
+        }
+    });
     // `run_pull` always sends at least one frame (a page or an Exit), so the array is opened before it is closed.
     ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(parts.chain(closing)))
         .into_response()

@@ -10,18 +10,21 @@
 //! exactly-once and gap-free without re-reading the database per push, and a live batch costs one queue push per
 //! subscriber — no extra task hop on the fan-out path.
 //!
-//! A subscriber whose connection queue is full is dropped and its connection told to close (1013), so the client
-//! reconnects and resumes from its cursor instead of silently missing events. A storage backend that loses its
-//! database closes every hub the same way ([`Hubs::close_all`]).
+//! A subscriber whose connection queue is full (in frames or in bytes, see `outbox`) is dropped and its connection
+//! told to close (1013), so the client reconnects and resumes from its cursor instead of silently missing events. A
+//! storage backend that loses its database closes every hub the same way ([`Hubs::close_all`]).
+//!
+//! A batch is paginated once and shared by every subscriber; its bytes are reserved in the memory budget once, when
+//! it is built, and given back when the last connection has written it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use livestore_proto::page::{Page, StoredEventRef, paginate};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use crate::pull::{CLOSE_LAGGING, Outbound};
+use crate::budget::{MemoryBudget, Reservation};
+use crate::metrics::{LimitHit, Metrics};
+use crate::outbox::{CloseReason, CloseSignal, Outbound, Outbox};
 use crate::storage::StoredEvent;
 
 /// How many published batches may wait for a subscriber that is still sending its backlog.
@@ -33,15 +36,47 @@ pub(crate) struct LiveBatch {
     pub(crate) first_seq_num: u64,
     pub(crate) last_seq_num: u64,
     pub(crate) pages: Vec<Page>,
+    /// The pages' JSON bytes: what each connection's byte bound counts for this batch.
+    pub(crate) bytes: usize,
+    _reservation: Option<Reservation>,
+}
+
+impl LiveBatch {
+    fn new(first_seq_num: u64, last_seq_num: u64, pages: Vec<Page>, budget: &Arc<MemoryBudget>) -> Self {
+        let bytes = pages.iter().map(|page| page.json.len()).sum();
+        // Committed events cannot be refused: the reservation may take the budget over its limit, which sheds the
+        // next optional work (new bodies, backlog pages) instead.
+        let reservation = budget.force_reserve(bytes as u64);
+        LiveBatch { first_seq_num, last_seq_num, pages, bytes, _reservation: Some(reservation) }
+    }
+
+    /// A batch of `bytes` bytes without pages, for tests of queues and ordering.
+    #[cfg(test)]
+    pub(crate) fn for_test(first_seq_num: u64, last_seq_num: u64, bytes: usize) -> Self {
+        LiveBatch { first_seq_num, last_seq_num, pages: Vec::new(), bytes, _reservation: None }
+    }
 }
 
 /// All hubs of this process, by store id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Hubs {
     stores: Mutex<HashMap<String, Arc<StoreHub>>>,
+    budget: Arc<MemoryBudget>,
+    metrics: Arc<Metrics>,
 }
 
 impl Hubs {
+    /// Hubs whose live batches reserve their bytes in `budget`.
+    pub(crate) fn new(budget: Arc<MemoryBudget>, metrics: Arc<Metrics>) -> Self {
+        Hubs { stores: Mutex::new(HashMap::new()), budget, metrics }
+    }
+
+    /// Hubs with a budget of their own that nothing exhausts (storage opened without a server, tests).
+    pub(crate) fn standalone() -> Self {
+        let metrics = Arc::new(Metrics::new());
+        Hubs::new(MemoryBudget::unlimited(metrics.clone()), metrics)
+    }
+
     /// Returns the hub of `store_id`, creating it with the writer's authoritative head. Writer only.
     pub(crate) fn ensure(&self, store_id: &str, backend_id: &Arc<str>, head: u64) -> Arc<StoreHub> {
         let mut stores = self.stores.lock().expect("hub registry lock poisoned");
@@ -50,6 +85,8 @@ impl Hubs {
             .or_insert_with(|| {
                 Arc::new(StoreHub {
                     backend_id: backend_id.clone(),
+                    budget: self.budget.clone(),
+                    metrics: self.metrics.clone(),
                     state: Mutex::new(HubState {
                         head,
                         subscribers: HashMap::new(),
@@ -73,7 +110,7 @@ impl Hubs {
     /// Forgets every hub and closes the connection of every subscriber (1013, so clients reconnect, possibly to
     /// another node). For a storage backend that can no longer vouch for the heads it published: after this, the
     /// next pull of a store opens it afresh from the database. Returns how many subscribers were closed.
-    pub(crate) fn close_all(&self, reason: &str) -> usize {
+    pub(crate) fn close_all(&self, reason: &CloseReason) -> usize {
         let hubs: Vec<Arc<StoreHub>> = {
             let mut stores = self.stores.lock().expect("hub registry lock poisoned");
             stores.drain().map(|(_, hub)| hub).collect()
@@ -82,7 +119,7 @@ impl Hubs {
     }
 
     /// Like [`Hubs::close_all`], for one store.
-    pub(crate) fn close_store(&self, store_id: &str, reason: &str) -> usize {
+    pub(crate) fn close_store(&self, store_id: &str, reason: &CloseReason) -> usize {
         let hub = self.stores.lock().expect("hub registry lock poisoned").remove(store_id);
         hub.map_or(0, |hub| hub.close_subscribers(reason))
     }
@@ -92,9 +129,9 @@ impl Hubs {
 #[derive(Debug, Clone)]
 pub(crate) struct SubscriberTarget {
     pub(crate) request_id: Arc<str>,
-    pub(crate) out: mpsc::Sender<Outbound>,
-    /// Cancelled to make the connection close with 1013 when this subscriber cannot keep up.
-    pub(crate) lagging: CancellationToken,
+    pub(crate) out: Outbox,
+    /// Makes the connection close with 1013 when this subscriber cannot keep up.
+    pub(crate) close: CloseSignal,
 }
 
 #[derive(Debug)]
@@ -115,6 +152,8 @@ struct Subscriber {
 #[derive(Debug)]
 pub(crate) struct StoreHub {
     backend_id: Arc<str>,
+    budget: Arc<MemoryBudget>,
+    metrics: Arc<Metrics>,
     state: Mutex<HubState>,
 }
 
@@ -173,7 +212,8 @@ impl StoreHub {
         for batch in buffered {
             if deliver(subscriber, &batch).is_err() {
                 let subscriber = state.subscribers.remove(&subscription.id).expect("present above");
-                subscriber.target.lagging.cancel();
+                self.metrics.limit_hit(LimitHit::OutboundQueue);
+                subscriber.target.close.close(CloseReason::Lagging);
                 return Err(Lagging);
             }
         }
@@ -185,7 +225,7 @@ impl StoreHub {
     #[cfg(test)]
     pub(crate) fn publish(&self, last_seq_num: u64, batch: Option<Arc<LiveBatch>>) {
         let mut state = self.state.lock().expect("hub lock poisoned");
-        Self::publish_locked(&mut state, last_seq_num, batch);
+        self.publish_locked(&mut state, last_seq_num, batch);
     }
 
     /// Like [`StoreHub::publish`], building the batch only if someone listens, decided under the hub lock.
@@ -196,15 +236,15 @@ impl StoreHub {
     pub(crate) fn publish_with(&self, last_seq_num: u64, build: impl FnOnce() -> Arc<LiveBatch>) {
         let mut state = self.state.lock().expect("hub lock poisoned");
         let batch = (!state.subscribers.is_empty()).then(build);
-        Self::publish_locked(&mut state, last_seq_num, batch);
+        self.publish_locked(&mut state, last_seq_num, batch);
     }
 
-    fn publish_locked(state: &mut HubState, last_seq_num: u64, batch: Option<Arc<LiveBatch>>) {
+    fn publish_locked(&self, state: &mut HubState, last_seq_num: u64, batch: Option<Arc<LiveBatch>>) {
         state.head = last_seq_num;
         let Some(batch) = batch else {
             // Without the batch, whoever listens now cannot be served gap-free: make them resume from their cursor.
             for (_, subscriber) in state.subscribers.drain() {
-                subscriber.target.lagging.cancel();
+                subscriber.target.close.close(CloseReason::Lagging);
             }
             return;
         };
@@ -218,7 +258,8 @@ impl StoreHub {
                 Phase::Live { .. } => deliver(subscriber, &batch).is_ok(),
             };
             if !kept {
-                subscriber.target.lagging.cancel();
+                self.metrics.limit_hit(LimitHit::OutboundQueue);
+                subscriber.target.close.close(CloseReason::Lagging);
             }
             kept
         });
@@ -237,21 +278,20 @@ impl StoreHub {
                     created_at: &event.created_at,
                 }),
             );
-            Arc::new(LiveBatch { first_seq_num: first.seq_num, last_seq_num: last.seq_num, pages })
+            Arc::new(LiveBatch::new(first.seq_num, last.seq_num, pages, &self.budget))
         });
     }
 
     /// Drops every subscriber, asking each connection to close; returns how many there were.
-    fn close_subscribers(&self, reason: &str) -> usize {
+    fn close_subscribers(&self, reason: &CloseReason) -> usize {
         let subscribers: Vec<Subscriber> = {
             let mut state = self.state.lock().expect("hub lock poisoned");
             state.subscribers.drain().map(|(_, subscriber)| subscriber).collect()
         };
         for subscriber in &subscribers {
-            let close = Outbound::Close { code: CLOSE_LAGGING, reason: reason.to_owned() };
-            if subscriber.target.out.try_send(close).is_err() {
-                // A full queue: the lagging signal closes the connection ahead of its queued frames.
-                subscriber.target.lagging.cancel();
+            if subscriber.target.out.try_send(Outbound::Close(reason.clone())).is_err() {
+                // A full queue: the close signal closes the connection ahead of its queued frames.
+                subscriber.target.close.close(reason.clone());
             }
         }
         subscribers.len()
@@ -276,9 +316,11 @@ fn deliver(subscriber: &mut Subscriber, batch: &Arc<LiveBatch>) -> Result<(), La
         );
         return Err(Lagging);
     }
-    let frame =
-        Outbound::Live { request_id: subscriber.target.request_id.clone(), batch: batch.clone() };
-    subscriber.target.out.try_send(frame).map_err(|_| Lagging)?;
+    subscriber
+        .target
+        .out
+        .try_send_live(subscriber.target.request_id.clone(), batch.clone())
+        .map_err(|_| Lagging)?;
     *last_sent = batch.last_seq_num;
     Ok(())
 }
@@ -303,18 +345,16 @@ mod tests {
     use super::*;
 
     fn batch(first: u64, last: u64) -> Arc<LiveBatch> {
-        Arc::new(LiveBatch { first_seq_num: first, last_seq_num: last, pages: Vec::new() })
+        Arc::new(LiveBatch::for_test(first, last, 10))
     }
 
-    fn target(capacity: usize) -> (SubscriberTarget, mpsc::Receiver<Outbound>) {
-        let (out, receiver) = mpsc::channel(capacity);
-        (
-            SubscriberTarget { request_id: Arc::from("1"), out, lagging: CancellationToken::new() },
-            receiver,
-        )
+    fn target(capacity: usize) -> (SubscriberTarget, tokio::sync::mpsc::Receiver<Outbound>) {
+        let budget = MemoryBudget::unlimited(Arc::new(Metrics::new()));
+        let (out, receiver) = Outbox::new(capacity, Some(1 << 20), budget);
+        (SubscriberTarget { request_id: Arc::from("1"), out, close: CloseSignal::default() }, receiver)
     }
 
-    fn received_ranges(receiver: &mut mpsc::Receiver<Outbound>) -> Vec<(u64, u64)> {
+    fn received_ranges(receiver: &mut tokio::sync::mpsc::Receiver<Outbound>) -> Vec<(u64, u64)> {
         let mut ranges = Vec::new();
         while let Ok(Outbound::Live { batch, .. }) = receiver.try_recv() {
             ranges.push((batch.first_seq_num, batch.last_seq_num));
@@ -324,7 +364,7 @@ mod tests {
 
     #[test]
     fn backlog_then_buffered_then_live_without_duplicates() {
-        let hubs = Hubs::default();
+        let hubs = Hubs::standalone();
         let hub = hubs.ensure("s", &Arc::from("b"), 3);
         let (target, mut receiver) = target(16);
         let subscription = hub.subscribe(target);
@@ -343,44 +383,44 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_the_subscriber_and_signals_its_connection() {
-        let hubs = Hubs::default();
+        let hubs = Hubs::standalone();
         let hub = hubs.ensure("s", &Arc::from("b"), 0);
         let (target, _receiver) = target(1);
-        let lagging = target.lagging.clone();
+        let lagging = target.close.clone();
         let subscription = hub.subscribe(target);
         hub.go_live(&subscription, 0).unwrap();
         hub.publish(1, Some(batch(1, 1)));
-        assert!(!lagging.is_cancelled());
+        assert!(!lagging.is_requested());
         hub.publish(2, Some(batch(2, 2)));
-        assert!(lagging.is_cancelled());
+        assert!(lagging.is_requested());
         assert!(!hub.has_subscribers());
     }
 
     #[test]
     fn closing_all_hubs_asks_every_subscriber_connection_to_close() {
-        let hubs = Hubs::default();
+        let hubs = Hubs::standalone();
         let hub = hubs.ensure("s", &Arc::from("b"), 0);
         let (roomy, mut roomy_receiver) = target(4);
         let (full, _full_receiver) = target(1);
-        let full_lagging = full.lagging.clone();
+        let full_lagging = full.close.clone();
         let _roomy = hub.subscribe(roomy);
         let full_subscription = hub.subscribe(full);
         hub.go_live(&full_subscription, 0).unwrap();
         hub.publish(1, Some(batch(1, 1)));
-        assert_eq!(hubs.close_all("database unavailable"), 2);
+        assert_eq!(hubs.close_all(&CloseReason::DatabaseUnavailable), 2);
         assert!(matches!(
             roomy_receiver.try_recv(),
-            Ok(Outbound::Close { code: CLOSE_LAGGING, reason }) if reason == "database unavailable"
+            Ok(Outbound::Close(CloseReason::DatabaseUnavailable))
         ));
-        // No room for a Close frame: the lagging signal closes the connection instead.
-        assert!(full_lagging.is_cancelled());
+        // No room for a Close frame: the close signal closes the connection instead.
+        assert!(full_lagging.is_requested());
         assert_eq!(hubs.store_count(), 0);
         assert!(hubs.get("s").is_none());
     }
 
     #[test]
     fn published_events_continue_the_head() {
-        let hubs = Hubs::default();
+        let hubs = Hubs::standalone();
         let hub = hubs.ensure("s", &Arc::from("b"), 2);
         let (target, mut receiver) = target(4);
         let subscription = hub.subscribe(target);
@@ -403,15 +443,15 @@ mod tests {
     /// without a batch, stayed below the head until another push came.
     #[test]
     fn a_pull_subscribing_during_a_publish_gets_the_batch_or_reconnects() {
-        let hubs = Hubs::default();
+        let hubs = Hubs::standalone();
         let hub = hubs.ensure("s", &Arc::from("b"), 0);
         // The old interleaving: the writer looked (nobody), a pull subscribed, the writer published no batch. The
         // pull cannot be served gap-free, so its connection is told to close and the client resumes.
         let (late, _late_receiver) = target(4);
-        let late_lagging = late.lagging.clone();
+        let late_lagging = late.close.clone();
         let _late = hub.subscribe(late);
         hub.publish(1, None);
-        assert!(late_lagging.is_cancelled());
+        assert!(late_lagging.is_requested());
         assert!(!hub.has_subscribers());
         // `publish_with` decides under the lock: a subscriber present at publish time gets the batch.
         let (target, mut receiver) = target(4);
@@ -433,7 +473,7 @@ mod tests {
 
     #[test]
     fn dropping_a_subscription_unsubscribes() {
-        let hubs = Hubs::default();
+        let hubs = Hubs::standalone();
         let hub = hubs.ensure("s", &Arc::from("b"), 0);
         let (target, _receiver) = target(1);
         drop(hub.subscribe(target));

@@ -26,12 +26,16 @@
 
 mod app;
 pub mod auth;
+mod body_guard;
+mod budget;
 pub mod config;
 mod error;
 mod http_server;
 mod http_transport;
 mod hub;
 mod metrics;
+mod origin;
+mod outbox;
 mod pull;
 mod push;
 mod server;

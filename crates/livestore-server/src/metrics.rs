@@ -1,5 +1,5 @@
 //! Prometheus metrics served at `/metrics`: connections, stores, appended events, rejected pushes, pull latency,
-//! and what the embedded object store stored.
+//! the memory budget and every limit a client ran into, and what the embedded object store stored.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -16,11 +16,89 @@ pub(crate) enum RejectReason {
     InvalidBatch,
     Unauthorized,
     StorageError,
+    /// The memory budget had no room for the push; the client retries.
+    Overloaded,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RejectLabels {
     reason: &'static str,
+}
+
+/// What could not get room in the memory budget (and was refused: 503, close 1013, a retryable push error).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub(crate) enum ShedResource {
+    /// A request body (sync HTTP transport, signer, object store upload).
+    RequestBody,
+    /// A WebSocket message being received.
+    WebSocketMessage,
+    /// A push waiting for its commit.
+    Push,
+    /// A backlog page waiting for the client to read it.
+    Outbound,
+}
+
+impl ShedResource {
+    fn label(self) -> &'static str {
+        match self {
+            ShedResource::RequestBody => "request_body",
+            ShedResource::WebSocketMessage => "websocket_message",
+            ShedResource::Push => "push",
+            ShedResource::Outbound => "outbound",
+        }
+    }
+}
+
+/// A per-connection bound a client ran into.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub(crate) enum LimitHit {
+    /// A request body did not arrive in time (408, or the connection closed).
+    BodyTimeout,
+    /// A request body over its size limit (413).
+    BodyTooLarge,
+    /// A started WebSocket message did not complete in time (close 1008).
+    MessageTimeout,
+    /// A WebSocket message over `max_message_bytes` (close 1009).
+    MessageTooLarge,
+    /// A client left written data unread for `write_timeout_seconds` (connection closed).
+    WriteTimeout,
+    /// A subscriber's outbound queue was full in bytes or frames (close 1013).
+    OutboundQueue,
+    /// One pull more than `max_pulls_per_connection` (close 1008).
+    TooManyPulls,
+    /// A connection's credential expired while it was open (close 1008, pushes refused).
+    CredentialExpired,
+    /// A browser request from an origin that may not call this server (403).
+    Origin,
+    /// A request for a `Host` that is not this server's loopback name, without auth (403; DNS rebinding).
+    Host,
+}
+
+impl LimitHit {
+    fn label(self) -> &'static str {
+        match self {
+            LimitHit::BodyTimeout => "body_timeout",
+            LimitHit::BodyTooLarge => "body_too_large",
+            LimitHit::MessageTimeout => "message_timeout",
+            LimitHit::MessageTooLarge => "message_too_large",
+            LimitHit::WriteTimeout => "write_timeout",
+            LimitHit::OutboundQueue => "outbound_queue",
+            LimitHit::TooManyPulls => "too_many_pulls",
+            LimitHit::CredentialExpired => "credential_expired",
+            LimitHit::Origin => "origin",
+            LimitHit::Host => "host",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    resource: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
 }
 
 /// The server's metrics; cheap to update from any task or thread.
@@ -46,6 +124,11 @@ pub(crate) struct Metrics {
     object_bytes_stored: Counter,
     /// Serializes [`Metrics::observe_object_store`], so two scrapes at once cannot add the same difference twice.
     object_store_observation: std::sync::Mutex<()>,
+    /// The memory budget's limit and what is reserved (the latter brought up to date at each scrape).
+    pub(crate) memory_budget_bytes: Gauge,
+    memory_reserved_bytes: Gauge,
+    load_shed: Family<ResourceLabels, Counter>,
+    limit_hits: Family<LimitLabels, Counter>,
 }
 
 impl Metrics {
@@ -122,8 +205,36 @@ impl Metrics {
             "Body bytes the embedded object store stored (objects and parts)",
             object_bytes_stored.clone(),
         );
+        let memory_budget_bytes = Gauge::default();
+        registry.register(
+            "memory_budget_bytes",
+            "The memory budget for bytes held on behalf of clients (limits.memory_budget_bytes)",
+            memory_budget_bytes.clone(),
+        );
+        let memory_reserved_bytes = Gauge::default();
+        registry.register(
+            "memory_reserved_bytes",
+            "Bytes reserved in the memory budget: request bodies, WebSocket messages, pushes, queued frames",
+            memory_reserved_bytes.clone(),
+        );
+        let load_shed = Family::<ResourceLabels, Counter>::default();
+        registry.register(
+            "load_shed",
+            "Requests, messages, pushes and pages refused because the memory budget was full, by resource",
+            load_shed.clone(),
+        );
+        let limit_hits = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "limit_hits",
+            "Times a client ran into a per-connection bound, by limit",
+            limit_hits.clone(),
+        );
         Metrics {
             registry,
+            memory_budget_bytes,
+            memory_reserved_bytes,
+            load_shed,
+            limit_hits,
             objects_stored,
             object_parts_stored,
             object_bytes_stored,
@@ -148,8 +259,24 @@ impl Metrics {
             RejectReason::InvalidBatch => "invalid_batch",
             RejectReason::Unauthorized => "unauthorized",
             RejectReason::StorageError => "storage_error",
+            RejectReason::Overloaded => "overloaded",
         };
         self.pushes_rejected.get_or_create(&RejectLabels { reason }).inc();
+    }
+
+    /// Counts a refusal for lack of memory budget.
+    pub(crate) fn load_shed(&self, resource: ShedResource) {
+        self.load_shed.get_or_create(&ResourceLabels { resource: resource.label() }).inc();
+    }
+
+    /// Counts a client running into a per-connection bound.
+    pub(crate) fn limit_hit(&self, limit: LimitHit) {
+        self.limit_hits.get_or_create(&LimitLabels { limit: limit.label() }).inc();
+    }
+
+    /// Brings the reserved-bytes gauge up to date.
+    pub(crate) fn observe_budget(&self, reserved: u64) {
+        self.memory_reserved_bytes.set(i64::try_from(reserved).unwrap_or(i64::MAX));
     }
 
     /// Moves the object store counters up to the store's own counts (they only grow, so the difference is what

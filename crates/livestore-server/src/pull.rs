@@ -12,11 +12,9 @@ use std::time::Instant;
 use livestore_proto::encode;
 use livestore_proto::page::{PageBuilder, StoredEventRef, empty_page};
 use livestore_proto::rpc::PullCursor;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_util::sync::CancellationToken;
-
-use crate::hub::{Hubs, LiveBatch, SubscriberTarget};
+use crate::hub::{Hubs, SubscriberTarget};
 use crate::metrics::Metrics;
+use crate::outbox::{CloseReason, CloseSignal, Outbound, Outbox, SendError};
 use crate::storage::{EventStorage, StoreLog};
 
 /// Most events read from storage per round trip while streaming a backlog.
@@ -27,32 +25,6 @@ const BACKLOG_READ_BYTES: usize = 2 * 1024 * 1024;
 /// Events in the first read, before the average size is known.
 const BACKLOG_FIRST_READ: usize = 100;
 
-/// Bytes of backlog pages one connection may have queued and not yet handed to its socket. Without it, a client
-/// that pulls a large backlog and never reads pins up to `outbound_queue_frames` pages (~900 KB each) until the
-/// write timeout ends the connection.
-pub(crate) const BACKLOG_BUDGET_BYTES: usize = 4 * 1024 * 1024;
-
-/// WebSocket close code "try again later": the client fell too far behind the live stream.
-pub(crate) const CLOSE_LAGGING: u16 = 1013;
-/// WebSocket close code "internal error".
-pub(crate) const CLOSE_INTERNAL: u16 = 1011;
-
-/// A frame on its way to a client connection.
-#[derive(Debug)]
-pub(crate) enum Outbound {
-    /// A text frame (one JSON message).
-    Text(String),
-    /// A backlog page: a text frame that holds its share of the connection's backlog byte budget until the writer
-    /// has handed it to the socket, so a client that stops reading pins a bounded amount of memory.
-    Page { text: String, budget: Option<OwnedSemaphorePermit> },
-    /// Close the connection with this code and reason.
-    Close { code: u16, reason: String },
-    /// A live batch for one subscription; the connection's writer turns its pages into `Chunk` frames.
-    Live { request_id: Arc<str>, batch: Arc<LiveBatch> },
-    /// A push's `Exit` frame on a WebSocket; `push` identifies it to the writer's ack-before-echo ordering.
-    PushReply { text: String, push: u64 },
-}
-
 /// What a pull needs; built by a transport.
 pub(crate) struct PullJob {
     pub(crate) storage: Arc<dyn EventStorage>,
@@ -62,11 +34,9 @@ pub(crate) struct PullJob {
     pub(crate) request_id: String,
     pub(crate) cursor: Option<PullCursor>,
     pub(crate) live: bool,
-    pub(crate) out: mpsc::Sender<Outbound>,
-    /// The connection's "close with 1013" signal, for a subscriber that cannot keep up.
-    pub(crate) lagging: CancellationToken,
-    /// Bytes of backlog pages the connection may have queued at once (`None`: only the channel bounds them).
-    pub(crate) backlog_budget: Option<Arc<Semaphore>>,
+    pub(crate) out: Outbox,
+    /// Closes the connection ahead of its queue: for a subscriber that cannot keep up, or no memory budget left.
+    pub(crate) close: CloseSignal,
 }
 
 /// Runs a pull until its backlog is sent (non-live), or until the connection goes away (live).
@@ -96,12 +66,16 @@ pub(crate) async fn run_pull(job: PullJob) {
         let _ = job.out.send(Outbound::Text(encode::exit_fail(&job.request_id, &error))).await;
         return;
     }
-    let hub = job.hubs.get(&job.store_id).expect("open_store creates the hub");
+    // The store's hub: `open_store` created it, unless the database went away since and the hubs were closed.
+    let Some(hub) = job.hubs.get(&job.store_id) else {
+        fail(&job, "the store's log is unavailable; retry").await;
+        return;
+    };
     let subscription = job.live.then(|| {
         hub.subscribe(SubscriberTarget {
             request_id: Arc::from(job.request_id.as_str()),
             out: job.out.clone(),
-            lagging: job.lagging.clone(),
+            close: job.close.clone(),
         })
     });
     let target_head = subscription
@@ -194,29 +168,23 @@ async fn send_backlog(
     Ok(Some(up_to))
 }
 
+/// Queues a backlog page; false when the pull must stop (the connection is gone, or it is closed for lack of memory
+/// budget).
 async fn send_frame(job: &PullJob, frame: String) -> bool {
-    let budget = match &job.backlog_budget {
-        // A page larger than the whole budget still goes, alone.
-        Some(budget) => {
-            let wanted = frame.len().min(BACKLOG_BUDGET_BYTES);
-            let permits = u32::try_from(wanted).expect("the budget fits in u32");
-            match Arc::clone(budget).acquire_many_owned(permits).await {
-                Ok(permit) => Some(permit),
-                Err(_) => return false,
-            }
+    match job.out.send_page(frame).await {
+        Ok(()) => true,
+        Err(SendError::Overloaded) => {
+            job.close.close(CloseReason::Overloaded);
+            false
         }
-        None => None,
-    };
-    job.out.send(Outbound::Page { text: frame, budget }).await.is_ok()
+        Err(SendError::Closed | SendError::Full) => false,
+    }
 }
 
 /// Reports a failure: live pulls must not end with an `Exit`, so they close the socket instead.
 async fn fail(job: &PullJob, message: &str) {
     if job.live {
-        let _ = job
-            .out
-            .send(Outbound::Close { code: CLOSE_INTERNAL, reason: "storage error".into() })
-            .await;
+        let _ = job.out.send(Outbound::Close(CloseReason::StorageError)).await;
     } else {
         let error = encode::unknown_error(message);
         let _ = job.out.send(Outbound::Text(encode::exit_fail(&job.request_id, &error))).await;

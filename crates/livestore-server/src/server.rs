@@ -15,6 +15,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::{AppState, app};
 use crate::auth::Authenticator;
+use crate::budget::MemoryBudget;
+use crate::http_server::ConnectionSettings;
 use crate::config::ServerConfig;
 use crate::error::ServerError;
 use crate::hub::Hubs;
@@ -46,8 +48,9 @@ impl Server {
     /// Validates the config, opens storage and binds the listener.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         config.validate()?;
-        let hubs = Arc::new(Hubs::default());
         let metrics = Arc::new(Metrics::new());
+        let budget = MemoryBudget::new(config.limits.memory_budget_bytes, metrics.clone());
+        let hubs = Arc::new(Hubs::new(budget.clone(), metrics.clone()));
         if let Some(url) = &config.database_url {
             tracing::info!(database = %url.redacted(), "event log in Postgres");
         }
@@ -61,7 +64,8 @@ impl Server {
             .map_err(|error| ServerError::Files(Box::new(error)))?;
         if !config.auth.is_enabled() {
             tracing::warn!(
-                "authentication is off: any local process can read and write every store"
+                "authentication is off: any local process can read and write every store; browsers may call only \
+                 from loopback origins (and cors.allowed_origins), and only requests for a loopback Host are served"
             );
         }
         let static_site = match &config.static_dir {
@@ -80,6 +84,8 @@ impl Server {
             metrics,
             auth,
             limits: config.limits.clone(),
+            budget,
+            allowed_origins: config.cors.allowed_origins.clone().into(),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             static_site,
@@ -110,12 +116,18 @@ impl Server {
             axum::middleware::from_fn_with_state(state.storage.clone(), refuse_while_unavailable),
         );
         tracing::info!(target: "livestore_server::_events::listening", %addr, "listening");
-        // axum::serve plus TCP_NODELAY and the header timeouts (see `http_server`).
-        let header_read_timeout = Duration::from_secs(state.limits.header_read_timeout_seconds);
+        // axum::serve plus TCP_NODELAY, the header timeout and the socket watchdogs (see `http_server`).
+        let settings = ConnectionSettings {
+            header_read_timeout: Duration::from_secs(state.limits.header_read_timeout_seconds),
+            message_timeout: Duration::from_secs(state.limits.body_read_timeout_seconds),
+            write_timeout: Duration::from_secs(state.limits.write_timeout_seconds),
+            budget: state.budget.clone(),
+            metrics: state.metrics.clone(),
+        };
         let serving = crate::http_server::serve(
             self.listener,
             router,
-            header_read_timeout,
+            settings,
             SHUTDOWN_GRACE,
             async move {
                 shutdown.await;

@@ -99,7 +99,7 @@ pub trait EventStorage: Send + Sync + 'static {
 /// Opens the backend `config` selects (Postgres with `database_url`, SQLite in `data_dir` otherwise), with hubs and
 /// metrics of its own. For tests and tools that use the storage without a server.
 pub async fn open(config: &ServerConfig) -> Result<Arc<dyn EventStorage>, ServerError> {
-    open_with(config, Arc::new(Hubs::default()), Arc::new(Metrics::new())).await
+    open_with(config, Arc::new(Hubs::standalone()), Arc::new(Metrics::new())).await
 }
 
 pub(crate) async fn open_with(

@@ -2,8 +2,14 @@
 //!
 //! Three tasks cooperate per connection. The reader (this function's loop) decodes frames and answers `Ping` at
 //! once. Pushes are submitted to storage in arrival order and their replies awaited in that order by a replier
-//! task, so a client may pipeline pushes. Every outgoing frame goes through one bounded queue drained by a writer
-//! task; a client too slow to drain it is disconnected rather than allowed to stall the others.
+//! task, so a client may pipeline pushes. Every outgoing frame goes through one bounded queue (`outbox`) drained by
+//! a writer task (`writer`); a client too slow to drain it is disconnected rather than allowed to stall the others.
+//!
+//! What one connection may hold is bounded: pushes awaiting their commit (`limits.max_pushes_in_flight`, and twice
+//! `max_message_bytes` in bytes; the reader stops reading beyond that, so TCP pushes back), open pulls
+//! (`limits.max_pulls_per_connection`, one more closes with 1008), queued outbound bytes (`outbox`), and a message
+//! being received (`http_server::guarded_io`). A credential with an expiry stops working at that instant: the
+//! connection is closed with 1008 and pushes that arrive meanwhile are refused.
 //!
 //! The writer also keeps the reference server's order on the pusher's own socket: a push's `Exit` before the live
 //! `Chunk` with the same events (`ack_order` says why LiveStore's client needs that).
@@ -11,83 +17,106 @@
 //! The session is generic over the socket's `Sink`/`Stream` halves so tests can drive it without a network.
 
 mod ack_order;
+mod writer;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{Message, WebSocket};
 use futures_util::future::BoxFuture;
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{Sink, Stream, StreamExt};
 use livestore_proto::admission::validate_batch;
 use livestore_proto::encode;
 use livestore_proto::frame::{ClientMessage, decode_client_message};
 use livestore_proto::rpc::RpcCall;
 use serde_json::value::RawValue;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use self::ack_order::{AckOrder, LiveDecision, PushesInFlight};
+use self::ack_order::{AckOrder, PushesInFlight};
 use crate::app::AppState;
+use crate::auth::{Grant, unix_now};
+use crate::budget::Reservation;
 use crate::error::ServerError;
-use crate::metrics::RejectReason;
-use crate::pull::{BACKLOG_BUDGET_BYTES, CLOSE_LAGGING, Outbound, PullJob, run_pull};
+use crate::http_server::{ConnectionWatch, IoFailure};
+use crate::metrics::{LimitHit, RejectReason, ShedResource};
+use crate::outbox::{CloseReason, CloseSignal, Outbound, Outbox};
+use crate::pull::{PullJob, run_pull};
 use crate::storage::AppendOutcome;
 
-/// Close code when the server shuts down or restarts: clients reconnect.
-const CLOSE_SERVICE_RESTART: u16 = 1012;
-/// Close code for a frame that is not a protocol message.
-const CLOSE_INVALID_FRAME: u16 = 1007;
-/// Close code for a message over the size limit.
-const CLOSE_TOO_BIG: u16 = 1009;
-/// A client that stops reading for this long while frames wait is disconnected.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// What a submitted push holds until its reply is written: its slot and bytes on the connection, its memory budget.
+struct PushHold {
+    _slot: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
+    _budget: Reservation,
+}
 
 /// A submitted push: its request id, its token in [`PushesInFlight`] (none for an empty batch), its outcome.
-type PendingPush = (String, Option<u64>, BoxFuture<'static, Result<AppendOutcome, ServerError>>);
+struct PendingPush {
+    request_id: String,
+    token: Option<u64>,
+    outcome: BoxFuture<'static, Result<AppendOutcome, ServerError>>,
+    _hold: PushHold,
+}
+
+/// The upgraded socket and what the upgrade request established.
+pub(crate) struct Connection {
+    pub(crate) store_id: String,
+    pub(crate) url_payload: Option<Box<RawValue>>,
+    /// What the URL's credential granted; its expiry ends the connection.
+    pub(crate) grant: Grant,
+    /// The socket's watchdogs (absent only when a test drives the session without the HTTP server).
+    pub(crate) watch: Option<Arc<ConnectionWatch>>,
+}
 
 /// Serves an upgraded socket until either side closes it or the server shuts down.
-pub(crate) async fn serve_socket(
-    state: AppState,
-    socket: WebSocket,
-    store_id: String,
-    url_payload: Option<Box<RawValue>>,
-) {
+pub(crate) async fn serve_socket(state: AppState, socket: WebSocket, connection: Connection) {
     let (sink, stream) = socket.split();
+    if let Some(watch) = &connection.watch {
+        watch.websocket_started();
+    }
     state.metrics.websocket_connections.inc();
-    tracing::debug!(store_id, "WebSocket connected");
-    run_session(&state, sink, stream, &store_id, url_payload).await;
-    tracing::debug!(store_id, "WebSocket closed");
+    tracing::debug!(store_id = connection.store_id, "WebSocket connected");
+    run_session(&state, sink, stream, &connection).await;
+    tracing::debug!(store_id = connection.store_id, "WebSocket closed");
     state.metrics.websocket_connections.dec();
 }
 
-async fn run_session<S, R>(
-    state: &AppState,
-    sink: S,
-    mut stream: R,
-    store_id: &str,
-    url_payload: Option<Box<RawValue>>,
-) where
+async fn run_session<S, R>(state: &AppState, sink: S, mut stream: R, connection: &Connection)
+where
     S: Sink<Message, Error = axum::Error> + Unpin + Send + 'static,
     R: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
-    let (out, out_receiver) = mpsc::channel(state.limits.outbound_queue_frames);
+    let limits = &state.limits;
+    let (out, out_receiver) = Outbox::new(
+        limits.outbound_queue_frames,
+        Some(limits.outbound_queue_bytes),
+        state.budget.clone(),
+    );
     let writer_done = CancellationToken::new();
-    let lagging = CancellationToken::new();
+    let close = CloseSignal::default();
     let in_flight = Arc::new(PushesInFlight::default());
-    let order = AckOrder::new(in_flight.clone(), state.limits.outbound_queue_frames);
-    let writer =
-        tokio::spawn(write_loop(sink, out_receiver, order, writer_done.clone(), lagging.clone()));
-    let (pushes, push_receiver) = mpsc::unbounded_channel::<PendingPush>();
+    let order = AckOrder::new(in_flight.clone(), limits.outbound_queue_frames);
+    let write_timeout = Duration::from_secs(limits.write_timeout_seconds);
+    let writer = tokio::spawn(writer::write_loop(
+        sink,
+        out_receiver,
+        order,
+        writer_done.clone(),
+        close.clone(),
+        write_timeout,
+    ));
+    let (pushes, push_receiver) = tokio::sync::mpsc::unbounded_channel::<PendingPush>();
     let replier = tokio::spawn(reply_loop(push_receiver, out.clone(), state.clone()));
     let mut session = Session {
         state,
-        store_id,
-        url_payload,
+        connection,
         out: out.clone(),
-        lagging,
-        backlog_budget: Arc::new(Semaphore::new(BACKLOG_BUDGET_BYTES)),
+        close: close.clone(),
+        push_slots: Arc::new(Semaphore::new(limits.max_pushes_in_flight)),
+        push_bytes: Arc::new(Semaphore::new(limits.max_message_bytes * 2)),
         pushes,
         in_flight,
         pulls: HashMap::new(),
@@ -96,43 +125,42 @@ async fn run_session<S, R>(
     // Created once: a fresh `cancelled()` future per frame would lock the token's mutex on every message.
     let shutdown = state.shutdown.cancelled();
     let writer_finished = writer_done.cancelled();
-    tokio::pin!(shutdown, writer_finished);
+    let expiry = expiry_timer(connection.grant);
+    tokio::pin!(shutdown, writer_finished, expiry);
     loop {
         let frame = tokio::select! {
             () = &mut shutdown => {
-                let _ = out.send(Outbound::Close { code: CLOSE_SERVICE_RESTART, reason: "server shutting down".into() }).await;
+                let _ = out.send(Outbound::Close(CloseReason::ServerShutdown)).await;
                 break;
             }
             () = &mut writer_finished => break,
+            () = &mut expiry => {
+                state.metrics.limit_hit(LimitHit::CredentialExpired);
+                tracing::info!(store_id = connection.store_id, "closing connection: its credential expired");
+                close.close(CloseReason::CredentialExpired);
+                break;
+            }
             frame = stream.next() => frame,
         };
+        if matches!(frame, Some(Ok(_)))
+            && let Some(watch) = &connection.watch
+        {
+            watch.message_completed();
+        }
         let text = match frame {
             None | Some(Ok(Message::Close(_))) => break,
             Some(Ok(Message::Text(text))) => text.to_string(),
             Some(Ok(Message::Binary(bytes))) => match String::from_utf8(bytes.to_vec()) {
                 Ok(text) => text,
                 Err(_) => {
-                    let reason = "binary frame is not UTF-8 JSON".into();
-                    let _ = out.send(Outbound::Close { code: CLOSE_INVALID_FRAME, reason }).await;
+                    let reason = CloseReason::InvalidFrame("binary frame is not UTF-8 JSON".into());
+                    let _ = out.send(Outbound::Close(reason)).await;
                     break;
                 }
             },
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Err(error)) => {
-                // axum wraps the tungstenite error; its `Capacity` variant is a message or frame over the limit.
-                let error = error.into_inner();
-                let too_big = matches!(
-                    error.downcast_ref::<tungstenite_axum::Error>(),
-                    Some(tungstenite_axum::Error::Capacity(_))
-                );
-                if too_big {
-                    let reason =
-                        format!("message exceeds {} bytes", state.limits.max_message_bytes);
-                    tracing::info!(store_id, "closing connection: {reason}");
-                    let _ = out.send(Outbound::Close { code: CLOSE_TOO_BIG, reason }).await;
-                } else {
-                    tracing::debug!(store_id, %error, "WebSocket read failed");
-                }
+                read_failed(state, connection, &close, error);
                 break;
             }
         };
@@ -152,15 +180,51 @@ async fn run_session<S, R>(
     let _ = writer.await;
 }
 
+/// Resolves when the credential expires (never for credentials without an expiry).
+async fn expiry_timer(grant: Grant) {
+    match grant.expires_at {
+        Some(expires_at) => {
+            let remaining = expires_at.saturating_sub(unix_now());
+            tokio::time::sleep(Duration::from_secs(remaining)).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Picks the close for a failed read: a message over the size limit, one not finished in time, no budget for it.
+fn read_failed(state: &AppState, connection: &Connection, close: &CloseSignal, error: axum::Error) {
+    let failure = connection.watch.as_ref().and_then(|watch| watch.failure());
+    let error = error.into_inner();
+    // axum wraps the tungstenite error; its `Capacity` variant is a message or frame over the limit.
+    let too_big = matches!(
+        error.downcast_ref::<tungstenite_axum::Error>(),
+        Some(tungstenite_axum::Error::Capacity(_))
+    );
+    let reason = match failure {
+        Some(IoFailure::MessageTimeout) => CloseReason::MessageTimeout,
+        Some(IoFailure::Budget) => CloseReason::Overloaded,
+        Some(IoFailure::WriteTimeout) => return,
+        None if too_big => {
+            state.metrics.limit_hit(LimitHit::MessageTooLarge);
+            CloseReason::MessageTooBig(state.limits.max_message_bytes)
+        }
+        None => {
+            tracing::debug!(store_id = connection.store_id, %error, "WebSocket read failed");
+            return;
+        }
+    };
+    tracing::info!(store_id = connection.store_id, "closing connection: {}", reason.text());
+    close.close(reason);
+}
+
 struct Session<'a> {
     state: &'a AppState,
-    store_id: &'a str,
-    url_payload: Option<Box<RawValue>>,
-    out: mpsc::Sender<Outbound>,
-    lagging: CancellationToken,
-    /// Shared by this connection's pulls: see `pull::BACKLOG_BUDGET_BYTES`.
-    backlog_budget: Arc<Semaphore>,
-    pushes: mpsc::UnboundedSender<PendingPush>,
+    connection: &'a Connection,
+    out: Outbox,
+    close: CloseSignal,
+    push_slots: Arc<Semaphore>,
+    push_bytes: Arc<Semaphore>,
+    pushes: tokio::sync::mpsc::UnboundedSender<PendingPush>,
     in_flight: Arc<PushesInFlight>,
     pulls: HashMap<String, JoinHandle<()>>,
 }
@@ -171,9 +235,9 @@ impl Session<'_> {
         let message = match decode_client_message(text) {
             Ok(message) => message,
             Err(error) => {
-                tracing::info!(store_id = self.store_id, %error, "closing connection after an undecodable frame");
-                let reason = truncate_reason(&error.to_string());
-                let _ = self.out.send(Outbound::Close { code: CLOSE_INVALID_FRAME, reason }).await;
+                tracing::info!(store_id = self.connection.store_id, %error, "closing connection after an undecodable frame");
+                let reason = CloseReason::InvalidFrame(error.to_string());
+                let _ = self.out.send(Outbound::Close(reason)).await;
                 return false;
             }
         };
@@ -190,25 +254,32 @@ impl Session<'_> {
                 self.send(encode::exit_die(id.as_str(), &error.to_string())).await
             }
             ClientMessage::Request { id, call: Ok(call) } => {
-                self.dispatch(id.as_str().to_owned(), call).await
+                self.dispatch(id.as_str().to_owned(), call, text.len()).await
             }
         }
     }
 
-    async fn dispatch(&mut self, request_id: String, call: RpcCall) -> bool {
-        if call.store_id() != self.store_id {
+    async fn dispatch(&mut self, request_id: String, call: RpcCall, frame_bytes: usize) -> bool {
+        let store_id = self.connection.store_id.as_str();
+        if call.store_id() != store_id {
             let message =
                 format!("storeId {:?} does not match this connection's storeId", call.store_id());
             return self.send(encode::exit_die(&request_id, &message)).await;
         }
-        let payload_differs = match (call.sync_payload(), self.url_payload.as_deref()) {
+        if self.connection.grant.expires_at.is_some_and(|expires_at| unix_now() >= expires_at) {
+            self.state.metrics.push_rejected(RejectReason::Unauthorized);
+            let error = encode::unknown_error("unauthorized: credentials expired");
+            let _ = self.send(encode::exit_fail(&request_id, &error)).await;
+            self.close.close(CloseReason::CredentialExpired);
+            return false;
+        }
+        let payload_differs = match (call.sync_payload(), self.connection.url_payload.as_deref()) {
             (None, _) => false,
             (Some(given), Some(known)) => given.get() != known.get(),
             (Some(_), None) => true,
         };
         if payload_differs
-            && let Err(rejection) =
-                self.state.auth.authorize(self.store_id, call.sync_payload(), None)
+            && let Err(rejection) = self.state.auth.authorize(store_id, call.sync_payload(), None)
         {
             self.state.metrics.push_rejected(RejectReason::Unauthorized);
             let error = encode::unknown_error(&format!("unauthorized: {}", rejection.message));
@@ -217,17 +288,22 @@ impl Session<'_> {
         match call {
             RpcCall::WsPull(args) => {
                 self.pulls.retain(|_, pull| !pull.is_finished());
+                let limit = self.state.limits.max_pulls_per_connection;
+                if self.pulls.len() >= limit && !self.pulls.contains_key(&request_id) {
+                    self.state.metrics.limit_hit(LimitHit::TooManyPulls);
+                    let _ = self.out.send(Outbound::Close(CloseReason::TooManyPulls(limit))).await;
+                    return false;
+                }
                 let job = PullJob {
                     storage: self.state.storage.clone(),
                     hubs: self.state.hubs.clone(),
                     metrics: self.state.metrics.clone(),
-                    store_id: self.store_id.to_owned(),
+                    store_id: store_id.to_owned(),
                     request_id: request_id.clone(),
                     cursor: args.cursor.into_option(),
                     live: args.live,
                     out: self.out.clone(),
-                    lagging: self.lagging.clone(),
-                    backlog_budget: Some(self.backlog_budget.clone()),
+                    close: self.close.clone(),
                 };
                 if let Some(previous) = self.pulls.insert(request_id, tokio::spawn(run_pull(job))) {
                     previous.abort();
@@ -239,6 +315,11 @@ impl Session<'_> {
                     self.state.metrics.push_rejected(RejectReason::InvalidBatch);
                     return self.send(encode::exit_die(&request_id, &error.to_string())).await;
                 }
+                let Some(hold) = self.hold_push(frame_bytes).await else {
+                    self.state.metrics.push_rejected(RejectReason::Overloaded);
+                    let error = encode::unknown_error("server at its memory budget; retry later");
+                    return self.send(encode::exit_fail(&request_id, &error)).await;
+                };
                 // Registered before storage sees the push, so its echo cannot overtake its reply.
                 let token = match (args.batch.first(), args.batch.last()) {
                     (Some(first), Some(last)) => {
@@ -246,14 +327,25 @@ impl Session<'_> {
                     }
                     _ => None,
                 };
-                let pending = self.state.storage.append(self.store_id, args);
-                self.pushes.send((request_id, token, pending)).is_ok()
+                let outcome = self.state.storage.append(store_id, args);
+                self.pushes.send(PendingPush { request_id, token, outcome, _hold: hold }).is_ok()
             }
             other => {
                 let message = format!("{} is only available over the HTTP transport", other.tag());
                 self.send(encode::exit_die(&request_id, &message)).await
             }
         }
+    }
+
+    /// Waits for a push slot and the push's bytes on this connection (backpressure: the reader stops reading), then
+    /// reserves the bytes in the memory budget; `None` when the budget has no room.
+    async fn hold_push(&self, frame_bytes: usize) -> Option<PushHold> {
+        let slot = self.push_slots.clone().acquire_owned().await.ok()?;
+        let max = self.state.limits.max_message_bytes * 2;
+        let permits = u32::try_from(frame_bytes.clamp(1, max)).unwrap_or(u32::MAX);
+        let bytes = self.push_bytes.clone().acquire_many_owned(permits).await.ok()?;
+        let budget = self.state.budget.try_reserve(frame_bytes as u64, ShedResource::Push)?;
+        Some(PushHold { _slot: slot, _bytes: bytes, _budget: budget })
     }
 
     async fn send(&self, frame: String) -> bool {
@@ -263,12 +355,12 @@ impl Session<'_> {
 
 /// Awaits push outcomes in submission order and sends their `Exit` frames.
 async fn reply_loop(
-    mut pushes: mpsc::UnboundedReceiver<PendingPush>,
-    out: mpsc::Sender<Outbound>,
+    mut pushes: tokio::sync::mpsc::UnboundedReceiver<PendingPush>,
+    out: Outbox,
     state: AppState,
 ) {
-    while let Some((request_id, token, pending)) = pushes.recv().await {
-        let text = crate::push::push_reply(&request_id, pending.await, &state.metrics);
+    while let Some(PendingPush { request_id, token, outcome, _hold }) = pushes.recv().await {
+        let text = crate::push::push_reply(&request_id, outcome.await, &state.metrics);
         let frame = match token {
             Some(push) => Outbound::PushReply { text, push },
             None => Outbound::Text(text),
@@ -278,108 +370,4 @@ async fn reply_loop(
             continue;
         }
     }
-}
-
-async fn write_loop<S>(
-    mut sink: S,
-    mut frames: mpsc::Receiver<Outbound>,
-    mut order: AckOrder,
-    done: CancellationToken,
-    lagging: CancellationToken,
-) where
-    S: Sink<Message, Error = axum::Error> + Unpin,
-{
-    let lagging = lagging.cancelled();
-    tokio::pin!(lagging);
-    loop {
-        let first = tokio::select! {
-            biased;
-            () = &mut lagging => Outbound::Close { code: CLOSE_LAGGING, reason: "subscriber lagging".into() },
-            frame = frames.recv() => match frame {
-                Some(frame) => frame,
-                None => break,
-            },
-        };
-        let mut next = Some(first);
-        // Feed everything already queued, then flush once: fewer syscalls under fan-out.
-        while let Some(frame) = next.take() {
-            let ready = match frame {
-                Outbound::Live { .. } => match order.live(frame) {
-                    LiveDecision::Write(frame) => vec![frame],
-                    LiveDecision::Held => Vec::new(),
-                    LiveDecision::Overflow => vec![Outbound::Close {
-                        code: CLOSE_LAGGING,
-                        reason: "push replies overdue".into(),
-                    }],
-                },
-                Outbound::PushReply { text, push } => {
-                    let mut ready = vec![Outbound::Text(text)];
-                    ready.extend(order.replied(push));
-                    ready
-                }
-                other => vec![other],
-            };
-            for frame in ready {
-                if !write_frame(&mut sink, frame).await {
-                    done.cancel();
-                    return;
-                }
-            }
-            next = frames.try_recv().ok();
-        }
-        if !matches!(tokio::time::timeout(WRITE_TIMEOUT, sink.flush()).await, Ok(Ok(()))) {
-            done.cancel();
-            return;
-        }
-    }
-    let _ = sink.close().await;
-    done.cancel();
-}
-
-/// Writes one outbound item; false when the connection is finished (closed on purpose or broken).
-async fn write_frame<S>(sink: &mut S, frame: Outbound) -> bool
-where
-    S: Sink<Message, Error = axum::Error> + Unpin,
-{
-    match frame {
-        Outbound::Text(text) | Outbound::PushReply { text, .. } => feed_text(sink, text).await,
-        // The budget is released once the socket took the page (its write buffer holds at most about one frame).
-        Outbound::Page { text, budget } => {
-            let fed = feed_text(sink, text).await;
-            drop(budget);
-            fed
-        }
-        Outbound::Live { request_id, batch } => {
-            for page in &batch.pages {
-                if !feed_text(sink, encode::chunk(&request_id, &[page.json.as_str()])).await {
-                    return false;
-                }
-            }
-            true
-        }
-        Outbound::Close { code, reason } => {
-            let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
-            let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close)).await;
-            false
-        }
-    }
-}
-
-async fn feed_text<S>(sink: &mut S, text: String) -> bool
-where
-    S: Sink<Message, Error = axum::Error> + Unpin,
-{
-    matches!(
-        tokio::time::timeout(WRITE_TIMEOUT, sink.feed(Message::Text(text.into()))).await,
-        Ok(Ok(()))
-    )
-}
-
-/// Close reasons are limited to 123 bytes by the WebSocket protocol.
-fn truncate_reason(reason: &str) -> String {
-    let mut end = reason.len().min(120);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    reason[..end].to_owned()
 }

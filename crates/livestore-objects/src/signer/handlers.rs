@@ -400,6 +400,8 @@ fn parse<T: DeserializeOwned>(state: &SignerState, body: Body) -> Result<T, ApiE
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("Request body too large (limit {} bytes)", state.max_request_bytes),
             )
+        } else if crate::error::is_timeout(&rejection) {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "Request body did not arrive in time")
         } else {
             ApiError::bad_request(format!("Invalid request: {}", rejection.body_text()))
         }

@@ -183,6 +183,15 @@ async fn dispatch(store: &Store, parts: &Parts, body: Body) -> Result<Response, 
     }
 }
 
+/// S3's answer to a body that stopped arriving (the embedding server's body read timeout).
+fn request_timeout() -> S3Error {
+    S3Error::new(
+        StatusCode::BAD_REQUEST,
+        "RequestTimeout",
+        "Your socket connection to the server was not read from or written to within the timeout period.",
+    )
+}
+
 fn method_not_allowed(method: &Method) -> S3Error {
     S3Error::new(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -297,6 +306,9 @@ async fn receive_checked(
     let temp = TempObject::create(store.tmp_dir()).map_err(|error| S3Error::internal(&error))?;
     let (temp, digests) = match receive_body(temp, body, checks.content_md5.is_some()).await {
         Ok(received) => received,
+        Err(ReceiveError::Body(error)) if crate::error::is_timeout(&error) => {
+            return Err(request_timeout());
+        }
         Err(ReceiveError::Body(error)) => {
             tracing::debug!(%error, "request body ended early");
             return Err(incomplete_body());
@@ -546,7 +558,9 @@ async fn complete_multipart(
         )
     };
     let bytes =
-        axum::body::to_bytes(body, MAX_COMPLETE_BODY_BYTES).await.map_err(|_| malformed())?;
+        axum::body::to_bytes(body, MAX_COMPLETE_BODY_BYTES).await.map_err(|error| {
+            if crate::error::is_timeout(&error) { request_timeout() } else { malformed() }
+        })?;
     let text = std::str::from_utf8(&bytes).map_err(|_| malformed())?;
     let parts = parse_complete_multipart(text).ok_or_else(malformed)?;
     let meta = store.complete_multipart(key, upload_id, parts).await?;

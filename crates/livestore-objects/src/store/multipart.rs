@@ -60,7 +60,11 @@ impl Store {
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&dir)?;
             let temp_path = dir.join("upload.json.tmp");
-            let mut file = std::fs::File::create(&temp_path)?;
+            let mut options = std::fs::File::options();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&temp_path)?;
             file.write_all(&bytes)?;
             file.sync_all()?;
             std::fs::rename(&temp_path, dir.join("upload.json"))

@@ -102,7 +102,12 @@ impl TempObject {
     pub(crate) fn create(tmp_dir: &Path) -> io::Result<Self> {
         let name = format!("{:032x}.tmp", rand::random::<u128>());
         let path = tmp_dir.join(name);
-        let file = File::options().write(true).create_new(true).open(&path)?;
+        let mut options = File::options();
+        options.write(true).create_new(true);
+        // Object bytes are the stores' files: readable by the server's user only.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&path)?;
         Ok(Self { path, file: Some(file) })
     }
 

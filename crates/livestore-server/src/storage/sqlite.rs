@@ -19,14 +19,13 @@ use std::time::SystemTime;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use livestore_proto::admission::{Admission, admit};
-use livestore_proto::page::{StoredEventRef, paginate};
 use livestore_proto::rpc::PushArgs;
 use rand::Rng;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use crate::error::ServerError;
-use crate::hub::{Hubs, LiveBatch};
+use crate::hub::Hubs;
 use crate::metrics::Metrics;
 use crate::storage::{AppendOutcome, EventStorage, StoreLog, StoredEvent};
 
@@ -321,21 +320,10 @@ impl Writer {
                 let state = self.stores.get(&store_id).expect("an appended store is tracked");
                 let hub = self.hubs.ensure(&store_id, &state.backend_id, 0);
                 self.metrics.stores_open.set(self.hubs.store_count() as i64);
-                let first_seq_num = events.first().expect("appended batches are non-empty").seq_num;
                 let last_seq_num = events.last().expect("appended batches are non-empty").seq_num;
                 self.metrics.events_appended.inc_by(events.len() as u64);
                 // Pages are built only if someone listens, decided under the hub lock (see `publish_with`).
-                hub.publish_with(last_seq_num, || {
-                    let pages = paginate(
-                        &state.backend_id,
-                        events.iter().map(|event| StoredEventRef {
-                            seq_num: event.seq_num,
-                            encoded_json: &event.encoded_json,
-                            created_at: &event.created_at,
-                        }),
-                    );
-                    Arc::new(LiveBatch { first_seq_num, last_seq_num, pages })
-                });
+                hub.publish_events(&events);
                 let _ = reply.send(Ok(AppendOutcome::Appended { head: last_seq_num }));
             }
             Effect::Refused { outcome, reply } => {

@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use crate::pull::Outbound;
+use crate::outbox::Outbound;
 
 /// The pushes of one connection that were submitted to storage and not answered yet.
 #[derive(Debug, Default)]
@@ -125,11 +125,8 @@ mod tests {
     fn live(first: u64, last: u64) -> Outbound {
         Outbound::Live {
             request_id: Arc::from("pull"),
-            batch: Arc::new(LiveBatch {
-                first_seq_num: first,
-                last_seq_num: last,
-                pages: Vec::new(),
-            }),
+            batch: Arc::new(LiveBatch::for_test(first, last, 0)),
+            _charge: crate::outbox::Charge::default(),
         }
     }
 

@@ -76,7 +76,7 @@ impl Registry {
         for publisher in &publishers {
             publisher.close();
         }
-        let closed = self.hubs.close_all("database unavailable");
+        let closed = self.hubs.close_all(&crate::outbox::CloseReason::DatabaseUnavailable);
         self.metrics.stores_open.set(0);
         tracing::warn!(
             target: "livestore_server::_events::database_lost",
@@ -322,7 +322,7 @@ impl Publisher {
                 tracing::error!(store_id = %self.store_id, problem, "cannot catch up; closing the store on this node");
                 shared.registry.remove(&self);
                 self.close();
-                self.hubs.close_store(&self.store_id, "store log unavailable");
+                self.hubs.close_store(&self.store_id, &crate::outbox::CloseReason::StoreLogUnavailable);
                 self.metrics.stores_open.set(self.hubs.store_count() as i64);
                 return;
             }
