@@ -43,13 +43,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// Libraries whose debug and trace output quotes what crosses the wire: frames (tokens ride in sync payloads),
+/// request headers (`Authorization`, `Cookie`), URLs (presigned signatures). Whatever `LIVESTORE_LOG` asks for, they
+/// log at `info` at most, so no log level can print a credential.
+const WIRE_LOGGING_TARGETS: [&str; 10] = [
+    "tungstenite",
+    "tokio_tungstenite",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "reqwest",
+    "rustls",
+    "tokio_postgres",
+    "tower_http",
+    "axum::rejection",
+];
+
 fn init_logging() {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::FilterExt as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("LIVESTORE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let wire_capped = tracing_subscriber::filter::filter_fn(|metadata| {
+        let target = metadata.target();
+        let is_wire = WIRE_LOGGING_TARGETS.iter().any(|prefix| {
+            target.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+        });
+        !is_wire || *metadata.level() <= tracing::Level::INFO
+    });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let output = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
-        .init();
+        .with_filter(filter.and(wire_capped));
+    tracing_subscriber::registry().with(output).init();
 }

@@ -65,6 +65,14 @@ fn resolve(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     if let Ok(secret) = std::env::var("LIVESTORE_JWT_SECRET") {
         config.auth.jwt_secret = Some(Secret(secret));
     }
+    if let Ok(origins) = std::env::var("LIVESTORE_ALLOWED_ORIGINS") {
+        config.cors.allowed_origins = origins
+            .split(',')
+            .map(str::trim)
+            .filter(|origin| !origin.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
     if let Some(addr) = args.addr {
         config.addr = addr;
     }

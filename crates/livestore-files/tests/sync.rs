@@ -377,8 +377,8 @@ async fn a_corrupt_remote_object_is_quarantined_reported_and_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_is_reported_and_retried_without_losing_the_file() {
     let server_dir = tempfile::tempdir().unwrap();
-    let mut server = TestServer::start(server_dir.path(), &["good-token-123"]).await;
-    let a = Client::open("token-files", &server.url(), Some("wrong-token-456"), |_| {});
+    let mut server = TestServer::start(server_dir.path(), &["good-token-0123456789abcdef-123456"]).await;
+    let a = Client::open("token-files", &server.url(), Some("wrong-token-0123456789abcdef-456789"), |_| {});
     let saved = a.files.save_file(FileSource::Bytes(b"kept safe")).unwrap();
     let status = eventually("an auth error", Duration::from_secs(20), || {
         let status = a.files.sync_status().unwrap();
@@ -390,7 +390,7 @@ async fn a_revoked_token_is_reported_and_retried_without_losing_the_file() {
     assert!(status.has_pending);
     // Retried: once the server takes the token, the upload goes through with nothing done on the client.
     server.stop().await;
-    server.tokens.push("wrong-token-456".into());
+    server.tokens.push("wrong-token-0123456789abcdef-456789".into());
     server.spawn().await;
     eventually("the upload once the token is accepted", Duration::from_secs(30), || {
         let record = a.files.file(&saved.file_id).ok()?;

@@ -34,6 +34,19 @@ pub fn chunk<S: AsRef<str>>(request_id: &str, values: &[S]) -> String {
     frame
 }
 
+/// A `Chunk` frame carrying one page, built in the page's own allocation: the page's bytes are shifted to make room
+/// for the envelope instead of being copied into a new string, so a large page exists once, not twice.
+pub fn chunk_of_page(request_id: &str, mut page_json: String) -> String {
+    let mut prefix = String::with_capacity(request_id.len() + 40);
+    prefix.push_str(r#"{"_tag":"Chunk","requestId":"#);
+    prefix.push_str(&json_string(request_id));
+    prefix.push_str(r#","values":["#);
+    page_json.reserve_exact(prefix.len() + 2);
+    page_json.insert_str(0, &prefix);
+    page_json.push_str("]}");
+    page_json
+}
+
 /// `Exit` success with a value (already JSON), as unary RPCs need.
 pub fn exit_success_value(request_id: &str, value_json: &str) -> String {
     format!(
@@ -102,6 +115,12 @@ pub fn unknown_error(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunk_of_one_page_is_the_same_however_it_is_built() {
+        let page = r#"{"payload":{"_tag":"SyncMessage.PullResponse"},"remaining":0}"#;
+        assert_eq!(chunk_of_page("r\"1", page.to_owned()), chunk("r\"1", &[page]));
+    }
 
     #[test]
     fn frames_are_valid_json_with_escaped_ids() {

@@ -99,11 +99,16 @@ impl PageBuilder {
         } else {
             format!(r#"{{"_tag":"MoreKnown","remaining":{remaining}}}"#)
         };
-        let items = std::mem::take(&mut self.items);
-        let json = format!(
-            r#"{{"batch":[{items}],"pageInfo":{page_info},"backendId":{}}}"#,
-            self.backend_id_json
-        );
+        // The page is built in the items' own allocation (shifted right for the prefix), not copied into a new
+        // string: with large events a page is megabytes, and every copy is memory a slow client can make us hold.
+        let mut json = std::mem::take(&mut self.items);
+        json.reserve(page_info.len() + self.backend_id_json.len() + 40);
+        json.insert_str(0, r#"{"batch":["#);
+        json.push_str(r#"],"pageInfo":"#);
+        json.push_str(&page_info);
+        json.push_str(r#","backendId":"#);
+        json.push_str(&self.backend_id_json);
+        json.push('}');
         let page = Page {
             json,
             first_seq_num: self.first_seq_num,

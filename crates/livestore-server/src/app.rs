@@ -43,6 +43,8 @@ pub(crate) struct AppState {
     pub(crate) limits: Limits,
     /// Bytes held on behalf of clients (bodies, messages, pushes, queued frames).
     pub(crate) budget: Arc<MemoryBudget>,
+    /// Backlog read slots shared by every pull (`pull::BACKLOG_READ_SLOTS`).
+    pub(crate) read_slots: Arc<tokio::sync::Semaphore>,
     /// Browser origins allowed besides loopback ones (no auth) or instead of any (with auth, when non-empty).
     pub(crate) allowed_origins: Arc<[String]>,
     /// Cancelled when the server shuts down; every socket then closes with 1012.

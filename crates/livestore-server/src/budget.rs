@@ -7,6 +7,10 @@
 //! they reserve unconditionally ([`MemoryBudget::force_reserve`]) and push the budget over its limit, which makes the
 //! next optional reservations fail until they are written out.
 //!
+//! Bulk input (request bodies, WebSocket messages being received) may fill only three quarters of the budget; the
+//! last quarter is kept for pushes and for frames to clients, so a flood of large uploads cannot stop a
+//! well-behaved client's pushes and pulls.
+//!
 //! A [`Reservation`] gives its bytes back when dropped, so a reservation travels with the bytes it accounts for.
 
 use std::sync::Arc;
@@ -44,10 +48,14 @@ impl MemoryBudget {
         bytes: u64,
         resource: ShedResource,
     ) -> Option<Reservation> {
+        let ceiling = match resource {
+            ShedResource::RequestBody | ShedResource::WebSocketMessage => self.limit / 4 * 3,
+            ShedResource::Push | ShedResource::Outbound => self.limit,
+        };
         let mut current = self.used.load(Ordering::Relaxed);
         loop {
             let wanted = current.saturating_add(bytes);
-            if wanted > self.limit {
+            if wanted > ceiling {
                 self.metrics.load_shed(resource);
                 return None;
             }
@@ -112,9 +120,13 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let budget = MemoryBudget::new(100, metrics.clone());
         let mut first = budget.try_reserve(60, ShedResource::RequestBody).unwrap();
-        assert!(budget.try_reserve(41, ShedResource::RequestBody).is_none());
-        assert!(!first.try_grow(41, ShedResource::WebSocketMessage));
-        assert!(first.try_grow(40, ShedResource::WebSocketMessage));
+        assert!(budget.try_reserve(16, ShedResource::RequestBody).is_none(), "bulk input stops at 3/4");
+        assert!(!first.try_grow(16, ShedResource::WebSocketMessage));
+        assert!(first.try_grow(15, ShedResource::WebSocketMessage));
+        let push = budget.try_reserve(25, ShedResource::Push).expect("pushes may use the last quarter");
+        assert!(budget.try_reserve(1, ShedResource::Outbound).is_none());
+        drop(push);
+        assert!(first.try_grow(25, ShedResource::Push));
         assert_eq!((first.bytes(), budget.used()), (100, 100));
         let forced = budget.force_reserve(50);
         assert_eq!(budget.used(), 150);

@@ -94,8 +94,10 @@ pub(crate) async fn serve(
             settings.budget.clone(),
             settings.metrics.clone(),
         ));
+        let open = OpenConnection::new(settings.metrics.clone());
         tokio::spawn(serve_connection(
             GuardedIo::new(stream, watch.clone()),
+            open,
             (watch, peer),
             router.clone(),
             builder.clone(),
@@ -116,8 +118,26 @@ pub(crate) async fn serve(
     Ok(())
 }
 
+/// Counts an open connection in `livestore_http_connections` until dropped (or upgraded: hyper then hands the
+/// socket to the WebSocket session and this connection's task ends).
+struct OpenConnection(Arc<Metrics>);
+
+impl OpenConnection {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.http_connections.inc();
+        OpenConnection(metrics)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.http_connections.dec();
+    }
+}
+
 async fn serve_connection(
     stream: GuardedIo<TcpStream>,
+    _open: OpenConnection,
     (watch, peer): (Arc<ConnectionWatch>, SocketAddr),
     router: Router,
     builder: http1::Builder,

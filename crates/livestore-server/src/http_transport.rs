@@ -27,8 +27,10 @@ use crate::metrics::{LimitHit, RejectReason};
 use crate::outbox::{CloseSignal, Outbound, Outbox};
 use crate::pull::{PullJob, run_pull};
 
-/// Frames an HTTP pull may have queued ahead of the response stream (at most one page each).
+/// Frames and bytes an HTTP pull may have queued ahead of the response stream: two pages, so the next one is ready
+/// when the socket takes the current one.
 const HTTP_PULL_QUEUE_FRAMES: usize = 8;
+const HTTP_PULL_QUEUE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Handles one HTTP-transport request.
 pub(crate) async fn handle(
@@ -81,7 +83,11 @@ pub(crate) async fn handle(
         }
         RpcCall::HttpPull(args) => {
             // The response stream takes frames from a short queue only as fast as the client reads.
-            let (out, frames) = Outbox::new(HTTP_PULL_QUEUE_FRAMES, None, state.budget.clone());
+            let (out, frames) = Outbox::new(
+                HTTP_PULL_QUEUE_FRAMES,
+                Some(HTTP_PULL_QUEUE_BYTES),
+                state.budget.clone(),
+            );
             let close = CloseSignal::default();
             let job = PullJob {
                 storage: state.storage.clone(),
@@ -93,6 +99,7 @@ pub(crate) async fn handle(
                 live: false,
                 out,
                 close: close.clone(),
+                read_slots: state.read_slots.clone(),
             };
             tokio::spawn(run_pull(job));
             streamed_json_array(frames, close)

@@ -106,6 +106,8 @@ struct LimitLabels {
 pub(crate) struct Metrics {
     registry: Registry,
     pub(crate) websocket_connections: Gauge,
+    /// Open HTTP connections (a connection upgraded to a WebSocket counts in `websocket_connections` instead).
+    pub(crate) http_connections: Gauge,
     pub(crate) live_subscriptions: Gauge,
     pub(crate) stores_open: Gauge,
     pub(crate) events_appended: Counter,
@@ -139,6 +141,12 @@ impl Metrics {
             "websocket_connections",
             "Open WebSocket sync connections",
             websocket_connections.clone(),
+        );
+        let http_connections = Gauge::default();
+        registry.register(
+            "http_connections",
+            "Open HTTP connections, busy or idle (upgraded ones count as WebSocket connections)",
+            http_connections.clone(),
         );
         let live_subscriptions = Gauge::default();
         registry.register(
@@ -243,6 +251,7 @@ impl Metrics {
             database_outages,
             catch_up_events,
             websocket_connections,
+            http_connections,
             live_subscriptions,
             stores_open,
             events_appended,

@@ -131,6 +131,23 @@ pub(crate) struct Charge {
     _budget: Option<Reservation>,
 }
 
+impl Outbound {
+    /// The frame without its charge, and the charge: the writer keeps the charge until the socket has flushed the
+    /// frame, so bytes sitting in the WebSocket's write buffer still count against the connection's bound.
+    pub(crate) fn take_charge(self) -> (Outbound, Option<Charge>) {
+        match self {
+            Outbound::Page { text, _charge } => {
+                (Outbound::Page { text, _charge: Charge::default() }, Some(_charge))
+            }
+            Outbound::Live { request_id, batch, _charge } => (
+                Outbound::Live { request_id, batch, _charge: Charge::default() },
+                Some(_charge),
+            ),
+            other => (other, None),
+        }
+    }
+}
+
 /// A frame on its way to a client connection.
 #[derive(Debug)]
 pub(crate) enum Outbound {
@@ -161,14 +178,14 @@ pub(crate) enum SendError {
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
     frames: mpsc::Sender<Outbound>,
-    /// Byte permits of this connection (`None` for an HTTP pull, bounded by its short channel and the write timeout).
+    /// Byte permits of this connection (`None`: only the frame bound applies).
     bytes: Option<Arc<Semaphore>>,
     max_bytes: usize,
     budget: Arc<MemoryBudget>,
 }
 
 impl Outbox {
-    /// A queue of `max_frames` frames and (for a WebSocket) `max_bytes` bytes, and its receiving end.
+    /// A queue of `max_frames` frames and `max_bytes` bytes, and its receiving end.
     pub(crate) fn new(
         max_frames: usize,
         max_bytes: Option<usize>,
@@ -192,23 +209,28 @@ impl Outbox {
         })
     }
 
-    /// Queues a backlog page: waits for the connection's byte permits, then reserves the page in the memory budget.
-    pub(crate) async fn send_page(&self, text: String) -> Result<(), SendError> {
-        let bytes = text.len();
+    /// Reserves `bytes` of a page about to be queued in the memory budget (`Overloaded` when there is no room).
+    pub(crate) fn reserve(&self, bytes: usize) -> Result<Reservation, SendError> {
+        self.budget.try_reserve(bytes as u64, ShedResource::Outbound).ok_or(SendError::Overloaded)
+    }
+
+    /// Queues a backlog page whose bytes are `reserved` already: waits for the connection's byte permits (the
+    /// client must make room), then for a slot.
+    pub(crate) async fn send_page(
+        &self,
+        text: String,
+        reserved: Reservation,
+    ) -> Result<(), SendError> {
         let connection = match &self.bytes {
             Some(semaphore) => Some(
                 Arc::clone(semaphore)
-                    .acquire_many_owned(self.permits(bytes))
+                    .acquire_many_owned(self.permits(text.len()))
                     .await
                     .map_err(|_| SendError::Closed)?,
             ),
             None => None,
         };
-        let budget = self
-            .budget
-            .try_reserve(bytes as u64, ShedResource::Outbound)
-            .ok_or(SendError::Overloaded)?;
-        let charge = Charge { _connection: connection, _budget: Some(budget) };
+        let charge = Charge { _connection: connection, _budget: Some(reserved) };
         self.send(Outbound::Page { text, _charge: charge }).await
     }
 
@@ -261,22 +283,27 @@ mod tests {
 
     #[tokio::test]
     async fn pages_wait_for_room_and_are_shed_when_the_budget_is_full() {
-        let budget = MemoryBudget::new(1500, Arc::new(Metrics::new()));
+        let budget = MemoryBudget::new(2000, Arc::new(Metrics::new()));
         let (outbox, mut receiver) = Outbox::new(64, Some(1000), budget.clone());
-        outbox.send_page("x".repeat(800)).await.unwrap();
-        let waiting = tokio::spawn({
+        let page = |text: String| {
             let outbox = outbox.clone();
-            async move { outbox.send_page("y".repeat(800)).await }
-        });
+            async move {
+                let reserved = outbox.reserve(text.len())?;
+                outbox.send_page(text, reserved).await
+            }
+        };
+        page("x".repeat(800)).await.unwrap();
+        let waiting = tokio::spawn(page("y".repeat(800)));
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "the second page waits for the first to be written");
+        assert_eq!(budget.used(), 1600, "a waiting page holds its budget");
         drop(receiver.recv().await.unwrap());
         waiting.await.unwrap().unwrap();
         assert_eq!(budget.used(), 800);
-        let _hog = budget.try_reserve(700, ShedResource::Push).unwrap();
+        let _hog = budget.try_reserve(1100, ShedResource::Push).unwrap();
         drop(receiver.recv().await.unwrap());
-        assert_eq!(budget.used(), 700);
-        assert_eq!(outbox.send_page("z".repeat(900)).await, Err(SendError::Overloaded));
-        assert_eq!(budget.used(), 700, "nothing stays reserved for a refused page");
+        assert_eq!(budget.used(), 1100);
+        assert_eq!(page("z".repeat(901)).await, Err(SendError::Overloaded));
+        assert_eq!(budget.used(), 1100, "nothing stays reserved for a refused page");
     }
 }

@@ -12,18 +12,24 @@ use std::time::Instant;
 use livestore_proto::encode;
 use livestore_proto::page::{PageBuilder, StoredEventRef, empty_page};
 use livestore_proto::rpc::PullCursor;
+use tokio::sync::Semaphore;
+
 use crate::hub::{Hubs, SubscriberTarget};
 use crate::metrics::Metrics;
-use crate::outbox::{CloseReason, CloseSignal, Outbound, Outbox, SendError};
-use crate::storage::{EventStorage, StoreLog};
+use crate::outbox::{CloseReason, CloseSignal, Outbound, Outbox};
+use crate::storage::{EventStorage, ReadLimit, StoreLog};
 
-/// Most events read from storage per round trip while streaming a backlog.
-const BACKLOG_READ_BATCH: usize = 2_000;
-/// Bytes one storage read aims at: with large events, 2,000 of them would be tens of megabytes per pull. The next
-/// read's count follows the average event size seen so far.
-const BACKLOG_READ_BYTES: usize = 2 * 1024 * 1024;
-/// Events in the first read, before the average size is known.
-const BACKLOG_FIRST_READ: usize = 100;
+/// How many pulls may read from storage and paginate at once, process-wide: twice the cores, at least 4. Events
+/// just read are not in the memory budget yet (their size is unknown until read), so this bounds them: at most
+/// this many reads of [`BACKLOG_READ_LIMIT`] (plus one event each), and their pages, exist outside the budget.
+pub(crate) fn backlog_read_slots() -> usize {
+    std::thread::available_parallelism().map_or(4, |cores| (cores.get() * 2).max(4))
+}
+
+/// What one storage read returns at most while streaming a backlog: 2,000 events, and no more once 1 MiB is read.
+/// The byte bound matters with large events: a read held by a pull whose client stops reading is memory that client
+/// pins (a hundred 1 MB events were 100 MB per slow reader).
+const BACKLOG_READ_LIMIT: ReadLimit = ReadLimit { events: 2_000, bytes: 1024 * 1024 };
 
 /// What a pull needs; built by a transport.
 pub(crate) struct PullJob {
@@ -37,6 +43,8 @@ pub(crate) struct PullJob {
     pub(crate) out: Outbox,
     /// Closes the connection ahead of its queue: for a subscriber that cannot keep up, or no memory budget left.
     pub(crate) close: CloseSignal,
+    /// The process's backlog read slots: how many pulls may hold a storage read's events at once.
+    pub(crate) read_slots: Arc<Semaphore>,
 }
 
 /// Runs a pull until its backlog is sent (non-live), or until the connection goes away (live).
@@ -128,57 +136,83 @@ async fn send_backlog(
             .await
             .then_some(after));
     }
-    let mut builder = PageBuilder::new(backend_id, up_to);
     let mut read_after = after;
-    let mut read_limit = BACKLOG_FIRST_READ;
     while read_after < up_to {
-        let events = job
-            .storage
-            .read_events(&job.store_id, read_after, up_to, read_limit)
-            .await
-            .map_err(|error| error.to_string())?;
-        let read_bytes: usize = events.iter().map(|event| event.encoded_json.len()).sum();
-        let average_bytes = (read_bytes / events.len().max(1)).max(1);
-        read_limit = (BACKLOG_READ_BYTES / average_bytes).clamp(1, BACKLOG_READ_BATCH);
-        let Some(last) = events.last() else {
-            return Err(format!(
-                "the log of {} ends at {read_after}, before its head {up_to}",
-                job.store_id
-            ));
-        };
-        read_after = last.seq_num;
-        for event in &events {
-            let page = builder.add(StoredEventRef {
-                seq_num: event.seq_num,
-                encoded_json: &event.encoded_json,
-                created_at: &event.created_at,
-            });
-            if let Some(page) = page
-                && !send_frame(job, encode::chunk(&job.request_id, &[page.json])).await
-            {
-                return Ok(None);
-            }
+        let frames = read_frames(job, backend_id, &mut read_after, up_to).await?;
+        if !send_frames(job, frames).await {
+            return Ok(None);
         }
-    }
-    if let Some(page) = builder.finish()
-        && !send_frame(job, encode::chunk(&job.request_id, &[page.json])).await
-    {
-        return Ok(None);
     }
     Ok(Some(up_to))
 }
 
-/// Queues a backlog page; false when the pull must stop (the connection is gone, or it is closed for lack of memory
-/// budget).
-async fn send_frame(job: &PullJob, frame: String) -> bool {
-    match job.out.send_page(frame).await {
-        Ok(()) => true,
-        Err(SendError::Overloaded) => {
-            job.close.close(CloseReason::Overloaded);
-            false
+/// Reads the next events after `read_after` (moving it on) and turns them into `Chunk` frames, holding one of the
+/// process's backlog read slots meanwhile. Nothing is awaited between the read and the frames, and the events are
+/// gone once the frames exist, so what a pull holds while its client makes room is one read's frames, which
+/// [`send_frames`] reserves in the memory budget.
+async fn read_frames(
+    job: &PullJob,
+    backend_id: &str,
+    read_after: &mut u64,
+    up_to: u64,
+) -> Result<Vec<String>, String> {
+    let _slot = job.read_slots.acquire().await.map_err(|_| "the server is shutting down".to_owned())?;
+    let events = job
+        .storage
+        .read_events(&job.store_id, *read_after, up_to, BACKLOG_READ_LIMIT)
+        .await
+        .map_err(|error| error.to_string())?;
+    let Some(last) = events.last() else {
+        return Err(format!(
+            "the log of {} ends at {read_after}, before its head {up_to}",
+            job.store_id
+        ));
+    };
+    *read_after = last.seq_num;
+    // Each read ends its last page, so no page waits in a builder (outside the budget) while the client makes room.
+    // Reads are 1 MiB, so this adds at most one short page per MiB of backlog.
+    let mut builder = PageBuilder::new(backend_id, up_to);
+    let mut frames = Vec::new();
+    for event in events {
+        let page = builder.add(StoredEventRef {
+            seq_num: event.seq_num,
+            encoded_json: &event.encoded_json,
+            created_at: &event.created_at,
+        });
+        if let Some(page) = page {
+            frames.push(encode::chunk_of_page(&job.request_id, page.json));
         }
-        Err(SendError::Closed | SendError::Full) => false,
     }
+    if let Some(page) = builder.finish() {
+        frames.push(encode::chunk_of_page(&job.request_id, page.json));
+    }
+    Ok(frames)
+}
+
+/// Reserves `frames` in the memory budget and queues them one by one; false when the pull must stop (the
+/// connection is gone, or it is being closed because the budget had no room).
+async fn send_frames(job: &PullJob, frames: Vec<String>) -> bool {
+    let mut reserved = Vec::with_capacity(frames.len());
+    for frame in frames {
+        match job.out.reserve(frame.len()) {
+            Ok(reservation) => reserved.push((frame, reservation)),
+            Err(_) => {
+                job.close.close(CloseReason::Overloaded);
+                return false;
+            }
+        }
+    }
+    for (frame, reservation) in reserved {
+        if job.out.send_page(frame, reservation).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Queues one frame (the empty page of an up-to-date pull).
+async fn send_frame(job: &PullJob, frame: String) -> bool {
+    send_frames(job, vec![frame]).await
 }
 
 /// Reports a failure: live pulls must not end with an `Exit`, so they close the socket instead.

@@ -85,6 +85,7 @@ impl Server {
             auth,
             limits: config.limits.clone(),
             budget,
+            read_slots: Arc::new(tokio::sync::Semaphore::new(crate::pull::backlog_read_slots())),
             allowed_origins: config.cors.allowed_origins.clone().into(),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),

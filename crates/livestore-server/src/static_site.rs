@@ -6,7 +6,10 @@
 //! directory's `index.html`; a directory path without the slash is redirected to it (so relative links resolve).
 //!
 //! Nothing outside the directory is reachable: `..` and `.` segments, dot-files (`.env`, `.git`), encoded slashes
-//! and backslashes, NUL bytes and symlinks leading out of the directory all answer 404. Files are streamed, with a
+//! and backslashes, NUL bytes and symlinks leading out of the directory all answer 404. Neither is anything that
+//! looks like server state, should it be inside: SQLite databases (by name, `*.sqlite3`, `*-wal`, …, and by their
+//! header bytes whatever the name), lock files and `credentials.json`. (The configuration already refuses a static
+//! dir that contains the data dir, the object store or the config file; this is the second line.) Files are streamed, with a
 //! `Content-Type` by extension, `X-Content-Type-Options: nosniff`, a weak `ETag` (size and mtime, `If-None-Match`
 //! gives 304), and `Cache-Control` that lets browsers keep Vite's content-hashed `/assets/*` forever while
 //! revalidating everything else.
@@ -80,6 +83,24 @@ impl StaticSite {
             return not_found();
         };
 
+        if is_server_state_name(&file) {
+            return not_found();
+        }
+        let mut opened = match tokio::fs::File::open(&file).await {
+            Ok(opened) => opened,
+            Err(error) => {
+                tracing::warn!(%error, path, "cannot open a static file");
+                return not_found();
+            }
+        };
+        match starts_like_sqlite(&mut opened).await {
+            Ok(false) => {}
+            Ok(true) => return not_found(),
+            Err(error) => {
+                tracing::warn!(%error, path, "cannot read a static file");
+                return not_found();
+            }
+        }
         let etag = weak_etag(&metadata);
         let mut response_headers = HeaderMap::new();
         response_headers
@@ -98,13 +119,7 @@ impl StaticSite {
         if method == Method::HEAD {
             return (StatusCode::OK, response_headers).into_response();
         }
-        match tokio::fs::File::open(&file).await {
-            Ok(file) => (StatusCode::OK, response_headers, stream_body(file)).into_response(),
-            Err(error) => {
-                tracing::warn!(%error, path, "cannot open a static file");
-                not_found()
-            }
-        }
+        (StatusCode::OK, response_headers, stream_body(opened)).into_response()
     }
 
     /// The metadata of `path` if it exists and, symlinks resolved, lies inside the root.
@@ -115,6 +130,32 @@ impl StaticSite {
         }
         tokio::fs::metadata(&canonical).await.ok()
     }
+}
+
+/// File names of server state that a static site never serves, wherever they are.
+fn is_server_state_name(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|name| name.to_str()) else { return true };
+    let name = name.to_ascii_lowercase();
+    const SUFFIXES: [&str; 9] =
+        [".sqlite", ".sqlite3", ".db", ".db3", "-wal", "-shm", "-journal", ".lock", ".toml"];
+    SUFFIXES.iter().any(|suffix| name.ends_with(suffix))
+        || matches!(name.as_str(), "credentials.json" | "lock")
+}
+
+/// Whether the file begins with SQLite's header (`SQLite format 3\0`); leaves it positioned at its start.
+async fn starts_like_sqlite(file: &mut tokio::fs::File) -> io::Result<bool> {
+    use tokio::io::AsyncSeekExt;
+    const MAGIC: &[u8; 16] = b"SQLite format 3\0";
+    let mut header = [0u8; 16];
+    let mut filled = 0;
+    while filled < header.len() {
+        match file.read(&mut header[filled..]).await? {
+            0 => break,
+            read => filled += read,
+        }
+    }
+    file.seek(io::SeekFrom::Start(0)).await?;
+    Ok(filled == MAGIC.len() && &header == MAGIC)
 }
 
 /// Splits a URI path into decoded segments, refusing anything that could leave the root or reach hidden files.
@@ -375,6 +416,26 @@ mod tests {
             assert_ne!(body, b"secret", "{path}");
             assert_ne!(body, b"SECRET=1", "{path}");
         }
+    }
+
+    #[tokio::test]
+    async fn server_state_is_never_served_by_name_or_by_content() {
+        let (temp, site) = fixture();
+        let root = temp.path().join("root");
+        for name in ["sync.sqlite3", "sync.sqlite3-wal", "sync.sqlite3-shm", "x.db", "credentials.json", "livestore.lock", "livestore.toml"] {
+            std::fs::write(root.join(name), "state").unwrap();
+            let (status, _, _) = get(&site, &format!("/{name}")).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{name}");
+        }
+        let mut database = b"SQLite format 3\0".to_vec();
+        database.extend_from_slice(&[7; 100]);
+        std::fs::write(root.join("innocent.png"), &database).unwrap();
+        for method in [Method::GET, Method::HEAD] {
+            let (status, _, _) = request(&site, &method, "/innocent.png", &HeaderMap::new()).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method}: a database under another name");
+        }
+        std::fs::write(root.join("short.txt"), "SQLite").unwrap();
+        assert_eq!(get(&site, "/short.txt").await.2, b"SQLite", "a file shorter than the header is served");
     }
 
     #[tokio::test]

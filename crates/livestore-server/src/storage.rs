@@ -64,6 +64,24 @@ pub struct StoredEvent {
     pub created_at: String,
 }
 
+/// How much one read may return: at most `events` events, and no event after the one that reaches `bytes` of
+/// encoded JSON (that one is included, so a read always makes progress). The byte bound keeps a backlog read of
+/// large events from holding tens of megabytes for a client that may never read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimit {
+    /// Most events returned.
+    pub events: usize,
+    /// Encoded bytes after which no further event is returned.
+    pub bytes: usize,
+}
+
+impl ReadLimit {
+    /// At most `events` events, whatever their size.
+    pub fn events(events: usize) -> Self {
+        ReadLimit { events, bytes: usize::MAX }
+    }
+}
+
 /// A log store. Implementations must be cheap to share (`Arc`) and safe to call from any task.
 pub trait EventStorage: Send + Sync + 'static {
     /// Opens a store's log, creating it (with a fresh `backendId`) on first use, and makes sure its hub exists.
@@ -77,13 +95,13 @@ pub trait EventStorage: Send + Sync + 'static {
         push: PushArgs,
     ) -> BoxFuture<'static, Result<AppendOutcome, ServerError>>;
 
-    /// Reads up to `limit` events with `after < seqNum <= up_to`, ascending.
+    /// Reads the events with `after < seqNum <= up_to`, ascending, within `limit`.
     fn read_events(
         &self,
         store_id: &str,
         after: u64,
         up_to: u64,
-        limit: usize,
+        limit: ReadLimit,
     ) -> BoxFuture<'static, Result<Vec<StoredEvent>, ServerError>>;
 
     /// Finishes queued writes and releases the database.

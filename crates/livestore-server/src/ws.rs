@@ -304,6 +304,7 @@ impl Session<'_> {
                     live: args.live,
                     out: self.out.clone(),
                     close: self.close.clone(),
+                    read_slots: self.state.read_slots.clone(),
                 };
                 if let Some(previous) = self.pulls.insert(request_id, tokio::spawn(run_pull(job))) {
                     previous.abort();

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::support::*;
 
-const JWT_SECRET: &str = "jwt-secret-for-tests-0123456789";
+const JWT_SECRET: &str = "jwt-secret-for-tests-0123456789-abcdef";
 
 fn payload_param(token: &str) -> String {
     // The client JSON-encodes, encodeURIComponent's, then query-encodes again (spec §6.1).
@@ -53,7 +53,7 @@ async fn upgrade_status(url: &str) -> Result<(), u16> {
 async fn static_tokens_before_the_upgrade_and_never_logged() {
     let server = TestServer::start_with_env(&[(
         "LIVESTORE_AUTH_TOKENS",
-        "token-alpha-secret,token-beta-secret",
+        "token-alpha-secret-0123456789abcdef,token-beta-secret-0123456789abcdefgh",
     )]);
     let base = server.ws_url("guarded");
     assert_eq!(upgrade_status(&base).await, Err(401), "missing token");
@@ -62,14 +62,14 @@ async fn static_tokens_before_the_upgrade_and_never_logged() {
         Err(401)
     );
     assert_eq!(
-        upgrade_status(&format!("{base}&payload={}", payload_param("token-alpha-secret"))).await,
+        upgrade_status(&format!("{base}&payload={}", payload_param("token-alpha-secret-0123456789abcdef"))).await,
         Ok(())
     );
     // A token with characters that need double encoding.
     let mut client =
-        WsClient::connect(&format!("{base}&payload={}", payload_param("token-beta-secret"))).await;
+        WsClient::connect(&format!("{base}&payload={}", payload_param("token-beta-secret-0123456789abcdefgh"))).await;
     let mut pull = pull_request("0", "guarded", false, None);
-    pull["payload"]["payload"] = json!({ "authToken": "token-beta-secret" });
+    pull["payload"]["payload"] = json!({ "authToken": "token-beta-secret-0123456789abcdefgh" });
     client.send(&pull).await;
     assert_eq!(client.frame().await["_tag"], "Chunk");
     assert_eq!(client.frame().await["_tag"], "Exit");
@@ -90,16 +90,23 @@ async fn static_tokens_before_the_upgrade_and_never_logged() {
     assert_eq!(http_post(&url, ping).await.0, 401);
     let response = reqwest::Client::new()
         .post(&url)
-        .bearer_auth("token-alpha-secret")
+        .bearer_auth("token-alpha-secret-0123456789abcdef")
         .body(ping)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let with_payload = r#"{"_tag":"Request","id":"1","tag":"SyncHttpRpc.Ping","payload":{"storeId":"guarded","payload":{"authToken":"token-beta-secret"}},"headers":[]}"#;
-    assert_eq!(http_post(&url, with_payload).await.0, 200);
+    // The credential is checked before the body is read: a token only inside the body's RPC payload is not looked
+    // at (sync-cf clients also send it in the URL, which is what counts).
+    let with_payload = r#"{"_tag":"Request","id":"1","tag":"SyncHttpRpc.Ping","payload":{"storeId":"guarded","payload":{"authToken":"token-beta-secret-0123456789abcdefgh"}},"headers":[]}"#;
+    let (status, body) = http_post(&url, with_payload).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("missing credentials"), "{body}");
+    let url_with_payload =
+        format!("{url}&payload={}", payload_param("token-beta-secret-0123456789abcdefgh"));
+    assert_eq!(http_post(&url_with_payload, with_payload).await.0, 200);
     let log = server.log();
-    for secret in ["token-alpha-secret", "token-beta-secret", "wrong-guess-secret"] {
+    for secret in ["token-alpha-secret-0123456789abcdef", "token-beta-secret-0123456789abcdefgh", "wrong-guess-secret"] {
         assert!(!log.contains(secret), "secret {secret} leaked into the log:\n{log}");
     }
 }

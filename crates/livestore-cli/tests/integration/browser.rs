@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use crate::filesync_js::js_filesync_dir;
 use crate::support::*;
 
-const TOKEN: &str = "gallery-e2e-token-1234";
+const TOKEN: &str = "gallery-e2e-token-0123456789abcdef";
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -18,8 +18,8 @@ async fn sign(server: &TestServer, path: &str, token: Option<&str>, body: Value)
 
 #[tokio::test]
 async fn signed_upload_download_and_delete_through_the_embedded_store() {
-    let server = TestServer::start_with_env(&[("LIVESTORE_AUTH_TOKENS", "files-token-1234")]);
-    let token = Some("files-token-1234");
+    let server = TestServer::start_with_env(&[("LIVESTORE_AUTH_TOKENS", "files-token-0123456789abcdef-1234")]);
+    let token = Some("files-token-0123456789abcdef-1234");
     let health = reqwest::get(format!("{}/api/health", server.http_url())).await.unwrap();
     assert_eq!(health.status(), 200);
 
@@ -63,7 +63,7 @@ async fn signed_upload_download_and_delete_through_the_embedded_store() {
         refused["error"].as_str().is_some_and(|error| error.contains("Invalid key")),
         "{refused}"
     );
-    assert!(!server.log().contains("files-token-1234"));
+    assert!(!server.log().contains("files-token-0123456789abcdef-1234"));
 }
 
 #[tokio::test]
@@ -72,18 +72,18 @@ async fn scoped_tokens_only_reach_their_own_store_prefix() {
     let config = temp.path().join("livestore.toml");
     std::fs::write(
         &config,
-        "[auth]\ntokens = [{ token = \"team-a-token-123\", stores = [\"team-a\"] }]\n",
+        "[auth]\ntokens = [{ token = \"team-a-token-0123456789abcdefghij\", stores = [\"team-a\"] }]\n",
     )
     .unwrap();
     let server = TestServer::start_with_env(&[("LIVESTORE_CONFIG", config.to_str().unwrap())]);
-    let token = Some("team-a-token-123");
+    let token = Some("team-a-token-0123456789abcdefghij");
     assert_eq!(sign(&server, "sign/upload", token, json!({"key": "team-a/file"})).await.0, 200);
     assert_eq!(sign(&server, "sign/upload", token, json!({"key": "team-b/file"})).await.0, 403);
     // The same token opens the sync endpoint of its store only: the same payload upgrades for team-a and gets 403
     // (not refused for a malformed URL or a bad token) for team-b.
     let ws = |store: &str| {
         format!(
-            "{}&payload=%257B%2522authToken%2522%253A%2522team-a-token-123%2522%257D",
+            "{}&payload=%257B%2522authToken%2522%253A%2522team-a-token-0123456789abcdefghij%2522%257D",
             server.ws_url(store)
         )
     };

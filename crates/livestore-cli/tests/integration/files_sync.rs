@@ -455,11 +455,11 @@ fn garbage_server() -> String {
 
 #[test]
 fn a_revoked_token_fails_sync_with_the_reason_and_keeps_the_file() {
-    let server = TestServer::start_with_env(&[("LIVESTORE_AUTH_TOKENS", "files-good-token-1")]);
+    let server = TestServer::start_with_env(&[("LIVESTORE_AUTH_TOKENS", "files-good-token-0123456789abcdef-1")]);
     let temp = tempfile::tempdir().unwrap();
     let url = server.http_url();
     let mut a = FilesClient::new(temp.path(), "a", "files-token", &url);
-    a.extra = vec!["--token".into(), "files-good-token-1".into()];
+    a.extra = vec!["--token".into(), "files-good-token-0123456789abcdef-1".into()];
     let source = temp.path().join("t.txt");
     std::fs::write(&source, b"token bytes").unwrap();
     let id = a.add(&source);
@@ -481,7 +481,7 @@ fn a_revoked_token_fails_sync_with_the_reason_and_keeps_the_file() {
             .contains("not authorized")
     );
     assert_eq!(a.get(&id, &temp.path().join("o")), b"token bytes");
-    assert!(!server.log().contains("files-good-token-1"));
+    assert!(!server.log().contains("files-good-token-0123456789abcdef-1"));
 }
 
 #[test]

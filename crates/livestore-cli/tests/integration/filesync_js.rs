@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::support::*;
 
-const TOKEN: &str = "filesync-js-token-1234";
+const TOKEN: &str = "filesync-js-token-0123456789abcdef";
 
 /// `tests/js-filesync`, with its `node_modules` installed (scripts/test runs `npm ci` there).
 pub fn js_filesync_dir() -> PathBuf {

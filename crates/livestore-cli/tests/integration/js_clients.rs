@@ -143,10 +143,10 @@ async fn http_transport_clients_sync_with_websocket_clients() {
 
 #[tokio::test]
 async fn a_wrong_token_is_refused_and_the_right_one_syncs() {
-    let server = TestServer::start_with_env(&[("LIVESTORE_AUTH_TOKENS", "right-token-1234")]);
+    let server = TestServer::start_with_env(&[("LIVESTORE_AUTH_TOKENS", "right-token-0123456789abcdefghijkl")]);
     let url = server.http_url();
     let mut driver = JsDriver::start().await;
-    driver.open("good", "secured", &url, json!({"token": "right-token-1234"})).await;
+    driver.open("good", "secured", &url, json!({"token": "right-token-0123456789abcdefghijkl"})).await;
     driver.open("bad", "secured", &url, json!({"token": "wrong-token-5678"})).await;
     driver.commit("good", json!([created("g1", "good")])).await;
     driver.commit("bad", json!([created("b1", "bad")])).await;
@@ -157,17 +157,17 @@ async fn a_wrong_token_is_refused_and_the_right_one_syncs() {
     assert_eq!(bad_state["isConnected"], false, "{bad_state}");
     assert_eq!(ids(&driver.todos("good").await), ["g1"]);
     let authorized = format!(
-        "{}&payload=%257B%2522authToken%2522%253A%2522right-token-1234%2522%257D",
+        "{}&payload=%257B%2522authToken%2522%253A%2522right-token-0123456789abcdefghijkl%2522%257D",
         server.ws_url("secured")
     );
     let mut client = WsClient::connect(&authorized).await;
     let mut pull = pull_request("0", "secured", false, None);
-    pull["payload"]["payload"] = json!({"authToken": "right-token-1234"});
+    pull["payload"]["payload"] = json!({"authToken": "right-token-0123456789abcdefghijkl"});
     client.send(&pull).await;
     assert_eq!(chunk_seq_nums(&client.frame().await).0, [1]);
     assert!(server.log().contains("refused WebSocket connection"));
     assert!(
-        !server.log().contains("wrong-token-5678") && !server.log().contains("right-token-1234")
+        !server.log().contains("wrong-token-5678") && !server.log().contains("right-token-0123456789abcdefghijkl")
     );
     driver.exit().await;
 }

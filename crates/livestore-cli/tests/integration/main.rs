@@ -12,6 +12,8 @@
 //!   on two stores;
 //! - `security`: other stores' credentials everywhere, key and path escapes, size limits, slow and idle clients,
 //!   many sockets, secrets in logs;
+//! - `hardening`: what one client can make the server hold (stalled bodies and messages, slow readers of large
+//!   events, pulls per socket, unread HTTP pulls), with the server's memory measured;
 //! - `files_sync`, `files_resume`: the `livestore files` CLI end to end (propagation, external S3, `kill -9` during
 //!   transfers, bad input, a resumed multipart upload that sends only the missing parts);
 //! - `fuzz_regressions`: saved fuzz inputs (seeds and crashers) replayed in process and against the server.
@@ -28,6 +30,7 @@ mod files_resume;
 mod files_sync;
 mod filesync_js;
 mod fuzz_regressions;
+mod hardening;
 mod js_clients;
 mod js_driver;
 mod lifecycle;

@@ -548,18 +548,21 @@ async fn endpoint_checks_before_upgrade() {
         let body = response.text().await.unwrap();
         assert!(body.contains(reason), "{path}: expected {reason:?} in {body:?}");
     }
-    let preflight = client
-        .request(
-            reqwest::Method::OPTIONS,
-            format!("{}/?storeId=a&transport=http", server.http_url()),
-        )
-        .header("origin", "http://example.test")
-        .header("access-control-request-method", "POST")
-        .send()
-        .await
-        .unwrap();
-    assert!(preflight.status().is_success());
-    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    let preflight = |origin: &'static str| {
+        client
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/?storeId=a&transport=http", server.http_url()),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .send()
+    };
+    let loopback = preflight("http://localhost:5173").await.unwrap();
+    assert!(loopback.status().is_success());
+    assert_eq!(loopback.headers()["access-control-allow-origin"], "*");
+    // Without auth, a page from any other origin is refused (security.rs covers every route).
+    assert_eq!(preflight("http://example.test").await.unwrap().status(), 403);
     let metrics = get("/metrics").await.unwrap().text().await.unwrap();
     for name in [
         "livestore_websocket_connections",

@@ -15,23 +15,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
 
-const TEAM_A_TOKEN: &str = "team-a-static-token-7f3a";
-const ADMIN_TOKEN: &str = "admin-token-all-stores-91c2";
+const TEAM_A_TOKEN: &str = "team-a-static-token-7f3a-0123456789abcdef";
+const ADMIN_TOKEN: &str = "admin-token-all-stores-91c2-0123456789ab";
 const JWT_SECRET: &str = "jwt-secret-for-security-tests-5d81";
 const S3_ACCESS_KEY: &str = "LSOTESTACCESSKEY0001";
 const S3_SECRET: &str = "s3-secret-for-security-tests-a6b0c9d8";
-
-/// A server with a config file; the returned temp dir holds the config (and whatever else the test puts there).
-fn server_with_config(config: &str, env: &[(&str, &str)]) -> (TestServer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("livestore.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut all_env = vec![("LIVESTORE_CONFIG", path.to_str().unwrap().to_owned())];
-    all_env.extend(env.iter().map(|(key, value)| (*key, (*value).to_owned())));
-    let all_env: Vec<(&str, &str)> =
-        all_env.iter().map(|(key, value)| (*key, value.as_str())).collect();
-    (TestServer::start_with_env(&all_env), dir)
-}
 
 /// The auth section shared by the tests: a token for `team-a` only, an admin token and a JWT secret.
 fn auth_config() -> String {
@@ -49,21 +37,6 @@ fn jwt(stores: Value, expires_in: i64, secret: &str) -> String {
         &EncodingKey::from_secret(secret.as_bytes()),
     )
     .unwrap()
-}
-
-/// The sync URL's `payload` parameter for a token (JSON, encodeURIComponent'ed, then query-encoded).
-fn payload_param(token: &str) -> String {
-    let escape = |text: &str| -> String {
-        text.bytes()
-            .map(|byte| match byte {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (byte as char).to_string()
-                }
-                other => format!("%{other:02X}"),
-            })
-            .collect()
-    };
-    escape(&escape(&json!({ "authToken": token }).to_string()))
 }
 
 async fn upgrade_status(url: &str) -> u16 {
@@ -163,10 +136,9 @@ async fn credentials_for_another_store_are_refused_on_every_endpoint() {
             .await
             .unwrap();
         assert_eq!(response.status(), 403, "{kind}: HTTP transport with a bearer for team-b");
-        let mut with_payload = ping("team-b");
-        with_payload["payload"]["payload"] = json!({"authToken": credential});
-        let (status, _) =
-            http_post(&http_sync_url(&server, "team-b"), with_payload.to_string()).await;
+        let with_payload =
+            format!("{}&payload={}", http_sync_url(&server, "team-b"), payload_param(credential));
+        let (status, _) = http_post(&with_payload, ping("team-b").to_string()).await;
         assert_eq!(status, 403, "{kind}: HTTP transport with a payload token for team-b");
         let push = json!({"_tag": "Request", "id": "2", "tag": "SyncHttpRpc.Push",
                           "payload": {"storeId": "team-b", "batch": events(1, 1), "backendId": {"_tag": "None"}}, "headers": []});
@@ -912,7 +884,7 @@ async fn secrets_never_reach_logs_or_error_messages() {
         (
             "[auth]\njwt_secret = \"short-secret\"\n",
             "short-secret",
-            "auth.jwt_secret must be at least 16 bytes",
+            "auth.jwt_secret is 12 bytes long; use at least 32 bytes",
         ),
         (
             "[files.backend]\nkind = \"external\"\nendpoint = \"not a url\"\naccess_key_id = \"AKIDEXAMPLE\"\nsecret_access_key = \"external-secret-4d2c9a\"\n",

@@ -152,6 +152,42 @@ impl TestServer {
     }
 }
 
+/// A server with a config file; the returned temp dir holds the config (and whatever else the test puts there).
+pub fn server_with_config(config: &str, env: &[(&str, &str)]) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("livestore.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut all_env = vec![("LIVESTORE_CONFIG", path.to_str().unwrap().to_owned())];
+    all_env.extend(env.iter().map(|(key, value)| (*key, (*value).to_owned())));
+    let all_env: Vec<(&str, &str)> =
+        all_env.iter().map(|(key, value)| (*key, value.as_str())).collect();
+    (TestServer::start_with_env(&all_env), dir)
+}
+
+/// The sync URL's `payload` parameter for a token (JSON, encodeURIComponent'ed, then query-encoded).
+pub fn payload_param(token: &str) -> String {
+    let escape = |text: &str| -> String {
+        text.bytes()
+            .map(|byte| match byte {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (byte as char).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect()
+    };
+    escape(&escape(&json!({ "authToken": token }).to_string()))
+}
+
+/// The value of a metric line (`name{labels} value`) in a `/metrics` text; `None` when absent.
+pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(series))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|value| value.parse().ok())
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill9();

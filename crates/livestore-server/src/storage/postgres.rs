@@ -48,7 +48,7 @@ use crate::config::DatabaseUrl;
 use crate::error::ServerError;
 use crate::hub::Hubs;
 use crate::metrics::Metrics;
-use crate::storage::{AppendOutcome, EventStorage, StoreLog, StoredEvent};
+use crate::storage::{AppendOutcome, EventStorage, ReadLimit, StoreLog, StoredEvent};
 
 use self::publisher::Registry;
 use self::readers::Readers;
@@ -180,7 +180,7 @@ impl EventStorage for PostgresStorage {
         store_id: &str,
         after: u64,
         up_to: u64,
-        limit: usize,
+        limit: ReadLimit,
     ) -> BoxFuture<'static, Result<Vec<StoredEvent>, ServerError>> {
         let shared = self.shared.clone();
         let store_id = store_id.to_owned();

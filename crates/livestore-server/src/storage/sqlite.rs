@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use crate::error::ServerError;
 use crate::hub::Hubs;
 use crate::metrics::Metrics;
-use crate::storage::{AppendOutcome, EventStorage, StoreLog, StoredEvent};
+use crate::storage::{AppendOutcome, EventStorage, ReadLimit, StoreLog, StoredEvent};
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "sync.sqlite3";
@@ -83,13 +83,14 @@ impl SqliteStorage {
         hubs: Arc<Hubs>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ServerError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|source| ServerError::DataDir { path: data_dir.to_owned(), source })?;
+        let data_dir_error = |source| ServerError::DataDir { path: data_dir.to_owned(), source };
+        private_dir(data_dir).map_err(data_dir_error)?;
         let lock_file = File::create(data_dir.join("livestore.lock"))
             .map_err(|source| ServerError::DataDir { path: data_dir.to_owned(), source })?;
         lock_file.try_lock().map_err(|_| ServerError::DataDirLocked(data_dir.to_owned()))?;
 
         let path = data_dir.join(DATABASE_FILE);
+        private_database_files(&path).map_err(data_dir_error)?;
         let connection = open_writer(&path)?;
         let (sender, receiver) = std_mpsc::channel();
         let writer = Writer { connection, hubs, metrics, stores: HashMap::new() };
@@ -146,7 +147,7 @@ impl EventStorage for SqliteStorage {
         store_id: &str,
         after: u64,
         up_to: u64,
-        limit: usize,
+        limit: ReadLimit,
     ) -> BoxFuture<'static, Result<Vec<StoredEvent>, ServerError>> {
         let readers = self.readers.clone();
         let store_id = store_id.to_owned();
@@ -169,6 +170,30 @@ impl EventStorage for SqliteStorage {
         }
         .boxed()
     }
+}
+
+/// Creates `dir` if needed and makes it private to the server's user (0700): it holds every store's events.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Makes the database and its WAL files readable by the server's user only (0600). A missing database is created
+/// empty with that mode first (SQLite takes an empty file as a new database), because SQLite creates files 0644 and
+/// gives the `-wal` and `-shm` files the mode of the database file.
+fn private_database_files(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn open_writer(path: &Path) -> Result<Connection, ServerError> {
@@ -502,7 +527,7 @@ impl ReaderPool {
         store_id: &str,
         after: u64,
         up_to: u64,
-        limit: usize,
+        limit: ReadLimit,
     ) -> Result<Vec<StoredEvent>, ServerError> {
         let connection = match self.idle.lock().expect("reader pool lock poisoned").pop() {
             Some(connection) => connection,
@@ -519,7 +544,7 @@ impl ReaderPool {
                  ORDER BY e.seq_num LIMIT ?4",
             )?;
             let rows = statement.query_map(
-                params![store_id, after as i64, up_to as i64, limit as i64],
+                params![store_id, after as i64, up_to as i64, limit.events as i64],
                 |row| {
                     Ok(StoredEvent {
                         seq_num: row.get::<_, i64>(0)? as u64,
@@ -528,7 +553,18 @@ impl ReaderPool {
                     })
                 },
             )?;
-            rows.collect::<Result<Vec<_>, _>>()?
+            // Rows are read one at a time: stopping at the byte limit leaves the rest unread.
+            let mut events = Vec::new();
+            let mut bytes = 0usize;
+            for row in rows {
+                let event = row?;
+                bytes = bytes.saturating_add(event.encoded_json.len());
+                events.push(event);
+                if bytes >= limit.bytes {
+                    break;
+                }
+            }
+            events
         };
         self.idle.lock().expect("reader pool lock poisoned").push(connection);
         Ok(events)

@@ -2,7 +2,7 @@
 //!
 //! It feeds everything already queued and then flushes once (fewer syscalls under fan-out), keeps the ack-before-echo
 //! order (`ack_order`), turns a live batch's pages into `Chunk` frames, and gives each frame's bytes back (its
-//! [`Charge`](crate::outbox::Charge)) once the socket took it. A close request (a lagging subscriber, no memory
+//! [`Charge`](crate::outbox::Charge)) once the flush has put it on the wire. A close request (a lagging subscriber, no memory
 //! budget left, an expired credential) goes out ahead of whatever is queued. A socket that takes nothing for the
 //! write timeout ends the connection.
 
@@ -40,6 +40,8 @@ pub(super) async fn write_loop<S>(
             },
         };
         let mut next = Some(first);
+        // Charges of the frames fed in this round, given back once the flush has put them on the wire.
+        let mut written = Vec::new();
         while let Some(frame) = next.take() {
             let ready = match frame {
                 Outbound::Live { .. } => match order.live(frame) {
@@ -55,6 +57,8 @@ pub(super) async fn write_loop<S>(
                 other => vec![other],
             };
             for frame in ready {
+                let (frame, charge) = frame.take_charge();
+                written.extend(charge);
                 if !write_frame(&mut sink, frame, write_timeout).await {
                     done.cancel();
                     return;
@@ -66,6 +70,7 @@ pub(super) async fn write_loop<S>(
             done.cancel();
             return;
         }
+        drop(written);
     }
     let _ = sink.close().await;
     done.cancel();

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 use livestore_proto::rpc::PushArgs;
-use livestore_server::storage::{AppendOutcome, EventStorage};
+use livestore_server::storage::{AppendOutcome, EventStorage, ReadLimit};
 use serde_json::{Value, json};
 
 use crate::backend::Backend;
@@ -70,7 +70,7 @@ pub async fn all_seq_nums(storage: &Arc<dyn EventStorage>, store: &str) -> Vec<u
     let mut seq_nums = Vec::new();
     loop {
         let after = seq_nums.last().copied().unwrap_or(0);
-        let events = storage.read_events(store, after, u64::MAX >> 12, 500).await.unwrap();
+        let events = storage.read_events(store, after, u64::MAX >> 12, ReadLimit::events(500)).await.unwrap();
         if events.is_empty() {
             return seq_nums;
         }
@@ -174,22 +174,37 @@ async fn reads_honour_range_and_limit(backend: &Backend) {
         events.iter().map(|event| event.seq_num).collect::<Vec<u64>>()
     };
     assert_eq!(
-        seqs(storage.read_events("ranges", 0, 250, 100).await.unwrap()),
+        seqs(storage.read_events("ranges", 0, 250, ReadLimit::events(100)).await.unwrap()),
         (1..=100).collect::<Vec<_>>()
     );
     assert_eq!(
-        seqs(storage.read_events("ranges", 100, 150, 1000).await.unwrap()),
+        seqs(storage.read_events("ranges", 100, 150, ReadLimit::events(1000)).await.unwrap()),
         (101..=150).collect::<Vec<_>>()
     );
     assert_eq!(
-        seqs(storage.read_events("ranges", 240, 1000, 1000).await.unwrap()),
+        seqs(storage.read_events("ranges", 240, 1000, ReadLimit::events(1000)).await.unwrap()),
         (241..=250).collect::<Vec<_>>()
     );
-    assert!(storage.read_events("ranges", 250, 1000, 10).await.unwrap().is_empty());
-    assert!(storage.read_events("ranges", 10, 10, 10).await.unwrap().is_empty());
-    assert!(storage.read_events("no-such-store", 0, 10, 10).await.unwrap().is_empty());
-    let created = &storage.read_events("ranges", 0, 1, 1).await.unwrap()[0].created_at;
+    assert!(storage.read_events("ranges", 250, 1000, ReadLimit::events(10)).await.unwrap().is_empty());
+    assert!(storage.read_events("ranges", 10, 10, ReadLimit::events(10)).await.unwrap().is_empty());
+    assert!(storage.read_events("no-such-store", 0, 10, ReadLimit::events(10)).await.unwrap().is_empty());
+    let created = &storage.read_events("ranges", 0, 1, ReadLimit::events(1)).await.unwrap()[0].created_at;
     assert!(created.ends_with('Z') && created.contains('T'), "{created}");
+    // The byte bound: reading stops after the event that reaches it (so a read always returns one event).
+    // Events 11 to 14 have ids of the same length, so the same size.
+    let one_size = storage.read_events("ranges", 10, 11, ReadLimit::events(1)).await.unwrap()[0]
+        .encoded_json
+        .len();
+    let by_bytes = |bytes| ReadLimit { events: 1000, bytes };
+    assert_eq!(seqs(storage.read_events("ranges", 0, 250, by_bytes(1)).await.unwrap()), [1]);
+    assert_eq!(
+        seqs(storage.read_events("ranges", 10, 250, by_bytes(one_size * 3)).await.unwrap()),
+        [11, 12, 13]
+    );
+    assert_eq!(
+        seqs(storage.read_events("ranges", 10, 250, by_bytes(one_size * 3 + 1)).await.unwrap()),
+        [11, 12, 13, 14]
+    );
     storage.shutdown().await;
 }
 
@@ -201,7 +216,7 @@ async fn events_are_echoed_byte_for_byte(backend: &Backend) {
     let expected: Vec<String> = args.batch.iter().map(|event| event.to_json()).collect();
     assert!(expected[0].contains(r#"{"z":1.0,"a":[1e3,-0,"#), "{}", expected[0]);
     storage.append("echo", args).await.unwrap();
-    let stored = storage.read_events("echo", 0, 2, 10).await.unwrap();
+    let stored = storage.read_events("echo", 0, 2, ReadLimit::events(10)).await.unwrap();
     let stored: Vec<String> = stored.into_iter().map(|event| event.encoded_json).collect();
     assert_eq!(stored, expected);
     storage.shutdown().await;

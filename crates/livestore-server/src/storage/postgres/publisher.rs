@@ -21,10 +21,10 @@ use super::Shared;
 use crate::error::ServerError;
 use crate::hub::{Hubs, StoreHub};
 use crate::metrics::Metrics;
-use crate::storage::{AppendOutcome, StoreLog, StoredEvent};
+use crate::storage::{AppendOutcome, ReadLimit, StoreLog, StoredEvent};
 
-/// Events read per catch-up round trip.
-const CATCH_UP_READ_BATCH: usize = 2_000;
+/// Events and bytes read per catch-up round trip (each read becomes one live batch).
+const CATCH_UP_READ_LIMIT: ReadLimit = ReadLimit { events: 2_000, bytes: 8 * 1024 * 1024 };
 /// Catch-up reads that fail in a row before the store is closed on this node (its clients reconnect).
 const CATCH_UP_ATTEMPTS: u32 = 6;
 
@@ -297,7 +297,7 @@ impl Publisher {
                 (head, state.target.min(next_local))
             };
             let read =
-                shared.readers.read_events(self.store_key, after, up_to, CATCH_UP_READ_BATCH);
+                shared.readers.read_events(self.store_key, after, up_to, CATCH_UP_READ_LIMIT);
             let problem = match read.await {
                 Ok(events) if is_continuation(&events, after) => {
                     let mut state = self.state.lock().expect("publisher lock poisoned");

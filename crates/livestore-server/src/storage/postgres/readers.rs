@@ -9,7 +9,7 @@ use tokio_postgres::{Client, Statement};
 
 use super::{StoreRow, connect, new_backend_id, now_rfc3339};
 use crate::error::ServerError;
-use crate::storage::StoredEvent;
+use crate::storage::{ReadLimit, StoredEvent};
 
 /// A round-robin set of read connections.
 pub(super) struct Readers {
@@ -41,20 +41,22 @@ impl Readers {
         }
     }
 
-    /// Events of a store with `after < seqNum <= up_to`, ascending, at most `limit`.
+    /// Events of a store with `after < seqNum <= up_to`, ascending, within `limit` (the byte bound is applied by
+    /// the database, so rows past it are never sent).
     pub(super) async fn read_events(
         &self,
         store_key: i64,
         after: u64,
         up_to: u64,
-        limit: usize,
+        limit: ReadLimit,
     ) -> Result<Vec<StoredEvent>, ServerError> {
         let connection = self.connection().await?;
+        let bytes = i64::try_from(limit.bytes).unwrap_or(i64::MAX);
         let rows = connection
             .client
             .query(
                 &connection.read_events,
-                &[&store_key, &(after as i64), &(up_to as i64), &(limit as i64)],
+                &[&store_key, &(after as i64), &(up_to as i64), &(limit.events as i64), &bytes],
             )
             .await?;
         Ok(rows
@@ -110,9 +112,16 @@ impl Readers {
         let connection = Arc::new(ReadConnection {
             read_events: client
                 .prepare(
-                    "SELECT seq_num, created_at, encoded FROM livestore_events
-                     WHERE store_key = $1 AND seq_num > $2 AND seq_num <= $3
-                     ORDER BY seq_num LIMIT $4",
+                    "SELECT seq_num, created_at, encoded FROM (
+                         SELECT seq_num, created_at, encoded,
+                                sum(octet_length(encoded)) OVER (ORDER BY seq_num) - octet_length(encoded)
+                                    AS bytes_before
+                         FROM livestore_events
+                         WHERE store_key = $1 AND seq_num > $2 AND seq_num <= $3
+                         ORDER BY seq_num LIMIT $4
+                     ) page
+                     WHERE bytes_before < $5
+                     ORDER BY seq_num",
                 )
                 .await?,
             head: client.prepare("SELECT head FROM livestore_stores WHERE store_key = $1").await?,
