@@ -60,8 +60,8 @@ impl AuthRejection {
 /// What a successful check grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Grant {
-    /// When the credential stops being valid (Unix seconds); `None` for credentials that do not expire (static
-    /// tokens, no auth). An open WebSocket stops serving at this instant.
+    /// The first Unix second at which the credential is refused; `None` for credentials that do not expire
+    /// (static tokens, no auth). An open WebSocket stops serving at this instant.
     pub expires_at: Option<u64>,
 }
 
@@ -172,8 +172,9 @@ impl Authenticator {
         )
         .map_err(|error| AuthRejection::unauthorized(jwt_error_message(&error)))?
         .claims;
+        // The first second at which the token is refused (it is accepted while `now <= exp + leeway`).
         let expires_at = claims.get("exp").and_then(serde_json::Value::as_u64);
-        let grant = Grant { expires_at: expires_at.map(|exp| exp + JWT_LEEWAY_SECONDS) };
+        let grant = Grant { expires_at: expires_at.map(|exp| exp + JWT_LEEWAY_SECONDS + 1) };
         let claim_name = &self.config.jwt_stores_claim;
         let stores = match claims.get(claim_name) {
             Some(serde_json::Value::String(store)) => StoreGrant::Claim(vec![store.clone()]),
@@ -223,6 +224,13 @@ fn jwt_error_message(error: &jsonwebtoken::errors::Error) -> String {
 /// Seconds since the Unix epoch, for comparing with a [`Grant`]'s expiry.
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// How long until the Unix second `expires_at` begins (zero if it has).
+pub(crate) fn time_until(expires_at: u64) -> std::time::Duration {
+    (UNIX_EPOCH + std::time::Duration::from_secs(expires_at))
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
 }
 
 /// The bearer token of an `Authorization` header, if any: the scheme is matched case-insensitively (RFC 9110

@@ -147,6 +147,11 @@ impl CorsConfig {
     /// Each origin must be `http(s)://host[:port]` exactly as browsers send it.
     pub fn validate(&self) -> Result<(), String> {
         for origin in &self.allowed_origins {
+            if origin == "*" {
+                return Err("cors.allowed_origins: \"*\" is not an origin: leave the list empty to let any origin call \
+                            a server with authentication (without authentication, loopback origins only)"
+                    .to_owned());
+            }
             let parsed: url::Url = origin
                 .parse()
                 .map_err(|_| format!("cors.allowed_origins: {origin:?} is not a URL"))?;

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::ack_order::{AckOrder, PushesInFlight};
 use crate::app::AppState;
-use crate::auth::{Grant, unix_now};
+use crate::auth::{Grant, time_until, unix_now};
 use crate::budget::Reservation;
 use crate::error::ServerError;
 use crate::http_server::{ConnectionWatch, IoFailure};
@@ -183,10 +183,7 @@ where
 /// Resolves when the credential expires (never for credentials without an expiry).
 async fn expiry_timer(grant: Grant) {
     match grant.expires_at {
-        Some(expires_at) => {
-            let remaining = expires_at.saturating_sub(unix_now());
-            tokio::time::sleep(Duration::from_secs(remaining)).await;
-        }
+        Some(expires_at) => tokio::time::sleep(time_until(expires_at)).await,
         None => std::future::pending().await,
     }
 }

@@ -14,6 +14,8 @@
 //!   many sockets, secrets in logs;
 //! - `hardening`: what one client can make the server hold (stalled bodies and messages, slow readers of large
 //!   events, pulls per socket, unread HTTP pulls), with the server's memory measured;
+//! - `policy`: origins and hosts without auth, credentials expiring on open sockets, a static site around server
+//!   state, range-checked settings, secrets in config errors and trace logs, private files, JSON nesting;
 //! - `files_sync`, `files_resume`: the `livestore files` CLI end to end (propagation, external S3, `kill -9` during
 //!   transfers, bad input, a resumed multipart upload that sends only the missing parts);
 //! - `fuzz_regressions`: saved fuzz inputs (seeds and crashers) replayed in process and against the server.
@@ -35,6 +37,7 @@ mod js_clients;
 mod js_driver;
 mod lifecycle;
 mod multinode;
+mod policy;
 mod protocol;
 #[allow(dead_code)]
 mod resilient;

@@ -64,7 +64,7 @@ fn jwts() {
     let now = unix_now();
     let good = jwt(&serde_json::json!({ "exp": now + 60, "storeIds": ["a", "b"] }), SECRET);
     let grant = auth.authorize("b", Some(&payload(&good)), None).unwrap();
-    assert_eq!(grant.expires_at, Some(now + 60 + JWT_LEEWAY_SECONDS));
+    assert_eq!(grant.expires_at, Some(now + 60 + JWT_LEEWAY_SECONDS + 1));
     assert_eq!(status(auth.authorize("c", Some(&payload(&good)), None)), 403);
     let expired = jwt(&serde_json::json!({ "exp": now - 600, "storeIds": "*" }), SECRET);
     let rejection = auth.authorize("a", Some(&payload(&expired)), None).unwrap_err();
