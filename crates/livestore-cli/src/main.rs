@@ -69,7 +69,9 @@ fn init_logging() {
     let wire_capped = tracing_subscriber::filter::filter_fn(|metadata| {
         let target = metadata.target();
         let is_wire = WIRE_LOGGING_TARGETS.iter().any(|prefix| {
-            target.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+            target
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
         });
         !is_wire || *metadata.level() <= tracing::Level::INFO
     });

@@ -377,8 +377,14 @@ async fn a_corrupt_remote_object_is_quarantined_reported_and_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_is_reported_and_retried_without_losing_the_file() {
     let server_dir = tempfile::tempdir().unwrap();
-    let mut server = TestServer::start(server_dir.path(), &["good-token-0123456789abcdef-123456"]).await;
-    let a = Client::open("token-files", &server.url(), Some("wrong-token-0123456789abcdef-456789"), |_| {});
+    let mut server =
+        TestServer::start(server_dir.path(), &["good-token-0123456789abcdef-123456"]).await;
+    let a = Client::open(
+        "token-files",
+        &server.url(),
+        Some("wrong-token-0123456789abcdef-456789"),
+        |_| {},
+    );
     let saved = a.files.save_file(FileSource::Bytes(b"kept safe")).unwrap();
     let status = eventually("an auth error", Duration::from_secs(20), || {
         let status = a.files.sync_status().unwrap();

@@ -51,7 +51,10 @@ mod tests {
         check_depth(r#"{"a":[1,{"b":"[[[[[[[[["}]}"#, 3).unwrap();
         check_depth(r#"{"a":"\"[[[[\\"}"#, 1).unwrap();
         let deep = format!("{}{}", "[".repeat(129), "]".repeat(129));
-        assert!(matches!(check_depth(&deep, MAX_JSON_DEPTH), Err(ProtoError::TooDeep { max: 128 })));
+        assert!(matches!(
+            check_depth(&deep, MAX_JSON_DEPTH),
+            Err(ProtoError::TooDeep { max: 128 })
+        ));
         let fine = format!("{}{}", "[".repeat(128), "]".repeat(128));
         check_depth(&fine, MAX_JSON_DEPTH).unwrap();
     }

@@ -122,6 +122,7 @@ pub(crate) fn rejection_response(rejection: &AuthRejection) -> Response {
     plain(status, rejection.message.clone())
 }
 
+#[expect(clippy::too_many_arguments, reason = "one argument per axum extractor")]
 async fn sync_endpoint(
     State(state): State<AppState>,
     method: Method,

@@ -200,7 +200,8 @@ enum StoreGrant<'a> {
 
 impl StoreGrant<'_> {
     fn allows(&self, store_id: &str) -> bool {
-        let listed = |stores: &[String]| stores.iter().any(|store| store == "*" || store == store_id);
+        let listed =
+            |stores: &[String]| stores.iter().any(|store| store == "*" || store == store_id);
         match self {
             StoreGrant::All => true,
             StoreGrant::Listed(stores) => listed(stores),

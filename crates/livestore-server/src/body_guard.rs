@@ -76,7 +76,9 @@ fn overloaded(path: &str) -> Response {
     let (content_type, body) = if path.starts_with("/s3/") || path == "/s3" {
         (
             "application/xml",
-            format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>{MESSAGE}</Message></Error>"),
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>{MESSAGE}</Message></Error>"
+            ),
         )
     } else if path.starts_with("/api/") {
         ("application/json", serde_json::json!({ "error": MESSAGE }).to_string())
@@ -85,7 +87,10 @@ fn overloaded(path: &str) -> Response {
     };
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, HeaderValue::from_static("1")), (header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        [
+            (header::RETRY_AFTER, HeaderValue::from_static("1")),
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+        ],
         body,
     )
         .into_response()
@@ -113,7 +118,8 @@ struct TimedBody {
 pub(crate) fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(error) = source {
-        if error.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::TimedOut) {
+        if error.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
+        {
             return true;
         }
         source = error.source();

@@ -120,10 +120,14 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let budget = MemoryBudget::new(100, metrics.clone());
         let mut first = budget.try_reserve(60, ShedResource::RequestBody).unwrap();
-        assert!(budget.try_reserve(16, ShedResource::RequestBody).is_none(), "bulk input stops at 3/4");
+        assert!(
+            budget.try_reserve(16, ShedResource::RequestBody).is_none(),
+            "bulk input stops at 3/4"
+        );
         assert!(!first.try_grow(16, ShedResource::WebSocketMessage));
         assert!(first.try_grow(15, ShedResource::WebSocketMessage));
-        let push = budget.try_reserve(25, ShedResource::Push).expect("pushes may use the last quarter");
+        let push =
+            budget.try_reserve(25, ShedResource::Push).expect("pushes may use the last quarter");
         assert!(budget.try_reserve(1, ShedResource::Outbound).is_none());
         drop(push);
         assert!(first.try_grow(25, ShedResource::Push));
@@ -135,7 +139,10 @@ mod tests {
         drop(forced);
         assert_eq!(budget.used(), 0);
         let rendered = metrics.render();
-        assert!(rendered.contains("livestore_load_shed_total{resource=\"request_body\"} 1"), "{rendered}");
+        assert!(
+            rendered.contains("livestore_load_shed_total{resource=\"request_body\"} 1"),
+            "{rendered}"
+        );
         assert!(rendered.contains("livestore_load_shed_total{resource=\"websocket_message\"} 1"));
     }
 }

@@ -117,10 +117,7 @@ impl ServerConfig {
             paths::check_static_dir(dir, &protected).map_err(invalid)?;
         }
         for (index, entry) in self.auth.tokens.iter().enumerate() {
-            entry
-                .secret()
-                .check_strength(&format!("auth.tokens[{index}]"))
-                .map_err(invalid)?;
+            entry.secret().check_strength(&format!("auth.tokens[{index}]")).map_err(invalid)?;
         }
         if let Some(secret) = &self.auth.jwt_secret {
             secret.check_strength("auth.jwt_secret").map_err(invalid)?;
@@ -316,10 +313,7 @@ mod tests {
         let message = with_token(&" ".repeat(40)).validate().unwrap_err().to_string();
         assert!(message.contains("all whitespace"), "{message}");
         let secret = ServerConfig {
-            auth: AuthConfig {
-                jwt_secret: Some(Secret(" ".repeat(16))),
-                ..AuthConfig::default()
-            },
+            auth: AuthConfig { jwt_secret: Some(Secret(" ".repeat(16))), ..AuthConfig::default() },
             ..ServerConfig::default()
         };
         let message = secret.validate().unwrap_err().to_string();
@@ -332,7 +326,9 @@ mod tests {
             let cors = CorsConfig { allowed_origins: vec![good.to_owned()] };
             cors.validate().unwrap();
         }
-        for bad in ["*", "https://app.example.com/", "app.example.com", "ftp://x.y", "https://a.b/path"] {
+        for bad in
+            ["*", "https://app.example.com/", "app.example.com", "ftp://x.y", "https://a.b/path"]
+        {
             let cors = CorsConfig { allowed_origins: vec![bad.to_owned()] };
             assert!(cors.validate().is_err(), "{bad} was accepted");
         }

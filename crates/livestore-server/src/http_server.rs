@@ -38,8 +38,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-pub(crate) use self::guarded_io::{ConnectionWatch, IoFailure};
 use self::guarded_io::GuardedIo;
+pub(crate) use self::guarded_io::{ConnectionWatch, IoFailure};
 use crate::budget::MemoryBudget;
 use crate::metrics::Metrics;
 
@@ -94,11 +94,14 @@ pub(crate) async fn serve(
             settings.budget.clone(),
             settings.metrics.clone(),
         ));
-        let open = OpenConnection::new(settings.metrics.clone());
+        let accepted = Accepted {
+            stream: GuardedIo::new(stream, watch.clone()),
+            open: OpenConnection::new(settings.metrics.clone()),
+            watch,
+            peer,
+        };
         tokio::spawn(serve_connection(
-            GuardedIo::new(stream, watch.clone()),
-            open,
-            (watch, peer),
+            accepted,
             router.clone(),
             builder.clone(),
             signal_tx.clone(),
@@ -135,23 +138,28 @@ impl Drop for OpenConnection {
     }
 }
 
-async fn serve_connection(
+/// One accepted connection: its guarded socket, its place in the connection gauge, its watchdogs, its peer.
+struct Accepted {
     stream: GuardedIo<TcpStream>,
-    _open: OpenConnection,
-    (watch, peer): (Arc<ConnectionWatch>, SocketAddr),
+    open: OpenConnection,
+    watch: Arc<ConnectionWatch>,
+    peer: SocketAddr,
+}
+
+async fn serve_connection(
+    Accepted { stream, open, watch, peer }: Accepted,
     router: Router,
     builder: http1::Builder,
     signal_tx: watch::Sender<()>,
     close_rx: watch::Receiver<()>,
     mut force_rx: watch::Receiver<bool>,
 ) {
-    let service = TowerToHyperService::new(router.map_request(
-        move |mut request: Request<Incoming>| {
+    let service =
+        TowerToHyperService::new(router.map_request(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(watch.clone());
             request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
             request.map(Body::new)
-        },
-    ));
+        }));
     let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
     tokio::pin!(connection);
     let signal_closed = signal_tx.closed();
@@ -161,6 +169,9 @@ async fn serve_connection(
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
+                    if error.is_timeout() {
+                        open.0.limit_hit(crate::metrics::LimitHit::HeaderTimeout);
+                    }
                     tracing::trace!(%error, "connection ended with an error");
                 }
                 break;

@@ -41,7 +41,8 @@ pub(crate) async fn handle(
     body: Body,
 ) -> Response {
     state.metrics.http_requests.inc();
-    if let Err(rejection) = state.auth.authorize(&store_id, url_payload.as_deref(), bearer.as_deref())
+    if let Err(rejection) =
+        state.auth.authorize(&store_id, url_payload.as_deref(), bearer.as_deref())
     {
         state.metrics.push_rejected(RejectReason::Unauthorized);
         return rejection_response(&rejection);

@@ -42,7 +42,12 @@ pub(crate) struct LiveBatch {
 }
 
 impl LiveBatch {
-    fn new(first_seq_num: u64, last_seq_num: u64, pages: Vec<Page>, budget: &Arc<MemoryBudget>) -> Self {
+    fn new(
+        first_seq_num: u64,
+        last_seq_num: u64,
+        pages: Vec<Page>,
+        budget: &Arc<MemoryBudget>,
+    ) -> Self {
         let bytes = pages.iter().map(|page| page.json.len()).sum();
         // Committed events cannot be refused: the reservation may take the budget over its limit, which sheds the
         // next optional work (new bodies, backlog pages) instead.
@@ -239,7 +244,12 @@ impl StoreHub {
         self.publish_locked(&mut state, last_seq_num, batch);
     }
 
-    fn publish_locked(&self, state: &mut HubState, last_seq_num: u64, batch: Option<Arc<LiveBatch>>) {
+    fn publish_locked(
+        &self,
+        state: &mut HubState,
+        last_seq_num: u64,
+        batch: Option<Arc<LiveBatch>>,
+    ) {
         state.head = last_seq_num;
         let Some(batch) = batch else {
             // Without the batch, whoever listens now cannot be served gap-free: make them resume from their cursor.
@@ -351,7 +361,10 @@ mod tests {
     fn target(capacity: usize) -> (SubscriberTarget, tokio::sync::mpsc::Receiver<Outbound>) {
         let budget = MemoryBudget::unlimited(Arc::new(Metrics::new()));
         let (out, receiver) = Outbox::new(capacity, Some(1 << 20), budget);
-        (SubscriberTarget { request_id: Arc::from("1"), out, close: CloseSignal::default() }, receiver)
+        (
+            SubscriberTarget { request_id: Arc::from("1"), out, close: CloseSignal::default() },
+            receiver,
+        )
     }
 
     fn received_ranges(receiver: &mut tokio::sync::mpsc::Receiver<Outbound>) -> Vec<(u64, u64)> {

@@ -52,6 +52,8 @@ impl ShedResource {
 /// A per-connection bound a client ran into.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub(crate) enum LimitHit {
+    /// Request headers did not arrive within `header_read_timeout_seconds` (connection closed).
+    HeaderTimeout,
     /// A request body did not arrive in time (408, or the connection closed).
     BodyTimeout,
     /// A request body over its size limit (413).
@@ -77,6 +79,7 @@ pub(crate) enum LimitHit {
 impl LimitHit {
     fn label(self) -> &'static str {
         match self {
+            LimitHit::HeaderTimeout => "header_timeout",
             LimitHit::BodyTimeout => "body_timeout",
             LimitHit::BodyTooLarge => "body_too_large",
             LimitHit::MessageTimeout => "message_timeout",

@@ -111,7 +111,9 @@ fn is_loopback_host(host: &str) -> bool {
 /// `scheme://host[:port]` with a loopback host.
 fn is_loopback_origin(origin: &str) -> bool {
     let Some((scheme, authority)) = origin.split_once("://") else { return false };
-    matches!(scheme, "http" | "https") && !authority.contains('/') && is_loopback_authority(authority)
+    matches!(scheme, "http" | "https")
+        && !authority.contains('/')
+        && is_loopback_authority(authority)
 }
 
 #[cfg(test)]
@@ -140,16 +142,40 @@ mod tests {
     #[test]
     fn no_auth_serves_loopback_hosts_and_origins_only() {
         let policy = policy(true, &["https://app.example.com"]);
-        for host in ["127.0.0.1:8787", "localhost:8787", "LOCALHOST", "[::1]:8787", "127.1.2.3", "app.localhost:1"] {
+        for host in [
+            "127.0.0.1:8787",
+            "localhost:8787",
+            "LOCALHOST",
+            "[::1]:8787",
+            "127.1.2.3",
+            "app.localhost:1",
+        ] {
             assert_eq!(policy.check(&headers(Some(host), None)), Ok(()), "{host}");
         }
-        for host in ["evil.example:8787", "192.168.1.5:8787", "[::2]:1", "localhost.evil.com", "10.0.0.1"] {
+        for host in
+            ["evil.example:8787", "192.168.1.5:8787", "[::2]:1", "localhost.evil.com", "10.0.0.1"]
+        {
             assert_eq!(policy.check(&headers(Some(host), None)), Err(Refusal::Host), "{host}");
         }
-        for origin in ["http://localhost:5173", "http://127.0.0.1:8787", "https://[::1]", "https://app.example.com"] {
-            assert_eq!(policy.check(&headers(Some("127.0.0.1:8787"), Some(origin))), Ok(()), "{origin}");
+        for origin in [
+            "http://localhost:5173",
+            "http://127.0.0.1:8787",
+            "https://[::1]",
+            "https://app.example.com",
+        ] {
+            assert_eq!(
+                policy.check(&headers(Some("127.0.0.1:8787"), Some(origin))),
+                Ok(()),
+                "{origin}"
+            );
         }
-        for origin in ["https://evil.example", "null", "http://localhost.evil.com", "file://", "http://192.168.0.2:8787"] {
+        for origin in [
+            "https://evil.example",
+            "null",
+            "http://localhost.evil.com",
+            "file://",
+            "http://192.168.0.2:8787",
+        ] {
             let result = policy.check(&headers(Some("127.0.0.1:8787"), Some(origin)));
             assert_eq!(result, Err(Refusal::Origin), "{origin}");
         }
@@ -158,13 +184,23 @@ mod tests {
     #[test]
     fn with_auth_any_origin_unless_a_list_is_given() {
         let open = policy(false, &[]);
-        assert_eq!(open.check(&headers(Some("sync.example.com"), Some("https://evil.example"))), Ok(()));
+        assert_eq!(
+            open.check(&headers(Some("sync.example.com"), Some("https://evil.example"))),
+            Ok(())
+        );
         let listed = policy(false, &["https://app.example.com"]);
-        assert_eq!(listed.check(&headers(Some("sync.example.com"), Some("https://app.example.com"))), Ok(()));
+        assert_eq!(
+            listed.check(&headers(Some("sync.example.com"), Some("https://app.example.com"))),
+            Ok(())
+        );
         assert_eq!(
             listed.check(&headers(Some("sync.example.com"), Some("https://evil.example"))),
             Err(Refusal::Origin)
         );
-        assert_eq!(listed.check(&headers(Some("sync.example.com"), None)), Ok(()), "non-browser clients");
+        assert_eq!(
+            listed.check(&headers(Some("sync.example.com"), None)),
+            Ok(()),
+            "non-browser clients"
+        );
     }
 }

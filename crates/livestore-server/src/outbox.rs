@@ -75,8 +75,12 @@ impl CloseReason {
             CloseReason::ServerShutdown => "server shutting down".to_owned(),
             CloseReason::InvalidFrame(message) => message.clone(),
             CloseReason::MessageTooBig(limit) => format!("message exceeds {limit} bytes"),
-            CloseReason::MessageTimeout => "message not completed within the read timeout".to_owned(),
-            CloseReason::TooManyPulls(limit) => format!("more than {limit} pulls on one connection"),
+            CloseReason::MessageTimeout => {
+                "message not completed within the read timeout".to_owned()
+            }
+            CloseReason::TooManyPulls(limit) => {
+                format!("more than {limit} pulls on one connection")
+            }
             CloseReason::CredentialExpired => "credentials expired".to_owned(),
             CloseReason::Lagging => "subscriber lagging".to_owned(),
             CloseReason::RepliesOverdue => "push replies overdue".to_owned(),
@@ -139,10 +143,9 @@ impl Outbound {
             Outbound::Page { text, _charge } => {
                 (Outbound::Page { text, _charge: Charge::default() }, Some(_charge))
             }
-            Outbound::Live { request_id, batch, _charge } => (
-                Outbound::Live { request_id, batch, _charge: Charge::default() },
-                Some(_charge),
-            ),
+            Outbound::Live { request_id, batch, _charge } => {
+                (Outbound::Live { request_id, batch, _charge: Charge::default() }, Some(_charge))
+            }
             other => (other, None),
         }
     }

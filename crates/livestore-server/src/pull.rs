@@ -156,7 +156,8 @@ async fn read_frames(
     read_after: &mut u64,
     up_to: u64,
 ) -> Result<Vec<String>, String> {
-    let _slot = job.read_slots.acquire().await.map_err(|_| "the server is shutting down".to_owned())?;
+    let _slot =
+        job.read_slots.acquire().await.map_err(|_| "the server is shutting down".to_owned())?;
     let events = job
         .storage
         .read_events(&job.store_id, *read_after, up_to, BACKLOG_READ_LIMIT)

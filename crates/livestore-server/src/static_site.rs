@@ -422,7 +422,15 @@ mod tests {
     async fn server_state_is_never_served_by_name_or_by_content() {
         let (temp, site) = fixture();
         let root = temp.path().join("root");
-        for name in ["sync.sqlite3", "sync.sqlite3-wal", "sync.sqlite3-shm", "x.db", "credentials.json", "livestore.lock", "livestore.toml"] {
+        for name in [
+            "sync.sqlite3",
+            "sync.sqlite3-wal",
+            "sync.sqlite3-shm",
+            "x.db",
+            "credentials.json",
+            "livestore.lock",
+            "livestore.toml",
+        ] {
             std::fs::write(root.join(name), "state").unwrap();
             let (status, _, _) = get(&site, &format!("/{name}")).await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{name}");
@@ -435,7 +443,11 @@ mod tests {
             assert_eq!(status, StatusCode::NOT_FOUND, "{method}: a database under another name");
         }
         std::fs::write(root.join("short.txt"), "SQLite").unwrap();
-        assert_eq!(get(&site, "/short.txt").await.2, b"SQLite", "a file shorter than the header is served");
+        assert_eq!(
+            get(&site, "/short.txt").await.2,
+            b"SQLite",
+            "a file shorter than the header is served"
+        );
     }
 
     #[tokio::test]

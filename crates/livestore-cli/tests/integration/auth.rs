@@ -62,12 +62,19 @@ async fn static_tokens_before_the_upgrade_and_never_logged() {
         Err(401)
     );
     assert_eq!(
-        upgrade_status(&format!("{base}&payload={}", payload_param("token-alpha-secret-0123456789abcdef"))).await,
+        upgrade_status(&format!(
+            "{base}&payload={}",
+            payload_param("token-alpha-secret-0123456789abcdef")
+        ))
+        .await,
         Ok(())
     );
     // A token with characters that need double encoding.
-    let mut client =
-        WsClient::connect(&format!("{base}&payload={}", payload_param("token-beta-secret-0123456789abcdefgh"))).await;
+    let mut client = WsClient::connect(&format!(
+        "{base}&payload={}",
+        payload_param("token-beta-secret-0123456789abcdefgh")
+    ))
+    .await;
     let mut pull = pull_request("0", "guarded", false, None);
     pull["payload"]["payload"] = json!({ "authToken": "token-beta-secret-0123456789abcdefgh" });
     client.send(&pull).await;
@@ -106,7 +113,11 @@ async fn static_tokens_before_the_upgrade_and_never_logged() {
         format!("{url}&payload={}", payload_param("token-beta-secret-0123456789abcdefgh"));
     assert_eq!(http_post(&url_with_payload, with_payload).await.0, 200);
     let log = server.log();
-    for secret in ["token-alpha-secret-0123456789abcdef", "token-beta-secret-0123456789abcdefgh", "wrong-guess-secret"] {
+    for secret in [
+        "token-alpha-secret-0123456789abcdef",
+        "token-beta-secret-0123456789abcdefgh",
+        "wrong-guess-secret",
+    ] {
         assert!(!log.contains(secret), "secret {secret} leaked into the log:\n{log}");
     }
 }

@@ -18,7 +18,10 @@ async fn sign(server: &TestServer, path: &str, token: Option<&str>, body: Value)
 
 #[tokio::test]
 async fn signed_upload_download_and_delete_through_the_embedded_store() {
-    let server = TestServer::start_with_env(&[("LIVESTORE_AUTH_TOKENS", "files-token-0123456789abcdef-1234")]);
+    let server = TestServer::start_with_env(&[(
+        "LIVESTORE_AUTH_TOKENS",
+        "files-token-0123456789abcdef-1234",
+    )]);
     let token = Some("files-token-0123456789abcdef-1234");
     let health = reqwest::get(format!("{}/api/health", server.http_url())).await.unwrap();
     assert_eq!(health.status(), 200);

@@ -455,7 +455,10 @@ fn garbage_server() -> String {
 
 #[test]
 fn a_revoked_token_fails_sync_with_the_reason_and_keeps_the_file() {
-    let server = TestServer::start_with_env(&[("LIVESTORE_AUTH_TOKENS", "files-good-token-0123456789abcdef-1")]);
+    let server = TestServer::start_with_env(&[(
+        "LIVESTORE_AUTH_TOKENS",
+        "files-good-token-0123456789abcdef-1",
+    )]);
     let temp = tempfile::tempdir().unwrap();
     let url = server.http_url();
     let mut a = FilesClient::new(temp.path(), "a", "files-token", &url);

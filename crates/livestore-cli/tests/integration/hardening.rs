@@ -106,7 +106,9 @@ async fn stalled_request(port: u16, head: String, body_bytes: usize, wait: Durat
         let mut sent = 0;
         while sent < body_bytes {
             let size = chunk.len().min(body_bytes - sent);
-            match tokio::time::timeout(Duration::from_secs(30), writer.write_all(&chunk[..size])).await {
+            match tokio::time::timeout(Duration::from_secs(30), writer.write_all(&chunk[..size]))
+                .await
+            {
                 Ok(Ok(())) => sent += size,
                 _ => break,
             }
@@ -144,7 +146,8 @@ fn response_complete(response: &[u8]) -> bool {
         .lines()
         .find_map(|line| {
             let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
         })
         .unwrap_or(0);
     body.len() >= length
@@ -189,7 +192,12 @@ async fn stalled_unauthenticated_bodies_are_never_read_on_any_route() {
         for _ in 0..PER_ROUTE {
             attacks.push((
                 *route,
-                tokio::spawn(stalled_request(port, head.clone(), length - 1, Duration::from_secs(20))),
+                tokio::spawn(stalled_request(
+                    port,
+                    head.clone(),
+                    length - 1,
+                    Duration::from_secs(20),
+                )),
             ));
         }
     }
@@ -217,7 +225,10 @@ async fn stalled_unauthenticated_bodies_are_never_read_on_any_route() {
     // Before: 1,000 such connections held 4.3 GB. Now the credential is checked first and no body byte is read.
     assert!(growth < 64.0, "{growth:.1} MiB for {connections} stalled unauthenticated bodies");
     assert!(slowest < Duration::from_secs(5), "a refusal took {slowest:?}: it waited for the body");
-    assert!(probe_latency < Duration::from_secs(2), "the well-behaved client took {probe_latency:?}");
+    assert!(
+        probe_latency < Duration::from_secs(2),
+        "the well-behaved client took {probe_latency:?}"
+    );
 }
 
 #[tokio::test]
@@ -242,7 +253,12 @@ async fn stalled_authenticated_bodies_time_out_within_the_memory_budget() {
     let mut attacks = Vec::new();
     for _ in 0..BODIES {
         let head = post_head(port, "/?storeId=a&transport=http", &bearer, body);
-        attacks.push(tokio::spawn(stalled_request(port, head, body as usize - 1, Duration::from_secs(15))));
+        attacks.push(tokio::spawn(stalled_request(
+            port,
+            head,
+            body as usize - 1,
+            Duration::from_secs(15),
+        )));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let probe_latency = probe(&server, "during").await;
@@ -253,7 +269,11 @@ async fn stalled_authenticated_bodies_time_out_within_the_memory_budget() {
         *statuses.entry(stalled.status).or_default() += 1;
         match stalled.status {
             408 => {
-                assert!(stalled.response.contains("did not arrive within 2 s"), "{}", stalled.response);
+                assert!(
+                    stalled.response.contains("did not arrive within 2 s"),
+                    "{}",
+                    stalled.response
+                );
                 slowest_timeout = slowest_timeout.max(stalled.after);
             }
             503 => assert!(stalled.response.contains("memory budget"), "{}", stalled.response),
@@ -266,8 +286,10 @@ async fn stalled_authenticated_bodies_time_out_within_the_memory_budget() {
     let peak = peak.stop();
     let growth = mib(peak.saturating_sub(baseline));
     let text = metrics(&server).await;
-    let shed = metric_value(&text, "livestore_load_shed_total{resource=\"request_body\"}").unwrap_or(0.0);
-    let timeouts = metric_value(&text, "livestore_limit_hits_total{limit=\"body_timeout\"}").unwrap_or(0.0);
+    let shed =
+        metric_value(&text, "livestore_load_shed_total{resource=\"request_body\"}").unwrap_or(0.0);
+    let timeouts =
+        metric_value(&text, "livestore_limit_hits_total{limit=\"body_timeout\"}").unwrap_or(0.0);
     eprintln!(
         "reliability: hardening.authenticated_bodies bodies={BODIES} body_mib=4 budget_mib=64 statuses={statuses:?} \
          growth_mib={growth:.1} slowest_timeout_ms={} probe_ms={} shed={shed} timeouts={timeouts}",
@@ -276,11 +298,17 @@ async fn stalled_authenticated_bodies_time_out_within_the_memory_budget() {
     );
     assert!(statuses.get(&503).copied().unwrap_or(0) >= BODIES - 12, "{statuses:?}");
     assert!(statuses.get(&408).copied().unwrap_or(0) >= 1, "{statuses:?}");
-    assert!(slowest_timeout < Duration::from_secs(6), "the 2 s body timeout took {slowest_timeout:?}");
+    assert!(
+        slowest_timeout < Duration::from_secs(6),
+        "the 2 s body timeout took {slowest_timeout:?}"
+    );
     assert!(shed >= (BODIES - 12) as f64 && timeouts >= 2.0, "{text}");
     // The budget bounds what is held: 48 MiB of bodies at most, plus buffers.
     assert!(growth < 100.0, "{growth:.1} MiB for {BODIES} stalled authenticated bodies");
-    assert!(probe_latency < Duration::from_secs(2), "the well-behaved client took {probe_latency:?}");
+    assert!(
+        probe_latency < Duration::from_secs(2),
+        "the well-behaved client took {probe_latency:?}"
+    );
     assert_eq!(server.log().matches("panicked").count(), 0);
 }
 
@@ -341,7 +369,10 @@ async fn close_code(stream: &mut TcpStream, wait: Duration) -> Option<u16> {
                 break;
             }
             if opcode == 0x8 && length >= 2 {
-                return Some(u16::from_be_bytes([received[at + header], received[at + header + 1]]));
+                return Some(u16::from_be_bytes([
+                    received[at + header],
+                    received[at + header + 1],
+                ]));
             }
             at += header + length;
         }
@@ -399,9 +430,15 @@ async fn stalled_websocket_messages_are_bounded_and_timed_out() {
     assert!(codes.get(&Some(1013)).copied().unwrap_or(0) >= 1, "{codes:?}");
     assert!(codes.get(&Some(1008)).copied().unwrap_or(0) >= 1, "{codes:?}");
     assert!(slowest < Duration::from_secs(10), "{slowest:?}");
-    assert!(metric_value(&text, "livestore_limit_hits_total{limit=\"message_timeout\"}").unwrap_or(0.0) >= 1.0);
+    assert!(
+        metric_value(&text, "livestore_limit_hits_total{limit=\"message_timeout\"}").unwrap_or(0.0)
+            >= 1.0
+    );
     assert!(growth < 120.0, "{growth:.1} MiB for {SOCKETS} stalled 4 MiB messages");
-    assert!(probe_latency < Duration::from_secs(2), "the well-behaved client took {probe_latency:?}");
+    assert!(
+        probe_latency < Duration::from_secs(2),
+        "the well-behaved client took {probe_latency:?}"
+    );
 }
 
 /// A store's backlog of `count` events of `size` bytes each, one event per push.
@@ -410,7 +447,8 @@ async fn push_large_events(server: &TestServer, store: &str, count: u64, size: u
     let mut client = WsClient::connect(&url).await;
     let text = "x".repeat(size);
     for seq in 1..=count {
-        let batch = vec![event(seq, "v1.TodoCreated", json!({"id": format!("big{seq}"), "text": text}))];
+        let batch =
+            vec![event(seq, "v1.TodoCreated", json!({"id": format!("big{seq}"), "text": text}))];
         client.send(&push_request(&format!("p{seq}"), store, batch, None)).await;
         assert_eq!(client.frame().await["exit"]["_tag"], "Success");
     }
@@ -434,7 +472,8 @@ async fn slow_readers(server: &TestServer, store: &str, readers: usize) -> Vec<T
 }
 
 async fn websocket_connections(server: &TestServer) -> f64 {
-    metric_value(&metrics(server).await, "livestore_websocket_connections").expect("the gauge is reported")
+    metric_value(&metrics(server).await, "livestore_websocket_connections")
+        .expect("the gauge is reported")
 }
 
 #[tokio::test]
@@ -455,7 +494,10 @@ async fn slow_readers_of_large_events_pin_a_bounded_amount_each() {
         // The write timeout drops them; wait for it instead of sleeping a fixed time.
         let started = Instant::now();
         while websocket_connections(&server).await > 0.0 {
-            assert!(started.elapsed() < Duration::from_secs(60), "the slow readers were never dropped");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the slow readers were never dropped"
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let peak = peak.stop();
@@ -472,10 +514,17 @@ async fn slow_readers_of_large_events_pin_a_bounded_amount_each() {
         );
         // Before: ~95 MB per reader of 890 KB events. Now the outbound queue (8 MiB) plus what is being written.
         assert!(per_reader < 24.0, "{per_reader:.1} MiB per slow reader of {event_mib} MB events");
-        assert!(probe_latency < Duration::from_secs(2), "the well-behaved client took {probe_latency:?}");
+        assert!(
+            probe_latency < Duration::from_secs(2),
+            "the well-behaved client took {probe_latency:?}"
+        );
     }
     let text = metrics(&server).await;
-    assert!(metric_value(&text, "livestore_limit_hits_total{limit=\"write_timeout\"}").unwrap_or(0.0) >= 1.0, "{text}");
+    assert!(
+        metric_value(&text, "livestore_limit_hits_total{limit=\"write_timeout\"}").unwrap_or(0.0)
+            >= 1.0,
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -502,9 +551,15 @@ async fn many_slow_readers_are_shed_at_the_memory_budget() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         if std::env::var("EXPERIMENT_TRACE").is_ok() {
             let text = metrics(&server).await;
-            let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid().unwrap())).unwrap();
+            let status =
+                std::fs::read_to_string(format!("/proc/{}/status", server.pid().unwrap())).unwrap();
             let rss: Vec<&str> = status.lines().filter(|line| line.starts_with("Rss")).collect();
-            eprintln!("{rss:?} rss={} reserved={:?} ws={:?}", server.rss_kib().unwrap() / 1024, metric_value(&text, "livestore_memory_reserved_bytes").map(|v| v / 1048576.0), metric_value(&text, "livestore_websocket_connections"));
+            eprintln!(
+                "{rss:?} rss={} reserved={:?} ws={:?}",
+                server.rss_kib().unwrap() / 1024,
+                metric_value(&text, "livestore_memory_reserved_bytes").map(|v| v / 1048576.0),
+                metric_value(&text, "livestore_websocket_connections")
+            );
         }
     }
     let probe_latency = probe(&server, "during").await;
@@ -514,7 +569,8 @@ async fn many_slow_readers_are_shed_at_the_memory_budget() {
     let peak = peak.stop();
     let growth = mib(peak.saturating_sub(baseline));
     let text = metrics(&server).await;
-    let shed = metric_value(&text, "livestore_load_shed_total{resource=\"outbound\"}").unwrap_or(0.0);
+    let shed =
+        metric_value(&text, "livestore_load_shed_total{resource=\"outbound\"}").unwrap_or(0.0);
     eprintln!(
         "reliability: hardening.slow_readers_at_budget event_mb=4 readers={READERS} budget_mib=96 \
          close_codes={codes:?} growth_mib={growth:.1} shed_pages={shed} all_closed_s={:.1} probe_ms={}",
@@ -525,8 +581,14 @@ async fn many_slow_readers_are_shed_at_the_memory_budget() {
     assert!(shed >= (READERS / 2) as f64, "{text}");
     // The budget bounds what is queued and written; pages being built for readers that are then shed, a few
     // storage reads and the allocator's own overhead come on top (measured about 1.7x the budget).
-    assert!(growth < 256.0, "{growth:.1} MiB for {READERS} slow readers of 4 MB events at a 96 MiB budget");
-    assert!(probe_latency < Duration::from_secs(2), "the well-behaved client took {probe_latency:?}");
+    assert!(
+        growth < 256.0,
+        "{growth:.1} MiB for {READERS} slow readers of 4 MB events at a 96 MiB budget"
+    );
+    assert!(
+        probe_latency < Duration::from_secs(2),
+        "the well-behaved client took {probe_latency:?}"
+    );
 }
 
 /// Reads a slow reader's socket only to find how it ends: skips data frames without keeping them, returns the close
@@ -536,7 +598,11 @@ async fn close_code_after_data(stream: &mut TcpStream) -> Option<u16> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut header = [0u8; 2];
     loop {
-        if tokio::time::timeout(Duration::from_secs(60), stream.read_exact(&mut header)).await.ok()?.is_err() {
+        if tokio::time::timeout(Duration::from_secs(60), stream.read_exact(&mut header))
+            .await
+            .ok()?
+            .is_err()
+        {
             return None;
         }
         let opcode = header[0] & 0x0f;
@@ -546,7 +612,7 @@ async fn close_code_after_data(stream: &mut TcpStream) -> Option<u16> {
             length => u64::from(length),
         };
         if opcode == 0x8 && length >= 2 {
-            return Some(stream.read_u16().await.ok()?);
+            return stream.read_u16().await.ok();
         }
         let mut skip = (&mut *stream).take(length);
         tokio::io::copy(&mut skip, &mut tokio::io::sink()).await.ok()?;
@@ -569,7 +635,11 @@ async fn live_pulls_per_socket_are_limited() {
     client.send(&pull_request("one-too-many", "pulls", true, None)).await;
     assert_eq!(client.close_code().await, Some(1008));
     let text = metrics(&server).await;
-    assert_eq!(metric_value(&text, "livestore_limit_hits_total{limit=\"too_many_pulls\"}"), Some(1.0), "{text}");
+    assert_eq!(
+        metric_value(&text, "livestore_limit_hits_total{limit=\"too_many_pulls\"}"),
+        Some(1.0),
+        "{text}"
+    );
     let growth = mib(server.rss_kib().unwrap().saturating_sub(baseline));
     eprintln!("reliability: hardening.pulls_per_socket limit=64 growth_mib={growth:.1}");
     // Before: 3 sockets x 100,000 pulls held 512 MB; one socket now holds at most 64.
@@ -599,21 +669,26 @@ async fn unread_http_pulls_are_dropped_at_the_write_timeout() {
         // Never read.
         sockets.push(stream);
     }
+    let probe_latency = probe(&server, "during").await;
     let started = Instant::now();
     let connections = || async {
-        metric_value(&metrics(&server).await, "livestore_http_connections").expect("the gauge is reported")
+        metric_value(&metrics(&server).await, "livestore_http_connections")
+            .expect("the gauge is reported")
     };
     while connections().await > 1.0 {
-        assert!(started.elapsed() < Duration::from_secs(60), "unread HTTP pulls were never dropped");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "unread HTTP pulls were never dropped"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let peak = peak.stop();
     let per_pull = mib(peak.saturating_sub(baseline)) / PULLS as f64;
-    let probe_latency = probe(&server, "after").await;
     eprintln!(
         "reliability: hardening.unread_http_pulls pulls={PULLS} backlog_mb=27 per_pull_mib={per_pull:.1} \
-         dropped_after_s={:.1}",
-        started.elapsed().as_secs_f64()
+         dropped_after_s={:.1} probe_ms={}",
+        started.elapsed().as_secs_f64(),
+        probe_latency.as_millis()
     );
     assert!(per_pull < 16.0, "{per_pull:.1} MiB per unread HTTP pull");
     assert!(probe_latency < Duration::from_secs(2));

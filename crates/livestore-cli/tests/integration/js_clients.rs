@@ -143,10 +143,15 @@ async fn http_transport_clients_sync_with_websocket_clients() {
 
 #[tokio::test]
 async fn a_wrong_token_is_refused_and_the_right_one_syncs() {
-    let server = TestServer::start_with_env(&[("LIVESTORE_AUTH_TOKENS", "right-token-0123456789abcdefghijkl")]);
+    let server = TestServer::start_with_env(&[(
+        "LIVESTORE_AUTH_TOKENS",
+        "right-token-0123456789abcdefghijkl",
+    )]);
     let url = server.http_url();
     let mut driver = JsDriver::start().await;
-    driver.open("good", "secured", &url, json!({"token": "right-token-0123456789abcdefghijkl"})).await;
+    driver
+        .open("good", "secured", &url, json!({"token": "right-token-0123456789abcdefghijkl"}))
+        .await;
     driver.open("bad", "secured", &url, json!({"token": "wrong-token-5678"})).await;
     driver.commit("good", json!([created("g1", "good")])).await;
     driver.commit("bad", json!([created("b1", "bad")])).await;
@@ -167,7 +172,8 @@ async fn a_wrong_token_is_refused_and_the_right_one_syncs() {
     assert_eq!(chunk_seq_nums(&client.frame().await).0, [1]);
     assert!(server.log().contains("refused WebSocket connection"));
     assert!(
-        !server.log().contains("wrong-token-5678") && !server.log().contains("right-token-0123456789abcdefghijkl")
+        !server.log().contains("wrong-token-5678")
+            && !server.log().contains("right-token-0123456789abcdefghijkl")
     );
     driver.exit().await;
 }

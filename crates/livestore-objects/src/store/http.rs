@@ -557,10 +557,9 @@ async fn complete_multipart(
             "The XML you provided was not well-formed or did not validate against our published schema.",
         )
     };
-    let bytes =
-        axum::body::to_bytes(body, MAX_COMPLETE_BODY_BYTES).await.map_err(|error| {
-            if crate::error::is_timeout(&error) { request_timeout() } else { malformed() }
-        })?;
+    let bytes = axum::body::to_bytes(body, MAX_COMPLETE_BODY_BYTES).await.map_err(|error| {
+        if crate::error::is_timeout(&error) { request_timeout() } else { malformed() }
+    })?;
     let text = std::str::from_utf8(&bytes).map_err(|_| malformed())?;
     let parts = parse_complete_multipart(text).ok_or_else(malformed)?;
     let meta = store.complete_multipart(key, upload_id, parts).await?;

@@ -30,7 +30,9 @@ impl StructureProblem {
         match self {
             StructureProblem::TooLarge => "token too large",
             StructureProblem::NotThreeSegments | StructureProblem::BadEncoding => "malformed token",
-            StructureProblem::Crit => "token has critical header extensions (crit), which this server does not support",
+            StructureProblem::Crit => {
+                "token has critical header extensions (crit), which this server does not support"
+            }
             StructureProblem::DuplicateMember => "token repeats a header field or claim",
             StructureProblem::TooDeep => "token claims nest too deeply",
         }
@@ -119,7 +121,13 @@ mod tests {
                 StructureProblem::DuplicateMember,
             ),
             (token(r#"{"alg":"HS256"}"#, r#"["not an object"]"#), StructureProblem::BadEncoding),
-            (token(r#"{"alg":"HS256"}"#, &format!("{{\"a\":{}1{}}}", "[".repeat(20), "]".repeat(20))), StructureProblem::TooDeep),
+            (
+                token(
+                    r#"{"alg":"HS256"}"#,
+                    &format!("{{\"a\":{}1{}}}", "[".repeat(20), "]".repeat(20)),
+                ),
+                StructureProblem::TooDeep,
+            ),
             ("a.b".to_owned(), StructureProblem::NotThreeSegments),
             ("a.b.c.d".to_owned(), StructureProblem::NotThreeSegments),
             ("!!.??.c".to_owned(), StructureProblem::BadEncoding),

@@ -168,11 +168,9 @@ mod tests {
             zero_queue.validate().unwrap_err(),
             "limits.outbound_queue_frames = 0 is out of range: allowed 16..=65536"
         );
-        let huge_timeout =
-            Limits { header_read_timeout_seconds: u64::MAX, ..Limits::default() };
+        let huge_timeout = Limits { header_read_timeout_seconds: u64::MAX, ..Limits::default() };
         assert!(huge_timeout.validate().unwrap_err().contains("allowed 1..=3600 s"));
-        let small_outbound =
-            Limits { outbound_queue_bytes: MIB as usize, ..Limits::default() };
+        let small_outbound = Limits { outbound_queue_bytes: MIB as usize, ..Limits::default() };
         assert!(small_outbound.validate().unwrap_err().contains("at least max_message_bytes"));
         let tiny_budget = Limits {
             max_message_bytes: 64 * MIB as usize,

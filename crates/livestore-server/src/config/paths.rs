@@ -82,7 +82,10 @@ mod tests {
         // The data dir does not exist yet: it still counts, by its future path.
         let around = check_static_dir(root.path(), &[("the data dir", data.clone())]);
         assert!(around.unwrap_err().contains("contains the data dir"));
-        let same = check_static_dir(&root.path().join("site/../data/."), &[("the data dir", data.clone())]);
+        let same = check_static_dir(
+            &root.path().join("site/../data/."),
+            &[("the data dir", data.clone())],
+        );
         assert!(same.is_err());
         std::fs::create_dir_all(data.join("objects/web")).unwrap();
         let inside = check_static_dir(&data.join("objects/web"), &[("the data dir", data.clone())]);

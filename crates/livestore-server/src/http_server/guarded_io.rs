@@ -164,8 +164,9 @@ impl<T> GuardedIo<T> {
             return Ok(());
         }
         if self.pending_bytes == 0 {
-            self.read_deadline =
-                Some(Box::pin(tokio::time::sleep_until(Instant::now() + self.watch.message_timeout)));
+            self.read_deadline = Some(Box::pin(tokio::time::sleep_until(
+                Instant::now() + self.watch.message_timeout,
+            )));
         }
         self.pending_bytes += count;
         if self.pending_bytes > FREE_INBOUND_BYTES + self.reserved {
@@ -174,7 +175,8 @@ impl<T> GuardedIo<T> {
                 * INBOUND_RESERVATION_STEP;
             let granted = match &mut self.reservation {
                 Some(reservation) => reservation.try_grow(wanted, ShedResource::WebSocketMessage),
-                None => match self.watch.budget.try_reserve(wanted, ShedResource::WebSocketMessage) {
+                None => match self.watch.budget.try_reserve(wanted, ShedResource::WebSocketMessage)
+                {
                     Some(reservation) => {
                         self.reservation = Some(reservation);
                         true
@@ -329,7 +331,7 @@ mod tests {
         watch.websocket_started();
         let mut buffer = vec![0u8; 1024];
         client.write_all(b"a whole message").await.unwrap();
-        guarded.read(&mut buffer).await.unwrap();
+        assert!(guarded.read(&mut buffer).await.unwrap() > 0);
         watch.message_completed();
         let idle = tokio::time::timeout(Duration::from_secs(60), guarded.read(&mut buffer)).await;
         assert!(idle.is_err(), "no message pending, no deadline");

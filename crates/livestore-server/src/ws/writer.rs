@@ -96,7 +96,10 @@ where
             true
         }
         Outbound::Close(reason) => {
-            let close = Message::Close(Some(CloseFrame { code: reason.code(), reason: reason.text().into() }));
+            let close = Message::Close(Some(CloseFrame {
+                code: reason.code(),
+                reason: reason.text().into(),
+            }));
             let _ = tokio::time::timeout(write_timeout, sink.send(close)).await;
             false
         }

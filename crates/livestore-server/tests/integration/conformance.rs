@@ -70,7 +70,10 @@ pub async fn all_seq_nums(storage: &Arc<dyn EventStorage>, store: &str) -> Vec<u
     let mut seq_nums = Vec::new();
     loop {
         let after = seq_nums.last().copied().unwrap_or(0);
-        let events = storage.read_events(store, after, u64::MAX >> 12, ReadLimit::events(500)).await.unwrap();
+        let events = storage
+            .read_events(store, after, u64::MAX >> 12, ReadLimit::events(500))
+            .await
+            .unwrap();
         if events.is_empty() {
             return seq_nums;
         }
@@ -185,10 +188,19 @@ async fn reads_honour_range_and_limit(backend: &Backend) {
         seqs(storage.read_events("ranges", 240, 1000, ReadLimit::events(1000)).await.unwrap()),
         (241..=250).collect::<Vec<_>>()
     );
-    assert!(storage.read_events("ranges", 250, 1000, ReadLimit::events(10)).await.unwrap().is_empty());
+    assert!(
+        storage.read_events("ranges", 250, 1000, ReadLimit::events(10)).await.unwrap().is_empty()
+    );
     assert!(storage.read_events("ranges", 10, 10, ReadLimit::events(10)).await.unwrap().is_empty());
-    assert!(storage.read_events("no-such-store", 0, 10, ReadLimit::events(10)).await.unwrap().is_empty());
-    let created = &storage.read_events("ranges", 0, 1, ReadLimit::events(1)).await.unwrap()[0].created_at;
+    assert!(
+        storage
+            .read_events("no-such-store", 0, 10, ReadLimit::events(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let created =
+        &storage.read_events("ranges", 0, 1, ReadLimit::events(1)).await.unwrap()[0].created_at;
     assert!(created.ends_with('Z') && created.contains('T'), "{created}");
     // The byte bound: reading stops after the event that reaches it (so a read always returns one event).
     // Events 11 to 14 have ids of the same length, so the same size.

@@ -322,7 +322,8 @@ impl Publisher {
                 tracing::error!(store_id = %self.store_id, problem, "cannot catch up; closing the store on this node");
                 shared.registry.remove(&self);
                 self.close();
-                self.hubs.close_store(&self.store_id, &crate::outbox::CloseReason::StoreLogUnavailable);
+                self.hubs
+                    .close_store(&self.store_id, &crate::outbox::CloseReason::StoreLogUnavailable);
                 self.metrics.stores_open.set(self.hubs.store_count() as i64);
                 return;
             }
