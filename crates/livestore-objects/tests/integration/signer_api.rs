@@ -220,8 +220,16 @@ async fn unknown_routes_and_methods_answer_json() {
         assert_eq!(response.headers()["access-control-allow-origin"], "*");
         assert_eq!(response.json::<Value>().await.expect("json"), json!({ "error": "Not found" }));
     }
+    // The token is checked first (before anything of the request is looked at), then the method.
     let response =
         http.get(format!("{}/api/v1/sign/upload", server.base)).send().await.expect("GET");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = http
+        .get(format!("{}/api/v1/sign/upload", server.base))
+        .bearer_auth(TOKEN_A)
+        .send()
+        .await
+        .expect("GET");
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(
         response.json::<Value>().await.expect("json"),
