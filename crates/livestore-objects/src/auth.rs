@@ -19,31 +19,46 @@ use axum::http::HeaderMap;
 /// Called once per signer request, after the key was validated, with the
 /// store id taken from the key's first segment. Implementations must be cheap
 /// (the signer aims at thousands of signatures per second on one core), so
-/// anything slow (key fetching, database lookups) belongs in a cache.
+/// anything slow (key fetching, database lookups) belongs in a cache; they are
+/// asynchronous so that a cache miss (a rotated signing key) can be fetched.
 pub trait TokenAuthority: Send + Sync + 'static {
     /// `bearer` is the token from `Authorization: Bearer <token>` (or the
     /// upstream-compatible `X-Worker-Auth` header), `None` when absent.
     /// `store_id` is the key's first segment, which filesync clients build
     /// with [`sanitize_store_id`](crate::sanitize_store_id).
-    fn authorize(&self, bearer: Option<&str>, store_id: &str) -> Result<(), AuthRejection>;
+    fn authorize<'a>(
+        &'a self,
+        bearer: Option<&'a str>,
+        store_id: &'a str,
+    ) -> AuthFuture<'a, Result<(), AuthRejection>>;
 
     /// Whether `bearer` is a valid credential at all, for some store. Called before a signer request's body is
     /// read (the store is only known from the body), so a client without a valid token cannot make the signer read
     /// and hold its body. The default accepts every request here and leaves the decision to
     /// [`authorize`](Self::authorize); authorities that can tell a valid token from an invalid one should say so.
-    fn authenticate(&self, bearer: Option<&str>) -> Result<(), AuthRejection> {
+    fn authenticate<'a>(
+        &'a self,
+        bearer: Option<&'a str>,
+    ) -> AuthFuture<'a, Result<(), AuthRejection>> {
         let _ = bearer;
-        Ok(())
+        Box::pin(std::future::ready(Ok(())))
     }
 }
+
+/// A boxed future, as [`TokenAuthority`]'s methods return.
+pub type AuthFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// Closures are authorities too, which keeps small embeddings short.
 impl<F> TokenAuthority for F
 where
     F: Fn(Option<&str>, &str) -> Result<(), AuthRejection> + Send + Sync + 'static,
 {
-    fn authorize(&self, bearer: Option<&str>, store_id: &str) -> Result<(), AuthRejection> {
-        self(bearer, store_id)
+    fn authorize<'a>(
+        &'a self,
+        bearer: Option<&'a str>,
+        store_id: &'a str,
+    ) -> AuthFuture<'a, Result<(), AuthRejection>> {
+        Box::pin(std::future::ready(self(bearer, store_id)))
     }
 }
 
@@ -90,27 +105,36 @@ impl StaticTokens {
     }
 }
 
-impl TokenAuthority for StaticTokens {
-    fn authenticate(&self, bearer: Option<&str>) -> Result<(), AuthRejection> {
-        match bearer {
-            None => Err(AuthRejection::Unauthorized("Unauthorized: missing bearer token".into())),
-            Some(token) if self.grants.contains_key(token) => Ok(()),
-            Some(_) => Err(AuthRejection::Unauthorized("Unauthorized: unknown token".into())),
-        }
-    }
-
-    fn authorize(&self, bearer: Option<&str>, store_id: &str) -> Result<(), AuthRejection> {
+impl StaticTokens {
+    fn check(&self, bearer: Option<&str>, store_id: Option<&str>) -> Result<(), AuthRejection> {
         let Some(token) = bearer else {
             return Err(AuthRejection::Unauthorized("Unauthorized: missing bearer token".into()));
         };
-        match self.grants.get(token) {
-            None => Err(AuthRejection::Unauthorized("Unauthorized: unknown token".into())),
-            Some(None) => Ok(()),
-            Some(Some(stores)) if stores.contains(store_id) => Ok(()),
-            Some(Some(_)) => Err(AuthRejection::Forbidden(format!(
+        match (self.grants.get(token), store_id) {
+            (None, _) => Err(AuthRejection::Unauthorized("Unauthorized: unknown token".into())),
+            (Some(_), None) | (Some(None), Some(_)) => Ok(()),
+            (Some(Some(stores)), Some(store_id)) if stores.contains(store_id) => Ok(()),
+            (Some(Some(_)), Some(store_id)) => Err(AuthRejection::Forbidden(format!(
                 "Forbidden: token does not grant store '{store_id}'"
             ))),
         }
+    }
+}
+
+impl TokenAuthority for StaticTokens {
+    fn authenticate<'a>(
+        &'a self,
+        bearer: Option<&'a str>,
+    ) -> AuthFuture<'a, Result<(), AuthRejection>> {
+        Box::pin(std::future::ready(self.check(bearer, None)))
+    }
+
+    fn authorize<'a>(
+        &'a self,
+        bearer: Option<&'a str>,
+        store_id: &'a str,
+    ) -> AuthFuture<'a, Result<(), AuthRejection>> {
+        Box::pin(std::future::ready(self.check(bearer, Some(store_id))))
     }
 }
 
@@ -120,8 +144,12 @@ impl TokenAuthority for StaticTokens {
 pub struct AllowAll;
 
 impl TokenAuthority for AllowAll {
-    fn authorize(&self, _bearer: Option<&str>, _store_id: &str) -> Result<(), AuthRejection> {
-        Ok(())
+    fn authorize<'a>(
+        &'a self,
+        _bearer: Option<&'a str>,
+        _store_id: &'a str,
+    ) -> AuthFuture<'a, Result<(), AuthRejection>> {
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -150,20 +178,29 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn static_tokens_grant_by_store() {
+    #[tokio::test]
+    async fn static_tokens_grant_by_store() {
         let authority = StaticTokens::new().with_token("t1", ["s1"]).with_admin_token("root");
-        assert_eq!(authority.authorize(Some("t1"), "s1"), Ok(()));
-        assert!(matches!(authority.authorize(Some("t1"), "s2"), Err(AuthRejection::Forbidden(_))));
+        assert_eq!(authority.authorize(Some("t1"), "s1").await, Ok(()));
         assert!(matches!(
-            authority.authorize(Some("zz"), "s1"),
+            authority.authorize(Some("t1"), "s2").await,
+            Err(AuthRejection::Forbidden(_))
+        ));
+        assert!(matches!(
+            authority.authorize(Some("zz"), "s1").await,
             Err(AuthRejection::Unauthorized(_))
         ));
-        assert!(matches!(authority.authorize(None, "s1"), Err(AuthRejection::Unauthorized(_))));
-        assert_eq!(authority.authorize(Some("root"), "anything"), Ok(()));
-        assert_eq!(authority.authenticate(Some("t1")), Ok(()));
-        assert!(matches!(authority.authenticate(Some("zz")), Err(AuthRejection::Unauthorized(_))));
-        assert!(matches!(authority.authenticate(None), Err(AuthRejection::Unauthorized(_))));
+        assert!(matches!(
+            authority.authorize(None, "s1").await,
+            Err(AuthRejection::Unauthorized(_))
+        ));
+        assert_eq!(authority.authorize(Some("root"), "anything").await, Ok(()));
+        assert_eq!(authority.authenticate(Some("t1")).await, Ok(()));
+        assert!(matches!(
+            authority.authenticate(Some("zz")).await,
+            Err(AuthRejection::Unauthorized(_))
+        ));
+        assert!(matches!(authority.authenticate(None).await, Err(AuthRejection::Unauthorized(_))));
     }
 
     #[test]

@@ -112,7 +112,7 @@ async fn authenticate_first(
     next: Next,
 ) -> Response {
     let bearer = crate::auth::bearer_token(request.headers());
-    if let Err(rejection) = state.authority.authenticate(bearer) {
+    if let Err(rejection) = state.authority.authenticate(bearer).await {
         let (status, message) = match rejection {
             crate::AuthRejection::Unauthorized(message) => (StatusCode::UNAUTHORIZED, message),
             crate::AuthRejection::Forbidden(message) => (StatusCode::FORBIDDEN, message),

@@ -7,13 +7,12 @@
 //! In front of every route: the origin policy (`origin`) and the request-body guard (`body_guard`).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Extension, Query, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{ConnectInfo, FromRequestParts, Query, Request, State, WebSocketUpgrade};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use livestore_proto::url::{Transport, decode_url_payload, validate_store_id};
@@ -22,10 +21,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{Any, CorsLayer};
 
-use crate::auth::{AuthRejection, Authenticator, bearer_token};
+use crate::auth::{AuthRejection, Authenticator, ConnectContext};
 use crate::body_guard::{BodyGuard, guard_bodies};
 use crate::budget::MemoryBudget;
 use crate::config::Limits;
+use crate::hooks::TransportKind;
 use crate::http_server::ConnectionWatch;
 use crate::hub::Hubs;
 use crate::metrics::Metrics;
@@ -45,6 +45,8 @@ pub(crate) struct AppState {
     pub(crate) budget: Arc<MemoryBudget>,
     /// Backlog read slots shared by every pull (`pull::BACKLOG_READ_SLOTS`).
     pub(crate) read_slots: Arc<tokio::sync::Semaphore>,
+    /// `hooks.fail_open`: a push or pull hook that cannot decide lets the request through.
+    pub(crate) hooks_fail_open: bool,
     /// Browser origins allowed besides loopback ones (no auth) or instead of any (with auth, when non-empty).
     pub(crate) allowed_origins: Arc<[String]>,
     /// Cancelled when the server shuts down; every socket then closes with 1012.
@@ -122,18 +124,10 @@ pub(crate) fn rejection_response(rejection: &AuthRejection) -> Response {
     plain(status, rejection.message.clone())
 }
 
-#[expect(clippy::too_many_arguments, reason = "one argument per axum extractor")]
-async fn sync_endpoint(
-    State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
-    watch: Option<Extension<Arc<ConnectionWatch>>>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-    body: Body,
-) -> Response {
-    let Ok(Query(query)) = query else {
+async fn sync_endpoint(State(state): State<AppState>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let (method, uri, headers) = (parts.method.clone(), parts.uri.clone(), parts.headers.clone());
+    let Ok(Query(query)) = Query::<HashMap<String, String>>::try_from_uri(&uri) else {
         return plain(StatusCode::BAD_REQUEST, "malformed query string");
     };
     let (Some(store_id), Some(transport)) = (query.get("storeId"), query.get("transport")) else {
@@ -164,21 +158,34 @@ async fn sync_endpoint(
             Some(Ok(payload)) => Some(payload),
             Some(Err(error)) => return plain(StatusCode::BAD_REQUEST, error.to_string()),
         };
-    let bearer = bearer_token(&headers).map(str::to_owned);
+    let kind = match transport {
+        Transport::WebSocket => TransportKind::Ws,
+        Transport::Http => TransportKind::Http,
+    };
+    let context = ConnectContext {
+        store_id,
+        payload: url_payload.as_deref(),
+        headers: &headers,
+        remote_addr: parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| *addr),
+        transport: kind,
+    };
+    let identity = match state.auth.admit(context).await {
+        Ok(identity) => identity,
+        Err(rejection) => {
+            tracing::info!(store_id, status = rejection.status(), ?kind, "refused a sync request");
+            if kind == TransportKind::Http {
+                state.metrics.http_requests.inc();
+            }
+            state.metrics.connect_refused(rejection.kind);
+            return rejection_response(&rejection);
+        }
+    };
     match transport {
         Transport::WebSocket => {
-            let grant =
-                match state.auth.authorize(store_id, url_payload.as_deref(), bearer.as_deref()) {
-                    Ok(grant) => grant,
-                    Err(rejection) => {
-                        tracing::info!(
-                            store_id,
-                            status = rejection.status(),
-                            "refused WebSocket connection"
-                        );
-                        return rejection_response(&rejection);
-                    }
-                };
+            let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &state).await;
             let Ok(upgrade) = upgrade else {
                 return plain(
                     StatusCode::UPGRADE_REQUIRED,
@@ -189,8 +196,8 @@ async fn sync_endpoint(
             let connection = crate::ws::Connection {
                 store_id: store_id.clone(),
                 url_payload,
-                grant,
-                watch: watch.map(|Extension(watch)| watch),
+                identity,
+                watch: parts.extensions.get::<Arc<ConnectionWatch>>().cloned(),
             };
             upgrade
                 .max_message_size(max_message_bytes)
@@ -207,7 +214,7 @@ async fn sync_endpoint(
             if method != Method::POST {
                 return plain(StatusCode::METHOD_NOT_ALLOWED, "transport=http expects POST");
             }
-            crate::http_transport::handle(state, store_id.clone(), url_payload, bearer, body).await
+            crate::http_transport::handle(state, store_id.clone(), identity, body).await
         }
     }
 }

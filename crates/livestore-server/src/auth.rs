@@ -1,102 +1,159 @@
-//! Who may use which store: static bearer tokens and JWT HS256, checked before a WebSocket upgrade and before any
-//! request body is read.
+//! Who may use which store: static bearer tokens, JWTs and the connect hook, checked before a WebSocket upgrade
+//! and before any request body is read.
 //!
 //! The credential travels the way sync-cf clients can send it: as `authToken` inside the sync payload (the
 //! double-encoded `payload` query parameter, and the RPC `payload` field of WebSocket requests), or as an
-//! `Authorization: Bearer` header where the transport allows headers. A successful check returns a [`Grant`], whose
-//! expiry bounds how long an open WebSocket may keep using it. This module never logs a token; rejection messages
-//! never echo one.
+//! `Authorization: Bearer` header where the transport allows headers. A verified credential, the connect hook's
+//! answer, or both, make an [`Identity`]; its expiry bounds how long an open WebSocket may keep using it, and the
+//! push and pull hooks see it. This module never logs a token; rejection messages never echo one.
 
 mod jwt;
+mod shape;
 
-use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, header};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::value::RawValue;
 
-use crate::config::AuthConfig;
-
-/// Seconds of clock difference tolerated on `exp` and `nbf`.
-const JWT_LEEWAY_SECONDS: u64 = 5;
+use crate::config::{AuthConfig, StoreAccess, TokenEntry};
+use crate::hooks::{ConnectDecision, ConnectRequest, SyncHooks, TransportKind};
 
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectionKind {
     /// 401: missing or invalid credentials.
     Unauthorized,
-    /// 403: a valid credential that may not use this store.
+    /// 403: a valid credential that may not use this store, or the connect hook said no.
     Forbidden,
+    /// 503: the connect hook could not decide (unreachable, too slow, a garbled answer); the client retries.
+    Unavailable,
 }
 
 /// A refusal with a message safe to show the client (it never contains the token).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthRejection {
-    /// 401 or 403.
+    /// 401, 403 or 503.
     pub kind: RejectionKind,
     /// What is wrong.
     pub message: String,
 }
 
 impl AuthRejection {
-    fn unauthorized(message: impl Into<String>) -> Self {
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
         AuthRejection { kind: RejectionKind::Unauthorized, message: message.into() }
     }
 
-    fn forbidden(message: impl Into<String>) -> Self {
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
         AuthRejection { kind: RejectionKind::Forbidden, message: message.into() }
     }
 
-    /// The HTTP status: 401 or 403.
+    /// The HTTP status.
     pub fn status(&self) -> u16 {
         match self.kind {
             RejectionKind::Unauthorized => 401,
             RejectionKind::Forbidden => 403,
+            RejectionKind::Unavailable => 503,
         }
     }
 }
 
-/// What a successful check grants.
+/// Where an identity comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Grant {
-    /// The first Unix second at which the credential is refused; `None` for credentials that do not expire
-    /// (static tokens, no auth). An open WebSocket stops serving at this instant.
-    pub expires_at: Option<u64>,
+pub enum IdentitySource {
+    /// No auth configured: everyone is anonymous.
+    #[default]
+    Anonymous,
+    /// A static token from the configuration.
+    StaticToken,
+    /// A verified JWT.
+    Jwt,
+    /// The connect hook vouched for it.
+    ConnectHook,
 }
 
-/// Checks credentials against the configured tokens and JWT secret.
+/// Who a connection or request is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Identity {
+    /// The subject: a JWT's `sub`, or what the connect hook said.
+    pub subject: Option<String>,
+    /// Verified claims: a JWT's, or the connect hook's.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The first Unix second at which it is no longer valid; `None` if it does not expire. An open WebSocket stops
+    /// serving at this instant.
+    pub expires_at: Option<u64>,
+    /// Where it comes from.
+    pub source: IdentitySource,
+}
+
+/// What a connection or request presents, to [`Authenticator::admit`].
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectContext<'a> {
+    /// The store it wants.
+    pub store_id: &'a str,
+    /// The sync payload from the URL.
+    pub payload: Option<&'a RawValue>,
+    /// The request's headers.
+    pub headers: &'a HeaderMap,
+    /// The peer.
+    pub remote_addr: Option<SocketAddr>,
+    /// WebSocket or HTTP.
+    pub transport: TransportKind,
+}
+
+/// Checks credentials and asks the connect hook.
 pub struct Authenticator {
-    config: AuthConfig,
-    jwt_key: Option<DecodingKey>,
-    jwt_validation: Validation,
+    tokens: Vec<TokenEntry>,
+    jwt: Option<jwt::JwtVerifier>,
+    store_access: StoreAccess,
+    hooks: Arc<dyn SyncHooks>,
+    forward_headers: Vec<String>,
+    fail_open: bool,
 }
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("Authenticator")
-            .field("config", &self.config)
+            .field("tokens", &self.tokens)
+            .field("jwt", &self.jwt)
+            .field("store_access", &self.store_access)
             .finish_non_exhaustive()
     }
 }
 
 impl Authenticator {
-    /// Builds an authenticator; with neither tokens nor a secret, every request is allowed.
-    pub fn new(config: AuthConfig) -> Self {
-        let jwt_key =
-            config.jwt_secret.as_ref().map(|secret| DecodingKey::from_secret(secret.0.as_bytes()));
-        let mut jwt_validation = Validation::new(Algorithm::HS256);
-        jwt_validation.required_spec_claims = HashSet::from(["exp".to_owned()]);
-        jwt_validation.leeway = JWT_LEEWAY_SECONDS;
-        jwt_validation.validate_nbf = true;
-        jwt_validation.validate_aud = false;
-        Authenticator { config, jwt_key, jwt_validation }
+    /// Builds an authenticator from `[auth]` and the hooks (with their forwarded header names and failure policy).
+    pub fn new(
+        config: &AuthConfig,
+        hooks: Arc<dyn SyncHooks>,
+        forward_headers: Vec<String>,
+        fail_open: bool,
+    ) -> Result<Self, String> {
+        Ok(Authenticator {
+            tokens: config.tokens.clone(),
+            jwt: jwt::JwtVerifier::new(config)?,
+            store_access: config.store_access()?,
+            hooks,
+            forward_headers,
+            fail_open,
+        })
     }
 
-    /// Whether credentials are required at all.
+    /// An authenticator from `[auth]` alone (no hooks), for tests and simple embeddings.
+    pub fn from_config(config: &AuthConfig) -> Result<Self, String> {
+        Self::new(config, Arc::new(crate::hooks::NoHooks), Vec::new(), false)
+    }
+
+    /// Whether requests need a credential or the connect hook's consent (false: no-auth mode).
     pub fn is_enabled(&self) -> bool {
-        self.config.is_enabled()
+        !self.tokens.is_empty() || self.jwt.is_some() || self.hooks.wants_connect()
+    }
+
+    /// The hooks this server asks.
+    pub fn hooks(&self) -> &Arc<dyn SyncHooks> {
+        &self.hooks
     }
 
     /// The credential a request carries: `authToken` of the sync payload, else the bearer header. `Ok(None)` when
@@ -112,117 +169,148 @@ impl Authenticator {
         Ok(from_payload.map(std::borrow::Cow::Owned).or(bearer.map(std::borrow::Cow::Borrowed)))
     }
 
-    /// Authorizes a request for `store_id` carrying an optional sync payload and an optional bearer header.
-    pub fn authorize(
-        &self,
-        store_id: &str,
-        sync_payload: Option<&RawValue>,
-        bearer: Option<&str>,
-    ) -> Result<Grant, AuthRejection> {
+    /// Decides a connection or HTTP request: verifies the credential it carries (a wrong one is refused before the
+    /// hook is asked), then asks the connect hook, if there is one.
+    pub async fn admit(&self, context: ConnectContext<'_>) -> Result<Identity, AuthRejection> {
         if !self.is_enabled() {
-            return Ok(Grant::default());
+            return Ok(Identity::default());
         }
-        let Some(token) = Self::credential(sync_payload, bearer)? else {
-            return Err(AuthRejection::unauthorized(
-                "missing credentials: pass syncPayload {\"authToken\": \"...\"} or an Authorization: Bearer header",
-            ));
+        let bearer = bearer_token(context.headers);
+        let verified = match Self::credential(context.payload, bearer)? {
+            Some(token) => Some(self.authorize_token(context.store_id, &token).await?),
+            None => None,
         };
-        self.authorize_token(store_id, &token)
+        if !self.hooks.wants_connect() {
+            return verified.ok_or_else(|| {
+                AuthRejection::unauthorized(
+                    "missing credentials: pass syncPayload {\"authToken\": \"...\"} or an Authorization: Bearer header",
+                )
+            });
+        }
+        let request = ConnectRequest {
+            store_id: context.store_id.to_owned(),
+            payload: context.payload.map(|payload| payload.to_owned()),
+            headers: self.forwarded(context.headers),
+            remote_addr: context.remote_addr,
+            transport: context.transport,
+            identity: verified.clone(),
+        };
+        match self.hooks.connect(request).await {
+            Ok(ConnectDecision::Allow { subject, claims, expires_at }) => {
+                Ok(merge(verified, subject, claims, expires_at))
+            }
+            Ok(ConnectDecision::Deny { reason }) => Err(AuthRejection::forbidden(reason)),
+            Err(error) if self.fail_open => {
+                tracing::warn!(%error, "connect hook failed; letting the request through (hooks.fail_open)");
+                Ok(verified.unwrap_or_default())
+            }
+            Err(error) => {
+                tracing::warn!(%error, "connect hook failed; refusing the request");
+                Err(AuthRejection {
+                    kind: RejectionKind::Unavailable,
+                    message:
+                        "the server cannot decide about this connection right now; retry shortly"
+                            .to_owned(),
+                })
+            }
+        }
     }
 
-    /// Authorizes a bare token for `store_id`.
-    pub fn authorize_token(&self, store_id: &str, token: &str) -> Result<Grant, AuthRejection> {
-        let (grant, stores) = self.verify(token)?;
-        if stores.allows(store_id) {
-            Ok(grant)
-        } else {
-            Err(AuthRejection::forbidden(format!("token is not valid for store {store_id:?}")))
+    /// Verifies a bare token and checks it may use `store_id`.
+    pub async fn authorize_token(
+        &self,
+        store_id: &str,
+        token: &str,
+    ) -> Result<Identity, AuthRejection> {
+        let (identity, stores) = self.verify(token).await?;
+        let allowed = match &stores {
+            Some(stores) => stores.iter().any(|store| store == "*" || store == store_id),
+            None => self.store_access.allows(&identity.claims, store_id),
+        };
+        if allowed {
+            return Ok(identity);
         }
+        if stores.is_none()
+            && let StoreAccess::Claim(name) = &self.store_access
+            && !identity.claims.get(name).is_some_and(|value| value.is_string() || value.is_array())
+        {
+            return Err(AuthRejection::forbidden(format!(
+                "token has no {name:?} claim listing store ids"
+            )));
+        }
+        Err(AuthRejection::forbidden(format!("token is not valid for store {store_id:?}")))
     }
 
     /// Checks that a token is valid for some store, before a request whose store is only known from its body is
     /// read (the signer).
-    pub fn authenticate_token(&self, token: &str) -> Result<Grant, AuthRejection> {
-        self.verify(token).map(|(grant, _)| grant)
+    pub async fn authenticate_token(&self, token: &str) -> Result<Identity, AuthRejection> {
+        self.verify(token).await.map(|(identity, _)| identity)
     }
 
-    /// Verifies a token and returns what it grants.
-    fn verify(&self, token: &str) -> Result<(Grant, StoreGrant<'_>), AuthRejection> {
-        if !self.is_enabled() {
-            return Ok((Grant::default(), StoreGrant::All));
-        }
-        if let Some(entry) =
-            self.config.tokens.iter().find(|entry| constant_time_eq(entry.token(), token))
+    /// Verifies a token: a static one (with the stores it lists, `None` meaning "decided by the claims"), or a JWT.
+    async fn verify(&self, token: &str) -> Result<(Identity, Option<Vec<String>>), AuthRejection> {
+        if let Some(entry) = self.tokens.iter().find(|entry| constant_time_eq(entry.token(), token))
         {
             let stores = match entry {
-                crate::config::TokenEntry::AllStores(_) => StoreGrant::All,
-                crate::config::TokenEntry::Scoped { stores, .. } => StoreGrant::Listed(stores),
+                TokenEntry::AllStores(_) => vec!["*".to_owned()],
+                TokenEntry::Scoped { stores, .. } => stores.clone(),
             };
-            return Ok((Grant::default(), stores));
+            let identity = Identity { source: IdentitySource::StaticToken, ..Identity::default() };
+            return Ok((identity, Some(stores)));
         }
-        let Some(key) = &self.jwt_key else {
+        let Some(jwt) = &self.jwt else {
             return Err(AuthRejection::unauthorized("invalid token"));
         };
-        jwt::check_structure(token)
-            .map_err(|problem| AuthRejection::unauthorized(problem.message()))?;
-        let claims = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
-            token,
-            key,
-            &self.jwt_validation,
-        )
-        .map_err(|error| AuthRejection::unauthorized(jwt_error_message(&error)))?
-        .claims;
-        // The first second at which the token is refused (it is accepted while `now <= exp + leeway`).
-        let expires_at = claims.get("exp").and_then(serde_json::Value::as_u64);
-        let grant = Grant { expires_at: expires_at.map(|exp| exp + JWT_LEEWAY_SECONDS + 1) };
-        let claim_name = &self.config.jwt_stores_claim;
-        let stores = match claims.get(claim_name) {
-            Some(serde_json::Value::String(store)) => StoreGrant::Claim(vec![store.clone()]),
-            Some(serde_json::Value::Array(stores)) => StoreGrant::Claim(
-                stores.iter().filter_map(|store| store.as_str().map(str::to_owned)).collect(),
-            ),
-            _ => {
-                return Err(AuthRejection::forbidden(format!(
-                    "token has no {claim_name:?} claim listing store ids"
-                )));
-            }
+        let verified = jwt.verify(token).await?;
+        let subject =
+            verified.claims.get("sub").and_then(serde_json::Value::as_str).map(str::to_owned);
+        let identity = Identity {
+            subject,
+            claims: verified.claims,
+            expires_at: verified.expires_at,
+            source: IdentitySource::Jwt,
         };
-        Ok((grant, stores))
+        Ok((identity, None))
+    }
+
+    /// The request headers the hooks may see.
+    fn forwarded(&self, headers: &HeaderMap) -> std::collections::BTreeMap<String, String> {
+        self.forward_headers
+            .iter()
+            .filter_map(|name| {
+                let values: Vec<&str> = headers
+                    .get_all(name.as_str())
+                    .iter()
+                    .filter_map(|value| value.to_str().ok())
+                    .collect();
+                (!values.is_empty()).then(|| (name.clone(), values.join(", ")))
+            })
+            .collect()
     }
 }
 
-/// The stores a verified credential may use.
-enum StoreGrant<'a> {
-    All,
-    Listed(&'a [String]),
-    Claim(Vec<String>),
-}
-
-impl StoreGrant<'_> {
-    fn allows(&self, store_id: &str) -> bool {
-        let listed =
-            |stores: &[String]| stores.iter().any(|store| store == "*" || store == store_id);
-        match self {
-            StoreGrant::All => true,
-            StoreGrant::Listed(stores) => listed(stores),
-            StoreGrant::Claim(stores) => listed(stores),
-        }
+/// The identity of a connection the connect hook allowed: the hook's subject and claims where it gave them, the
+/// verified credential's otherwise, and the earlier of both expiries.
+fn merge(
+    verified: Option<Identity>,
+    subject: Option<String>,
+    claims: serde_json::Map<String, serde_json::Value>,
+    expires_at: Option<u64>,
+) -> Identity {
+    let base = verified.unwrap_or_default();
+    let expires_at = match (base.expires_at, expires_at) {
+        (Some(first), Some(second)) => Some(first.min(second)),
+        (first, second) => first.or(second),
+    };
+    Identity {
+        subject: subject.or(base.subject),
+        claims: if claims.is_empty() { base.claims } else { claims },
+        expires_at,
+        source: IdentitySource::ConnectHook,
     }
 }
 
-fn jwt_error_message(error: &jsonwebtoken::errors::Error) -> String {
-    use jsonwebtoken::errors::ErrorKind;
-    match error.kind() {
-        ErrorKind::ExpiredSignature => "token expired".to_owned(),
-        ErrorKind::ImmatureSignature => "token not valid yet (nbf)".to_owned(),
-        ErrorKind::InvalidSignature => "invalid token signature".to_owned(),
-        ErrorKind::MissingRequiredClaim(claim) => format!("token lacks the {claim:?} claim"),
-        ErrorKind::InvalidAlgorithm => "token must be signed with HS256".to_owned(),
-        _ => "malformed token".to_owned(),
-    }
-}
-
-/// Seconds since the Unix epoch, for comparing with a [`Grant`]'s expiry.
+/// Seconds since the Unix epoch, for comparing with an [`Identity`]'s expiry.
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
 }
@@ -243,37 +331,49 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// The file services ask the same authenticator, with the bearer token of the signer request.
+/// The file services ask the same authenticator, with the bearer token of the signer request. (The connect hook is
+/// not asked: signer requests carry a bearer token of their own.)
 impl livestore_objects::TokenAuthority for Authenticator {
-    fn authorize(
-        &self,
-        bearer: Option<&str>,
-        store_id: &str,
-    ) -> Result<(), livestore_objects::AuthRejection> {
-        let result = match bearer {
-            Some(token) => self.authorize_token(store_id, token),
-            None => self.authorize(store_id, None, None),
-        };
-        result.map(|_| ()).map_err(to_objects_rejection)
+    fn authorize<'a>(
+        &'a self,
+        bearer: Option<&'a str>,
+        store_id: &'a str,
+    ) -> livestore_objects::AuthFuture<'a, Result<(), livestore_objects::AuthRejection>> {
+        Box::pin(async move {
+            if !self.is_enabled() {
+                return Ok(());
+            }
+            let result = match bearer {
+                Some(token) => self.authorize_token(store_id, token).await.map(|_| ()),
+                None => Err(AuthRejection::unauthorized(MISSING_BEARER)),
+            };
+            result.map_err(to_objects_rejection)
+        })
     }
 
-    fn authenticate(&self, bearer: Option<&str>) -> Result<(), livestore_objects::AuthRejection> {
-        if !self.is_enabled() {
-            return Ok(());
-        }
-        match bearer {
-            Some(token) => self.authenticate_token(token).map(|_| ()).map_err(to_objects_rejection),
-            None => Err(livestore_objects::AuthRejection::Unauthorized(
-                "missing credentials: pass an Authorization: Bearer header".to_owned(),
-            )),
-        }
+    fn authenticate<'a>(
+        &'a self,
+        bearer: Option<&'a str>,
+    ) -> livestore_objects::AuthFuture<'a, Result<(), livestore_objects::AuthRejection>> {
+        Box::pin(async move {
+            if !self.is_enabled() {
+                return Ok(());
+            }
+            let result = match bearer {
+                Some(token) => self.authenticate_token(token).await.map(|_| ()),
+                None => Err(AuthRejection::unauthorized(MISSING_BEARER)),
+            };
+            result.map_err(to_objects_rejection)
+        })
     }
 }
+
+const MISSING_BEARER: &str = "missing credentials: pass an Authorization: Bearer header";
 
 fn to_objects_rejection(rejection: AuthRejection) -> livestore_objects::AuthRejection {
     match rejection.kind {
         RejectionKind::Forbidden => livestore_objects::AuthRejection::Forbidden(rejection.message),
-        RejectionKind::Unauthorized => {
+        RejectionKind::Unauthorized | RejectionKind::Unavailable => {
             livestore_objects::AuthRejection::Unauthorized(rejection.message)
         }
     }

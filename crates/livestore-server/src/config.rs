@@ -5,6 +5,8 @@
 //! crate applies the overrides). Secrets are redacted from `Debug` output so that logging a config never leaks them,
 //! and a config file that does not parse is reported by line and column, never by quoting it.
 
+mod auth;
+mod hooks;
 mod limits;
 mod paths;
 mod secrets;
@@ -14,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use self::auth::{AuthConfig, StoreAccess, TokenEntry};
+pub use self::hooks::HooksConfig;
 pub use self::limits::Limits;
 pub use self::secrets::{DatabaseUrl, MIN_SECRET_BYTES, Secret};
 use crate::error::ServerError;
@@ -38,6 +42,9 @@ pub struct ServerConfig {
     pub auth: AuthConfig,
     /// Which web pages (origins) may call the server from a browser.
     pub cors: CorsConfig,
+    /// The application's backend, called over HTTP to decide connects, pushes and pulls, and to receive committed
+    /// events.
+    pub hooks: HooksConfig,
     /// Size, time and memory limits.
     pub limits: Limits,
     /// File services (signer and object store). Unset: the embedded object store in `<data_dir>/objects`.
@@ -57,6 +64,7 @@ impl Default for ServerConfig {
             database_url: None,
             auth: AuthConfig::default(),
             cors: CorsConfig::default(),
+            hooks: HooksConfig::default(),
             limits: Limits::default(),
             files: None,
             static_dir: None,
@@ -86,14 +94,20 @@ impl ServerConfig {
         Ok(config)
     }
 
+    /// Whether requests must carry a credential (or pass the connect hook): false means no-auth mode.
+    pub fn requires_credentials(&self) -> bool {
+        self.auth.is_enabled() || self.hooks.connect_url.is_some()
+    }
+
     /// Checks every setting and the rules that span several fields.
     pub fn validate(&self) -> Result<(), ServerError> {
         let invalid = ServerError::InvalidConfig;
-        if !self.auth.is_enabled() && !self.addr.ip().is_loopback() {
+        if !self.requires_credentials() && !self.addr.ip().is_loopback() {
             return Err(invalid(format!(
                 "refusing to listen on {} without authentication: anyone on the network could read and write every \
-                 store. Configure auth tokens (LIVESTORE_AUTH_TOKENS or [auth] tokens) or a JWT secret \
-                 (LIVESTORE_JWT_SECRET or [auth] jwt_secret), or bind to a loopback address such as 127.0.0.1",
+                 store. Configure auth tokens (LIVESTORE_AUTH_TOKENS or [auth] tokens), JWT verification \
+                 (LIVESTORE_JWT_SECRET, LIVESTORE_JWKS_URL or [auth] jwt_public_keys) or a connect hook \
+                 ([hooks] connect_url), or bind to a loopback address such as 127.0.0.1",
                 self.addr
             )));
         }
@@ -116,12 +130,8 @@ impl ServerConfig {
             }
             paths::check_static_dir(dir, &protected).map_err(invalid)?;
         }
-        for (index, entry) in self.auth.tokens.iter().enumerate() {
-            entry.secret().check_strength(&format!("auth.tokens[{index}]")).map_err(invalid)?;
-        }
-        if let Some(secret) = &self.auth.jwt_secret {
-            secret.check_strength("auth.jwt_secret").map_err(invalid)?;
-        }
+        self.auth.validate().map_err(invalid)?;
+        self.hooks.validate().map_err(invalid)?;
         self.cors.validate().map_err(invalid)?;
         Ok(())
     }
@@ -162,81 +172,6 @@ impl CorsConfig {
             }
         }
         Ok(())
-    }
-}
-
-/// Authentication settings. With no tokens and no JWT secret, the server runs without auth (loopback only).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// Static bearer tokens, each valid for all stores or for a list of stores.
-    pub tokens: Vec<TokenEntry>,
-    /// HS256 secret for JWTs.
-    pub jwt_secret: Option<Secret>,
-    /// The JWT claim listing the store ids a token may use (`"*"` for all).
-    pub jwt_stores_claim: String,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig { tokens: Vec::new(), jwt_secret: None, jwt_stores_claim: "storeIds".to_owned() }
-    }
-}
-
-impl AuthConfig {
-    /// Whether any credential is required.
-    pub fn is_enabled(&self) -> bool {
-        !self.tokens.is_empty() || self.jwt_secret.is_some()
-    }
-}
-
-/// A static token, either bare (all stores) or with the stores it may use.
-#[derive(Clone, Deserialize)]
-#[serde(untagged)]
-pub enum TokenEntry {
-    /// A token valid for every store.
-    AllStores(Secret),
-    /// A token valid for the listed stores only.
-    Scoped {
-        /// The token.
-        token: Secret,
-        /// Store ids it may use; `"*"` means all.
-        stores: Vec<String>,
-    },
-}
-
-impl TokenEntry {
-    /// The token text.
-    pub fn token(&self) -> &str {
-        &self.secret().0
-    }
-
-    /// The token as a secret.
-    pub fn secret(&self) -> &Secret {
-        match self {
-            TokenEntry::AllStores(secret) | TokenEntry::Scoped { token: secret, .. } => secret,
-        }
-    }
-
-    /// Whether the token may use `store_id`.
-    pub fn allows_store(&self, store_id: &str) -> bool {
-        match self {
-            TokenEntry::AllStores(_) => true,
-            TokenEntry::Scoped { stores, .. } => {
-                stores.iter().any(|store| store == "*" || store == store_id)
-            }
-        }
-    }
-}
-
-impl std::fmt::Debug for TokenEntry {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TokenEntry::AllStores(_) => formatter.write_str("TokenEntry(<redacted>, all stores)"),
-            TokenEntry::Scoped { stores, .. } => {
-                write!(formatter, "TokenEntry(<redacted>, stores: {stores:?})")
-            }
-        }
     }
 }
 

@@ -19,10 +19,10 @@ use livestore_proto::admission::validate_batch;
 use livestore_proto::encode;
 use livestore_proto::frame::{ClientMessage, decode_client_message};
 use livestore_proto::rpc::RpcCall;
-use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use crate::app::{AppState, rejection_response};
+use crate::app::AppState;
+use crate::auth::Identity;
 use crate::metrics::{LimitHit, RejectReason};
 use crate::outbox::{CloseSignal, Outbound, Outbox};
 use crate::pull::{PullJob, run_pull};
@@ -33,20 +33,14 @@ const HTTP_PULL_QUEUE_FRAMES: usize = 8;
 const HTTP_PULL_QUEUE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Handles one HTTP-transport request.
+/// The request was admitted already (`app`): its credential, and the connect hook, decided before its body is read.
 pub(crate) async fn handle(
     state: AppState,
     store_id: String,
-    url_payload: Option<Box<RawValue>>,
-    bearer: Option<String>,
+    identity: Identity,
     body: Body,
 ) -> Response {
     state.metrics.http_requests.inc();
-    if let Err(rejection) =
-        state.auth.authorize(&store_id, url_payload.as_deref(), bearer.as_deref())
-    {
-        state.metrics.push_rejected(RejectReason::Unauthorized);
-        return rejection_response(&rejection);
-    }
     let bytes = match read_body(&state, body).await {
         Ok(bytes) => bytes,
         Err(response) => return response,
@@ -79,10 +73,22 @@ pub(crate) async fn handle(
                 state.metrics.push_rejected(RejectReason::InvalidBatch);
                 return json_array(&[encode::exit_die(&request_id, &error.to_string())]);
             }
+            if let Some(refusal) =
+                crate::push::ask_push_hook(&state, &store_id, &identity, &args.batch).await
+            {
+                return json_array(&[encode::exit_fail(&request_id, &refusal)]);
+            }
             let result = state.storage.append(&store_id, args).await;
             json_array(&[crate::push::push_reply(&request_id, result, &state.metrics)])
         }
         RpcCall::HttpPull(args) => {
+            let cursor = args.cursor.into_option();
+            let after = cursor.as_ref().map(|cursor| cursor.event_sequence_number.0);
+            if let Some(refusal) =
+                crate::pull::ask_pull_hook(&state, &store_id, &identity, after, false).await
+            {
+                return json_array(&[encode::exit_fail(&request_id, &refusal)]);
+            }
             // The response stream takes frames from a short queue only as fast as the client reads.
             let (out, frames) = Outbox::new(
                 HTTP_PULL_QUEUE_FRAMES,
@@ -96,7 +102,7 @@ pub(crate) async fn handle(
                 metrics: state.metrics.clone(),
                 store_id,
                 request_id,
-                cursor: args.cursor.into_option(),
+                cursor,
                 live: false,
                 out,
                 close: close.clone(),

@@ -30,6 +30,7 @@ mod body_guard;
 mod budget;
 pub mod config;
 mod error;
+pub mod hooks;
 mod http_server;
 mod http_transport;
 mod hub;

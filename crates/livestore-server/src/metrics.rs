@@ -18,6 +18,8 @@ pub(crate) enum RejectReason {
     StorageError,
     /// The memory budget had no room for the push; the client retries.
     Overloaded,
+    /// The push hook refused it, or could not decide.
+    Hook,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -134,6 +136,7 @@ pub(crate) struct Metrics {
     memory_reserved_bytes: Gauge,
     load_shed: Family<ResourceLabels, Counter>,
     limit_hits: Family<LimitLabels, Counter>,
+    connects_refused: Family<RejectLabels, Counter>,
 }
 
 impl Metrics {
@@ -240,8 +243,15 @@ impl Metrics {
             "Times a client ran into a per-connection bound, by limit",
             limit_hits.clone(),
         );
+        let connects_refused = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "connects_refused",
+            "WebSocket connections and HTTP-transport requests refused before they were served, by reason",
+            connects_refused.clone(),
+        );
         Metrics {
             registry,
+            connects_refused,
             memory_budget_bytes,
             memory_reserved_bytes,
             load_shed,
@@ -272,8 +282,19 @@ impl Metrics {
             RejectReason::Unauthorized => "unauthorized",
             RejectReason::StorageError => "storage_error",
             RejectReason::Overloaded => "overloaded",
+            RejectReason::Hook => "hook",
         };
         self.pushes_rejected.get_or_create(&RejectLabels { reason }).inc();
+    }
+
+    /// Counts a connection or HTTP request refused by the authenticator or the connect hook.
+    pub(crate) fn connect_refused(&self, kind: crate::auth::RejectionKind) {
+        let reason = match kind {
+            crate::auth::RejectionKind::Unauthorized => "unauthorized",
+            crate::auth::RejectionKind::Forbidden => "forbidden",
+            crate::auth::RejectionKind::Unavailable => "unavailable",
+        };
+        self.connects_refused.get_or_create(&RejectLabels { reason }).inc();
     }
 
     /// Counts a refusal for lack of memory budget.

@@ -225,3 +225,35 @@ async fn fail(job: &PullJob, message: &str) {
         let _ = job.out.send(Outbound::Text(encode::exit_fail(&job.request_id, &error))).await;
     }
 }
+
+/// Asks the pull hook about a pull as it starts, if there is one; `Some(error)` is the `UnknownError` to answer
+/// with when the pull must not start.
+pub(crate) async fn ask_pull_hook(
+    state: &crate::app::AppState,
+    store_id: &str,
+    identity: &crate::auth::Identity,
+    cursor: Option<u64>,
+    live: bool,
+) -> Option<String> {
+    let hooks = state.auth.hooks();
+    if !hooks.wants_pull() {
+        return None;
+    }
+    let request = crate::hooks::PullRequest { store_id, identity, cursor, live };
+    match hooks.pull(request).await {
+        Ok(crate::hooks::Decision::Allow) => None,
+        Ok(crate::hooks::Decision::Deny { reason }) => {
+            Some(encode::unknown_error(&format!("pull refused: {reason}")))
+        }
+        Err(error) if state.hooks_fail_open => {
+            tracing::warn!(%error, "pull hook failed; letting the pull through (hooks.fail_open)");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%error, "pull hook failed; refusing the pull");
+            Some(encode::unknown_error(
+                "pull not started: the server cannot decide about it right now",
+            ))
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! Turning a push's outcome into its `Exit` frame, for both transports.
+//! Turning a push's outcome into its `Exit` frame, and asking the push hook, for both transports.
 
 use livestore_proto::encode;
 
@@ -33,4 +33,41 @@ pub(crate) fn push_reply(
             )
         }
     }
+}
+
+/// Asks the push hook about a batch, if there is one; `Some(error)` is the `UnknownError` to answer with when the
+/// batch must not be written (refused, or the hook failed and `fail_open` is off).
+pub(crate) async fn ask_push_hook(
+    state: &crate::app::AppState,
+    store_id: &str,
+    identity: &crate::auth::Identity,
+    batch: &[livestore_proto::event::EncodedEvent],
+) -> Option<String> {
+    let hooks = state.auth.hooks();
+    if !hooks.wants_push() {
+        return None;
+    }
+    let request = crate::hooks::PushRequest { store_id, identity, batch };
+    match hooks.push(request).await {
+        Ok(crate::hooks::Decision::Allow) => None,
+        Ok(crate::hooks::Decision::Deny { reason }) => {
+            metrics_refused(state);
+            Some(encode::unknown_error(&format!("push refused: {reason}")))
+        }
+        Err(error) if state.hooks_fail_open => {
+            tracing::warn!(%error, "push hook failed; admitting the batch (hooks.fail_open)");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%error, "push hook failed; refusing the batch (the client retries)");
+            metrics_refused(state);
+            Some(encode::unknown_error(
+                "push not admitted: the server cannot decide about it right now",
+            ))
+        }
+    }
+}
+
+fn metrics_refused(state: &crate::app::AppState) {
+    state.metrics.push_rejected(RejectReason::Hook);
 }

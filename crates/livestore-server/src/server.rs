@@ -18,6 +18,8 @@ use crate::auth::Authenticator;
 use crate::budget::MemoryBudget;
 use crate::config::ServerConfig;
 use crate::error::ServerError;
+use crate::hooks::http::HttpHooks;
+use crate::hooks::{NoHooks, SyncHooks};
 use crate::http_server::ConnectionSettings;
 use crate::hub::Hubs;
 use crate::metrics::Metrics;
@@ -58,11 +60,23 @@ impl Server {
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|source| ServerError::Bind { addr: config.addr, source })?;
-        let auth = Arc::new(Authenticator::new(config.auth.clone()));
+        let hooks: Arc<dyn SyncHooks> =
+            match HttpHooks::new(&config.hooks, &metrics).map_err(ServerError::InvalidConfig)? {
+                Some(hooks) => Arc::new(hooks),
+                None => Arc::new(NoHooks),
+            };
+        let auth = Authenticator::new(
+            &config.auth,
+            hooks,
+            config.hooks.forwarded_header_names(),
+            config.hooks.fail_open,
+        )
+        .map_err(ServerError::InvalidConfig)?;
+        let auth = Arc::new(auth);
         let files = livestore_objects::FileServices::start(config.files_config(), auth.clone())
             .await
             .map_err(|error| ServerError::Files(Box::new(error)))?;
-        if !config.auth.is_enabled() {
+        if !auth.is_enabled() {
             tracing::warn!(
                 "authentication is off: any local process can read and write every store; browsers may call only \
                  from loopback origins (and cors.allowed_origins), and only requests for a loopback Host are served"
@@ -85,6 +99,7 @@ impl Server {
             auth,
             limits: config.limits.clone(),
             budget,
+            hooks_fail_open: config.hooks.fail_open,
             read_slots: Arc::new(tokio::sync::Semaphore::new(crate::pull::backlog_read_slots())),
             allowed_origins: config.cors.allowed_origins.clone().into(),
             shutdown: CancellationToken::new(),

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::ack_order::{AckOrder, PushesInFlight};
 use crate::app::AppState;
-use crate::auth::{Grant, time_until, unix_now};
+use crate::auth::{Authenticator, Identity, time_until, unix_now};
 use crate::budget::Reservation;
 use crate::error::ServerError;
 use crate::http_server::{ConnectionWatch, IoFailure};
@@ -65,8 +65,8 @@ struct PendingPush {
 pub(crate) struct Connection {
     pub(crate) store_id: String,
     pub(crate) url_payload: Option<Box<RawValue>>,
-    /// What the URL's credential granted; its expiry ends the connection.
-    pub(crate) grant: Grant,
+    /// Who the client is (its credential, the connect hook); its expiry ends the connection.
+    pub(crate) identity: Identity,
     /// The socket's watchdogs (absent only when a test drives the session without the HTTP server).
     pub(crate) watch: Option<Arc<ConnectionWatch>>,
 }
@@ -125,7 +125,7 @@ where
     // Created once: a fresh `cancelled()` future per frame would lock the token's mutex on every message.
     let shutdown = state.shutdown.cancelled();
     let writer_finished = writer_done.cancelled();
-    let expiry = expiry_timer(connection.grant);
+    let expiry = expiry_timer(connection.identity.expires_at);
     tokio::pin!(shutdown, writer_finished, expiry);
     loop {
         let frame = tokio::select! {
@@ -181,8 +181,8 @@ where
 }
 
 /// Resolves when the credential expires (never for credentials without an expiry).
-async fn expiry_timer(grant: Grant) {
-    match grant.expires_at {
+async fn expiry_timer(expires_at: Option<u64>) {
+    match expires_at {
         Some(expires_at) => tokio::time::sleep(time_until(expires_at)).await,
         None => std::future::pending().await,
     }
@@ -263,7 +263,7 @@ impl Session<'_> {
                 format!("storeId {:?} does not match this connection's storeId", call.store_id());
             return self.send(encode::exit_die(&request_id, &message)).await;
         }
-        if self.connection.grant.expires_at.is_some_and(|expires_at| unix_now() >= expires_at) {
+        if self.connection.identity.expires_at.is_some_and(|expires_at| unix_now() >= expires_at) {
             self.state.metrics.push_rejected(RejectReason::Unauthorized);
             let error = encode::unknown_error("unauthorized: credentials expired");
             let _ = self.send(encode::exit_fail(&request_id, &error)).await;
@@ -275,8 +275,9 @@ impl Session<'_> {
             (Some(given), Some(known)) => given.get() != known.get(),
             (Some(_), None) => true,
         };
+        // A request may carry a payload of its own; a credential in it must be valid for this store too.
         if payload_differs
-            && let Err(rejection) = self.state.auth.authorize(store_id, call.sync_payload(), None)
+            && let Err(rejection) = self.check_request_credential(call.sync_payload()).await
         {
             self.state.metrics.push_rejected(RejectReason::Unauthorized);
             let error = encode::unknown_error(&format!("unauthorized: {}", rejection.message));
@@ -332,6 +333,22 @@ impl Session<'_> {
                 let message = format!("{} is only available over the HTTP transport", other.tag());
                 self.send(encode::exit_die(&request_id, &message)).await
             }
+        }
+    }
+
+    /// Checks the credential a request's own payload carries (none: the connection's identity stands).
+    async fn check_request_credential(
+        &self,
+        payload: Option<&RawValue>,
+    ) -> Result<(), crate::auth::AuthRejection> {
+        if !self.state.auth.is_enabled() {
+            return Ok(());
+        }
+        match Authenticator::credential(payload, None)? {
+            Some(token) => {
+                self.state.auth.authorize_token(&self.connection.store_id, &token).await.map(|_| ())
+            }
+            None => Ok(()),
         }
     }
 

@@ -56,7 +56,7 @@ pub(super) async fn sign_upload(
     body: Body,
 ) -> Result<Json<SignUploadResponse>, ApiError> {
     let request: SignUploadRequest = parse(&state, body)?;
-    let key = authorize(&state, &headers, &request.key)?;
+    let key = authorize(&state, &headers, &request.key).await?;
     let content_type = checked_content_type(request.content_type)?;
     if let Some(length) = request.content_length
         && length > MAX_PUT_BYTES
@@ -95,7 +95,7 @@ pub(super) async fn sign_uploads(
         if let Ok((key, _)) = &entry
             && authorized_stores.insert(key.store_id().to_owned())
         {
-            authorize(&state, &headers, key.as_str())?;
+            authorize(&state, &headers, key.as_str()).await?;
         }
         checked.push((upload.key, entry));
     }
@@ -176,7 +176,7 @@ pub(super) async fn sign_download(
     body: Body,
 ) -> Result<Json<SignDownloadResponse>, ApiError> {
     let request: KeyRequest = parse(&state, body)?;
-    let key = authorize(&state, &headers, &request.key)?;
+    let key = authorize(&state, &headers, &request.key).await?;
     let signed_at = now_seconds();
     let url = state.backend.presign(
         host(&headers),
@@ -202,7 +202,7 @@ pub(super) async fn delete(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let request: KeyRequest = parse(&state, body)?;
-    let key = authorize(&state, &headers, &request.key)?;
+    let key = authorize(&state, &headers, &request.key).await?;
     state.backend.delete(key.as_str()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -215,7 +215,7 @@ pub(super) async fn head(
     body: Body,
 ) -> Result<Json<HeadResponse>, ApiError> {
     let request: KeyRequest = parse(&state, body)?;
-    let key = authorize(&state, &headers, &request.key)?;
+    let key = authorize(&state, &headers, &request.key).await?;
     let info = state.backend.head(key.as_str()).await?;
     Ok(Json(match info {
         None => {
@@ -237,7 +237,7 @@ pub(super) async fn multipart_create(
     body: Body,
 ) -> Result<Json<MultipartCreateResponse>, ApiError> {
     let request: MultipartCreateRequest = parse(&state, body)?;
-    let key = authorize(&state, &headers, &request.key)?;
+    let key = authorize(&state, &headers, &request.key).await?;
     let content_type = checked_content_type(request.content_type)?;
     let upload_id = state.backend.create_multipart(key.as_str(), content_type.as_deref()).await?;
     Ok(Json(MultipartCreateResponse {
@@ -253,7 +253,7 @@ pub(super) async fn multipart_sign_part(
     body: Body,
 ) -> Result<Json<SignUploadResponse>, ApiError> {
     let request: SignPartRequest = parse(&state, body)?;
-    let key = authorize(&state, &headers, &request.key)?;
+    let key = authorize(&state, &headers, &request.key).await?;
     check_upload_id(&request.upload_id)?;
     if !(1..=10_000).contains(&request.part_number) {
         return Err(ApiError::bad_request(
@@ -279,7 +279,7 @@ pub(super) async fn multipart_complete(
     body: Body,
 ) -> Result<Json<MultipartCompleteResponse>, ApiError> {
     let request: MultipartCompleteRequest = parse(&state, body)?;
-    let key = authorize(&state, &headers, &request.key)?;
+    let key = authorize(&state, &headers, &request.key).await?;
     check_upload_id(&request.upload_id)?;
     if request.parts.is_empty() || request.parts.len() > MAX_PARTS {
         return Err(ApiError::bad_request(
@@ -301,7 +301,7 @@ pub(super) async fn multipart_abort(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let request: UploadReference = parse(&state, body)?;
-    let key = authorize(&state, &headers, &request.key)?;
+    let key = authorize(&state, &headers, &request.key).await?;
     check_upload_id(&request.upload_id)?;
     state.backend.abort_multipart(key.as_str(), &request.upload_id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -314,7 +314,7 @@ pub(super) async fn multipart_parts(
     body: Body,
 ) -> Result<Json<PartsResponse>, ApiError> {
     let request: UploadReference = parse(&state, body)?;
-    let key = authorize(&state, &headers, &request.key)?;
+    let key = authorize(&state, &headers, &request.key).await?;
     check_upload_id(&request.upload_id)?;
     let parts = state.backend.list_parts(key.as_str(), &request.upload_id).await?;
     Ok(Json(PartsResponse {
@@ -427,21 +427,21 @@ fn parse<T: DeserializeOwned>(state: &SignerState, body: Body) -> Result<T, ApiE
 }
 
 /// Key rules first (400), then the token authority on the key's store (401/403).
-fn authorize(
+async fn authorize(
     state: &SignerState,
     headers: &HeaderMap,
     raw_key: &str,
 ) -> Result<ObjectKey, ApiError> {
     let key = ObjectKey::parse(raw_key)
         .map_err(|error| ApiError::bad_request(format!("Invalid key: {error}")))?;
-    state.authority.authorize(bearer_token(headers), key.store_id()).map_err(|rejection| {
-        match rejection {
+    state.authority.authorize(bearer_token(headers), key.store_id()).await.map_err(
+        |rejection| match rejection {
             AuthRejection::Unauthorized(message) => {
                 ApiError::new(StatusCode::UNAUTHORIZED, message)
             }
             AuthRejection::Forbidden(message) => ApiError::new(StatusCode::FORBIDDEN, message),
-        }
-    })?;
+        },
+    )?;
     Ok(key)
 }
 

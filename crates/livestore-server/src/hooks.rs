@@ -1,0 +1,207 @@
+//! The application's say over who syncs what: connect, push and pull decisions, asked of the app's backend.
+//!
+//! [`SyncHooks`] is the interface: `livestore serve` implements it over HTTP from `[hooks]` (`hooks/http`: signed
+//! JSON calls with timeouts, bounded concurrency and a short cache of connect decisions), and a program that
+//! embeds the server implements it in Rust ([`crate::ServerBuilder::hooks`]). The server asks
+//! - [`SyncHooks::connect`] before a WebSocket upgrade and for every HTTP-transport request, after any credential the
+//!   request carries was verified; the answer may refuse, or vouch for an identity (subject, claims, expiry);
+//! - [`SyncHooks::push`] for every batch before it is admitted; a refused batch is not written and the client gets
+//!   the reason as a retryable error (`UnknownError`);
+//! - [`SyncHooks::pull`] as each pull starts.
+//!
+//! A hook that fails (unreachable, too slow, a garbled answer) refuses by default: 503 before a connection,
+//! `UnknownError` for a push or a pull. Each method has a default that allows, so an implementation overrides only
+//! what it decides; `wants_*` say which calls to make at all.
+
+pub mod http;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde_json::value::RawValue;
+
+use crate::auth::Identity;
+
+/// How a client reached the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// `transport=ws`.
+    Ws,
+    /// `transport=http`.
+    Http,
+}
+
+/// What the connect hook is asked.
+#[derive(Debug, Clone)]
+pub struct ConnectRequest {
+    /// The store the client wants.
+    pub store_id: String,
+    /// The sync payload from the URL, as the client sent it.
+    pub payload: Option<Box<RawValue>>,
+    /// The request headers named in `hooks.forward_headers` (lower-case names).
+    pub headers: BTreeMap<String, String>,
+    /// The peer's address.
+    pub remote_addr: Option<SocketAddr>,
+    /// WebSocket or HTTP.
+    pub transport: TransportKind,
+    /// The identity a verified credential established, if the request carried one.
+    pub identity: Option<Identity>,
+}
+
+/// The connect hook's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnectDecision {
+    /// Let the client in as this identity (its expiry ends an open connection).
+    Allow {
+        /// Who the client is, if the hook says.
+        subject: Option<String>,
+        /// What the hook vouches for; passed on to the push and pull hooks.
+        claims: serde_json::Map<String, serde_json::Value>,
+        /// First Unix second at which the connection must stop (`None`: no expiry of its own).
+        expires_at: Option<u64>,
+    },
+    /// Refuse, with a reason the client gets (403).
+    Deny {
+        /// Why, for the client and the log.
+        reason: String,
+    },
+}
+
+/// What the push hook is asked.
+#[derive(Debug)]
+pub struct PushRequest<'a> {
+    /// The store.
+    pub store_id: &'a str,
+    /// Who pushes.
+    pub identity: &'a Identity,
+    /// The events (`EncodedEvent::to_json` gives each one's JSON as on the wire).
+    pub batch: &'a [livestore_proto::event::EncodedEvent],
+}
+
+/// What the pull hook is asked.
+#[derive(Debug)]
+pub struct PullRequest<'a> {
+    /// The store.
+    pub store_id: &'a str,
+    /// Who pulls.
+    pub identity: &'a Identity,
+    /// The sequence number the pull starts after (`None`: from the beginning).
+    pub cursor: Option<u64>,
+    /// Whether it stays open for live events.
+    pub live: bool,
+}
+
+/// A push or pull hook's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Go ahead.
+    Allow,
+    /// Refuse, with a reason the client gets.
+    Deny {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a hook gave no decision.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// It did not answer within `hooks.timeout_ms` (or a call slot did not free up in that time).
+    #[error("the {hook} hook did not answer within {timeout_ms} ms")]
+    Timeout {
+        /// Which hook.
+        hook: HookKind,
+        /// The limit.
+        timeout_ms: u64,
+    },
+    /// It could not be reached, or answered with an error status or a redirect.
+    #[error("the {hook} hook failed: {reason}")]
+    Failed {
+        /// Which hook.
+        hook: HookKind,
+        /// What went wrong (a status, a connection error); never a credential.
+        reason: String,
+    },
+    /// It answered something that is not a decision.
+    #[error("the {hook} hook answered something that is not a decision: {reason}")]
+    BadAnswer {
+        /// Which hook.
+        hook: HookKind,
+        /// What is wrong with the answer.
+        reason: String,
+    },
+}
+
+/// Which hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HookKind {
+    /// `connect_url`.
+    Connect,
+    /// `push_url`.
+    Push,
+    /// `pull_url`.
+    Pull,
+    /// `events_url`.
+    Events,
+}
+
+impl std::fmt::Display for HookKind {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            HookKind::Connect => "connect",
+            HookKind::Push => "push",
+            HookKind::Pull => "pull",
+            HookKind::Events => "events",
+        })
+    }
+}
+
+/// The application's decisions; see the module docs. Implementations must be cheap to share and safe to call
+/// concurrently.
+#[async_trait::async_trait]
+pub trait SyncHooks: Send + Sync + 'static {
+    /// Whether [`SyncHooks::connect`] decides anything (when false the server does not call it, and a request
+    /// needs a credential of its own).
+    fn wants_connect(&self) -> bool {
+        false
+    }
+
+    /// Whether [`SyncHooks::push`] decides anything.
+    fn wants_push(&self) -> bool {
+        false
+    }
+
+    /// Whether [`SyncHooks::pull`] decides anything.
+    fn wants_pull(&self) -> bool {
+        false
+    }
+
+    /// Decides a connection (WebSocket) or an HTTP-transport request.
+    async fn connect(&self, request: ConnectRequest) -> Result<ConnectDecision, HookError> {
+        let _ = request;
+        Ok(ConnectDecision::Allow {
+            subject: None,
+            claims: serde_json::Map::new(),
+            expires_at: None,
+        })
+    }
+
+    /// Decides a batch before it is admitted.
+    async fn push(&self, request: PushRequest<'_>) -> Result<Decision, HookError> {
+        let _ = request;
+        Ok(Decision::Allow)
+    }
+
+    /// Decides a pull as it starts.
+    async fn pull(&self, request: PullRequest<'_>) -> Result<Decision, HookError> {
+        let _ = request;
+        Ok(Decision::Allow)
+    }
+}
+
+/// Hooks that decide nothing: every request goes by its credential alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHooks;
+
+impl SyncHooks for NoHooks {}
