@@ -14,33 +14,41 @@ use std::collections::{HashMap, HashSet};
 
 use axum::http::HeaderMap;
 
-/// Decides whether a bearer token may touch keys of a store.
+/// Who calls the signer: the bearer token (from `Authorization: Bearer <token>` or the upstream-compatible
+/// `X-Worker-Auth` header, `None` when absent) and the request's headers (for authorities that decide by a session
+/// cookie through the application's backend).
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// The bearer token, if any.
+    pub bearer: Option<&'a str>,
+    /// All request headers.
+    pub headers: &'a HeaderMap,
+}
+
+/// Decides whether a caller may touch keys of a store.
 ///
 /// Called once per signer request, after the key was validated, with the
 /// store id taken from the key's first segment. Implementations must be cheap
 /// (the signer aims at thousands of signatures per second on one core), so
 /// anything slow (key fetching, database lookups) belongs in a cache; they are
-/// asynchronous so that a cache miss (a rotated signing key) can be fetched.
+/// asynchronous so that a cache miss (a rotated signing key, a call to the
+/// application's backend) can be awaited.
 pub trait TokenAuthority: Send + Sync + 'static {
-    /// `bearer` is the token from `Authorization: Bearer <token>` (or the
-    /// upstream-compatible `X-Worker-Auth` header), `None` when absent.
-    /// `store_id` is the key's first segment, which filesync clients build
-    /// with [`sanitize_store_id`](crate::sanitize_store_id).
+    /// May `caller` touch keys of `store_id`? `store_id` is the key's first
+    /// segment, which filesync clients build with
+    /// [`sanitize_store_id`](crate::sanitize_store_id).
     fn authorize<'a>(
         &'a self,
-        bearer: Option<&'a str>,
+        caller: Caller<'a>,
         store_id: &'a str,
     ) -> AuthFuture<'a, Result<(), AuthRejection>>;
 
-    /// Whether `bearer` is a valid credential at all, for some store. Called before a signer request's body is
-    /// read (the store is only known from the body), so a client without a valid token cannot make the signer read
-    /// and hold its body. The default accepts every request here and leaves the decision to
+    /// Whether `caller` could be allowed at all, for some store. Called before a signer request's body is read
+    /// (the store is only known from the body), so a client without a valid token cannot make the signer read and
+    /// hold its body. The default accepts every request here and leaves the decision to
     /// [`authorize`](Self::authorize); authorities that can tell a valid token from an invalid one should say so.
-    fn authenticate<'a>(
-        &'a self,
-        bearer: Option<&'a str>,
-    ) -> AuthFuture<'a, Result<(), AuthRejection>> {
-        let _ = bearer;
+    fn authenticate<'a>(&'a self, caller: Caller<'a>) -> AuthFuture<'a, Result<(), AuthRejection>> {
+        let _ = caller;
         Box::pin(std::future::ready(Ok(())))
     }
 }
@@ -55,10 +63,10 @@ where
 {
     fn authorize<'a>(
         &'a self,
-        bearer: Option<&'a str>,
+        caller: Caller<'a>,
         store_id: &'a str,
     ) -> AuthFuture<'a, Result<(), AuthRejection>> {
-        Box::pin(std::future::ready(self(bearer, store_id)))
+        Box::pin(std::future::ready(self(caller.bearer, store_id)))
     }
 }
 
@@ -122,19 +130,16 @@ impl StaticTokens {
 }
 
 impl TokenAuthority for StaticTokens {
-    fn authenticate<'a>(
-        &'a self,
-        bearer: Option<&'a str>,
-    ) -> AuthFuture<'a, Result<(), AuthRejection>> {
-        Box::pin(std::future::ready(self.check(bearer, None)))
+    fn authenticate<'a>(&'a self, caller: Caller<'a>) -> AuthFuture<'a, Result<(), AuthRejection>> {
+        Box::pin(std::future::ready(self.check(caller.bearer, None)))
     }
 
     fn authorize<'a>(
         &'a self,
-        bearer: Option<&'a str>,
+        caller: Caller<'a>,
         store_id: &'a str,
     ) -> AuthFuture<'a, Result<(), AuthRejection>> {
-        Box::pin(std::future::ready(self.check(bearer, Some(store_id))))
+        Box::pin(std::future::ready(self.check(caller.bearer, Some(store_id))))
     }
 }
 
@@ -146,7 +151,7 @@ pub struct AllowAll;
 impl TokenAuthority for AllowAll {
     fn authorize<'a>(
         &'a self,
-        _bearer: Option<&'a str>,
+        _caller: Caller<'a>,
         _store_id: &'a str,
     ) -> AuthFuture<'a, Result<(), AuthRejection>> {
         Box::pin(std::future::ready(Ok(())))
@@ -181,26 +186,31 @@ mod tests {
     #[tokio::test]
     async fn static_tokens_grant_by_store() {
         let authority = StaticTokens::new().with_token("t1", ["s1"]).with_admin_token("root");
-        assert_eq!(authority.authorize(Some("t1"), "s1").await, Ok(()));
+        let headers = HeaderMap::new();
+        let caller = |bearer| Caller { bearer, headers: &headers };
+        assert_eq!(authority.authorize(caller(Some("t1")), "s1").await, Ok(()));
         assert!(matches!(
-            authority.authorize(Some("t1"), "s2").await,
+            authority.authorize(caller(Some("t1")), "s2").await,
             Err(AuthRejection::Forbidden(_))
         ));
         assert!(matches!(
-            authority.authorize(Some("zz"), "s1").await,
+            authority.authorize(caller(Some("zz")), "s1").await,
             Err(AuthRejection::Unauthorized(_))
         ));
         assert!(matches!(
-            authority.authorize(None, "s1").await,
+            authority.authorize(caller(None), "s1").await,
             Err(AuthRejection::Unauthorized(_))
         ));
-        assert_eq!(authority.authorize(Some("root"), "anything").await, Ok(()));
-        assert_eq!(authority.authenticate(Some("t1")).await, Ok(()));
+        assert_eq!(authority.authorize(caller(Some("root")), "anything").await, Ok(()));
+        assert_eq!(authority.authenticate(caller(Some("t1"))).await, Ok(()));
         assert!(matches!(
-            authority.authenticate(Some("zz")).await,
+            authority.authenticate(caller(Some("zz"))).await,
             Err(AuthRejection::Unauthorized(_))
         ));
-        assert!(matches!(authority.authenticate(None).await, Err(AuthRejection::Unauthorized(_))));
+        assert!(matches!(
+            authority.authenticate(caller(None)).await,
+            Err(AuthRejection::Unauthorized(_))
+        ));
     }
 
     #[test]

@@ -46,7 +46,9 @@ use std::sync::Arc;
 
 use axum::Router;
 
-pub use auth::{AllowAll, AuthFuture, AuthRejection, StaticTokens, TokenAuthority, bearer_token};
+pub use auth::{
+    AllowAll, AuthFuture, AuthRejection, Caller, StaticTokens, TokenAuthority, bearer_token,
+};
 pub use config::{
     BackendConfig, DEFAULT_TTL_SECONDS, ExternalS3Config, FilesConfig, MAX_TTL_SECONDS,
 };

@@ -111,8 +111,9 @@ async fn authenticate_first(
     request: Request,
     next: Next,
 ) -> Response {
-    let bearer = crate::auth::bearer_token(request.headers());
-    if let Err(rejection) = state.authority.authenticate(bearer).await {
+    let headers = request.headers();
+    let caller = crate::auth::Caller { bearer: crate::auth::bearer_token(headers), headers };
+    if let Err(rejection) = state.authority.authenticate(caller).await {
         let (status, message) = match rejection {
             crate::AuthRejection::Unauthorized(message) => (StatusCode::UNAUTHORIZED, message),
             crate::AuthRejection::Forbidden(message) => (StatusCode::FORBIDDEN, message),

@@ -331,20 +331,31 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// The file services ask the same authenticator, with the bearer token of the signer request. (The connect hook is
-/// not asked: signer requests carry a bearer token of their own.)
+/// The file services ask the same authenticator: a signer request with a bearer token is decided by it, one
+/// without by the connect hook (with `transport: "signer"` and the key's store), so a web app that signs in with a
+/// session cookie can upload files too.
 impl livestore_objects::TokenAuthority for Authenticator {
     fn authorize<'a>(
         &'a self,
-        bearer: Option<&'a str>,
+        caller: livestore_objects::Caller<'a>,
         store_id: &'a str,
     ) -> livestore_objects::AuthFuture<'a, Result<(), livestore_objects::AuthRejection>> {
         Box::pin(async move {
             if !self.is_enabled() {
                 return Ok(());
             }
-            let result = match bearer {
+            let result = match caller.bearer {
                 Some(token) => self.authorize_token(store_id, token).await.map(|_| ()),
+                None if self.hooks.wants_connect() => {
+                    let context = ConnectContext {
+                        store_id,
+                        payload: None,
+                        headers: caller.headers,
+                        remote_addr: None,
+                        transport: TransportKind::Signer,
+                    };
+                    self.admit(context).await.map(|_| ())
+                }
                 None => Err(AuthRejection::unauthorized(MISSING_BEARER)),
             };
             result.map_err(to_objects_rejection)
@@ -353,14 +364,22 @@ impl livestore_objects::TokenAuthority for Authenticator {
 
     fn authenticate<'a>(
         &'a self,
-        bearer: Option<&'a str>,
+        caller: livestore_objects::Caller<'a>,
     ) -> livestore_objects::AuthFuture<'a, Result<(), livestore_objects::AuthRejection>> {
         Box::pin(async move {
             if !self.is_enabled() {
                 return Ok(());
             }
-            let result = match bearer {
+            let result = match caller.bearer {
                 Some(token) => self.authenticate_token(token).await.map(|_| ()),
+                // Without a token only the connect hook can decide, and only once the body names the store; a
+                // request without any of the forwarded headers (no session cookie) cannot pass it and is refused
+                // before its body is read.
+                None if self.hooks.wants_connect()
+                    && !self.forwarded(caller.headers).is_empty() =>
+                {
+                    Ok(())
+                }
                 None => Err(AuthRejection::unauthorized(MISSING_BEARER)),
             };
             result.map_err(to_objects_rejection)

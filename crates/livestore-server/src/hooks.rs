@@ -30,6 +30,8 @@ pub enum TransportKind {
     Ws,
     /// `transport=http`.
     Http,
+    /// A file signer request (`/api/v1/...`) without a bearer token: the connect hook decides by its headers.
+    Signer,
 }
 
 /// What the connect hook is asked.

@@ -24,7 +24,7 @@ use super::wire::{
     SignUploadsRequest, SignUploadsResponse, UploadReference,
 };
 use super::{ApiError, SignerState};
-use crate::auth::{AuthRejection, bearer_token};
+use crate::auth::{AuthRejection, Caller, bearer_token};
 use crate::backend::{RequestOrigin, SignSpec};
 use crate::key::ObjectKey;
 use crate::store::{MAX_PUT_BYTES, MIN_PART_BYTES};
@@ -434,7 +434,8 @@ async fn authorize(
 ) -> Result<ObjectKey, ApiError> {
     let key = ObjectKey::parse(raw_key)
         .map_err(|error| ApiError::bad_request(format!("Invalid key: {error}")))?;
-    state.authority.authorize(bearer_token(headers), key.store_id()).await.map_err(
+    let caller = Caller { bearer: bearer_token(headers), headers };
+    state.authority.authorize(caller, key.store_id()).await.map_err(
         |rejection| match rejection {
             AuthRejection::Unauthorized(message) => {
                 ApiError::new(StatusCode::UNAUTHORIZED, message)
