@@ -45,6 +45,8 @@ pub(crate) struct AppState {
     pub(crate) budget: Arc<MemoryBudget>,
     /// Backlog read slots shared by every pull (`pull::BACKLOG_READ_SLOTS`).
     pub(crate) read_slots: Arc<tokio::sync::Semaphore>,
+    /// The connect hook decides by cookies (`hooks.forward_headers` has `cookie`).
+    pub(crate) cookie_sessions: bool,
     /// `hooks.fail_open`: a push or pull hook that cannot decide lets the request through.
     pub(crate) hooks_fail_open: bool,
     /// Browser origins allowed besides loopback ones (no auth) or instead of any (with auth, when non-empty).
@@ -76,6 +78,7 @@ pub(crate) fn app(state: AppState, files: Router) -> Router {
     };
     let origins = OriginPolicy {
         no_auth: !state.auth.is_enabled(),
+        cookie_auth: state.cookie_sessions,
         allowed_origins: state.allowed_origins.clone(),
         metrics: state.metrics.clone(),
     };

@@ -92,6 +92,8 @@ impl Server {
             }
             None => None,
         };
+        let cookie_sessions = auth.hooks().wants_connect()
+            && config.hooks.forwarded_header_names().iter().any(|name| name == "cookie");
         let state = AppState {
             storage,
             hubs,
@@ -100,6 +102,7 @@ impl Server {
             limits: config.limits.clone(),
             budget,
             hooks_fail_open: config.hooks.fail_open,
+            cookie_sessions,
             read_slots: Arc::new(tokio::sync::Semaphore::new(crate::pull::backlog_read_slots())),
             allowed_origins: config.cors.allowed_origins.clone().into(),
             shutdown: CancellationToken::new(),
