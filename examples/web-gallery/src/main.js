@@ -4,8 +4,10 @@
 // - Bytes live in OPFS on each device and move through presigned URLs from the server's signer (`/api`) to its
 //   object store (`/s3`), in the background, with progress.
 //
-// URL parameters: `token` (auth token for sync and signer), `store` (store id, default `gallery`), `server`
-// (origin of `livestore serve`; default: the page's own origin, i.e. when `livestore serve --static-dir` serves it).
+// URL parameters: `token` (auth token for sync and signer; without it a session cookie, if the server's connect
+// hook signs users in by cookie), `store` (store id, default `gallery`), `server` (origin of `livestore serve`;
+// default: the page's own origin, i.e. when `livestore serve --static-dir` serves it), `transport` (`ws`, the
+// default, or `http`).
 import './style.css'
 
 import { createFileSync, getFileDisplayState, getFileMetadata } from '@livestore-filesync/core'
@@ -58,6 +60,7 @@ const adapter = makePersistedAdapter({
 const syncPayload = {
   ...(token ? { authToken: token } : {}),
   ...(params.has('server') ? { server: serverOrigin } : {}),
+  ...(params.get('transport') === 'http' ? { transport: 'http' } : {}),
 }
 
 const store = await createStorePromise({

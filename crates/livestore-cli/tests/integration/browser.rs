@@ -21,16 +21,16 @@ use crate::support::*;
 
 const TOKEN: &str = "gallery-e2e-token-0123456789abcdef";
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn gallery_dist() -> PathBuf {
+pub(crate) fn gallery_dist() -> PathBuf {
     repo_root().join("examples/web-gallery/dist")
 }
 
 /// `target/test-artifacts/<name>` of the target dir this test binary was built in.
-fn artifacts_dir(name: &str) -> PathBuf {
+pub(crate) fn artifacts_dir(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary knows its path");
     // <target>/<profile>/deps/integration-<hash>
     let target =
@@ -42,7 +42,7 @@ fn artifacts_dir(name: &str) -> PathBuf {
 }
 
 /// What the browser test needs, or `None` (after a loud note) when something is missing and not required.
-fn browser_setup() -> Option<PathBuf> {
+pub(crate) fn browser_setup() -> Option<PathBuf> {
     let chromium = std::env::var_os("LIVESTORE_CHROMIUM")
         .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
     let mut missing = Vec::new();

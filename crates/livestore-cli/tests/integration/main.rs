@@ -18,6 +18,7 @@
 //!   state, range-checked settings, secrets in config errors and trace logs, private files, JSON nesting;
 //! - `files_sync`, `files_resume`: the `livestore files` CLI end to end (propagation, external S3, `kill -9` during
 //!   transfers, bad input, a resumed multipart upload that sends only the missing parts);
+//! - `cookie_login`: a browser signed in by session cookie through the connect hook (gallery, both transports, files);
 //! - `fuzz_regressions`: saved fuzz inputs (seeds and crashers) replayed in process and against the server.
 
 #![allow(unreachable_pub, clippy::needless_pass_by_value, clippy::unused_async)]
@@ -25,6 +26,7 @@
 mod auth;
 mod browser;
 mod chaos;
+mod cookie_login;
 mod crash;
 mod faults;
 mod files;
