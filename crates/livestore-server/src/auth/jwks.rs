@@ -102,7 +102,16 @@ impl std::fmt::Display for FetchFailure {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             // `without_url` at construction: the error's own text never repeats the URL (which may carry a query).
-            FetchFailure::Unreachable(error) => write!(formatter, "unreachable: {error}"),
+            // Its causes say what actually failed (refused, timed out, a TLS error).
+            FetchFailure::Unreachable(error) => {
+                write!(formatter, "unreachable: {error}")?;
+                let mut cause = std::error::Error::source(error);
+                while let Some(error) = cause {
+                    write!(formatter, ": {error}")?;
+                    cause = error.source();
+                }
+                Ok(())
+            }
             FetchFailure::BadStatus(status) => write!(formatter, "answered with status {status}"),
             FetchFailure::BadDocument(problem) => write!(formatter, "{}", problem.message()),
         }
