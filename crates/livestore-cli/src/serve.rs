@@ -65,6 +65,16 @@ fn resolve(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     if let Ok(secret) = std::env::var("LIVESTORE_JWT_SECRET") {
         config.auth.jwt_secret = Some(Secret(secret));
     }
+    // The identity provider: where its keys are, and what its tokens must say about issuer and audience.
+    if let Ok(url) = std::env::var("LIVESTORE_JWKS_URL") {
+        config.auth.jwks_url = Some(url);
+    }
+    if let Ok(issuer) = std::env::var("LIVESTORE_JWT_ISSUER") {
+        config.auth.jwt_issuer = Some(issuer);
+    }
+    if let Ok(audience) = std::env::var("LIVESTORE_JWT_AUDIENCE") {
+        config.auth.jwt_audience = Some(audience);
+    }
     if let Ok(origins) = std::env::var("LIVESTORE_ALLOWED_ORIGINS") {
         config.cors.allowed_origins = origins
             .split(',')

@@ -7,7 +7,9 @@
 //! answer, or both, make an [`Identity`]; its expiry bounds how long an open WebSocket may keep using it, and the
 //! push and pull hooks see it. This module never logs a token; rejection messages never echo one.
 
+mod jwks;
 mod jwt;
+mod keys;
 mod shape;
 
 use std::net::SocketAddr;
@@ -144,6 +146,14 @@ impl Authenticator {
     /// An authenticator from `[auth]` alone (no hooks), for tests and simple embeddings.
     pub fn from_config(config: &AuthConfig) -> Result<Self, String> {
         Self::new(config, Arc::new(crate::hooks::NoHooks), Vec::new(), false)
+    }
+
+    /// Starts fetching the identity provider's keys (`auth.jwks_url`) in the background, counting in `metrics`.
+    /// Without this call the keys are fetched on first use.
+    pub(crate) fn start_key_refresh(&self, metrics: &crate::metrics::Metrics) {
+        if let Some(jwt) = &self.jwt {
+            jwt.start(metrics.jwks.clone());
+        }
     }
 
     /// Whether requests need a credential or the connect hook's consent (false: no-auth mode).

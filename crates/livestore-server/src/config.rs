@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 pub use self::auth::{AuthConfig, StoreAccess, TokenEntry};
 pub use self::hooks::HooksConfig;
+pub(crate) use self::hooks::check_url;
 pub use self::limits::Limits;
 pub use self::secrets::{DatabaseUrl, MIN_SECRET_BYTES, Secret};
 use crate::error::ServerError;

@@ -12,7 +12,8 @@
 //! - several nodes on one Postgres database: pushes serialized by the database, live pulls on every node fed through
 //!   `LISTEN/NOTIFY`, a node that loses the database closes its sockets and answers 503;
 //! - exactly-once, ascending, gap-free delivery per pull subscription, backlog before live;
-//! - static bearer tokens or JWT HS256 with a store-id claim, checked before the WebSocket upgrade;
+//! - static bearer tokens, or JWTs (HS256, or RS/ES/EdDSA with keys from an identity provider's JWKS or static
+//!   public keys) whose claims decide the stores, checked before the WebSocket upgrade;
 //! - Prometheus metrics at `/metrics`, liveness at `/healthz`, graceful shutdown that closes sockets with 1012.
 //!
 //! ```no_run

@@ -1,5 +1,6 @@
 //! Prometheus metrics served at `/metrics`: connections, stores, appended events, rejected pushes, pull latency,
-//! the memory budget and every limit a client ran into, and what the embedded object store stored.
+//! the memory budget and every limit a client ran into, what the embedded object store stored, and how fetching the
+//! identity provider's signing keys (JWKS) goes.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -96,6 +97,67 @@ impl LimitHit {
     }
 }
 
+/// How one fetch of the JWKS document ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub(crate) enum JwksFetchOutcome {
+    /// A document with at least one usable key; the key set was replaced.
+    Ok,
+    /// No answer: connection refused, DNS, TLS, timeout, or the body broke off.
+    Unreachable,
+    /// An answer with a status other than 200 (redirects are not followed).
+    BadStatus,
+    /// A 200 whose body is not a usable JWKS: too large, not JSON, too deep, no `keys` array, no usable key.
+    BadDocument,
+}
+
+impl JwksFetchOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            JwksFetchOutcome::Ok => "ok",
+            JwksFetchOutcome::Unreachable => "unreachable",
+            JwksFetchOutcome::BadStatus => "bad_status",
+            JwksFetchOutcome::BadDocument => "bad_document",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// The JWKS cache's metrics. The default is a set not registered anywhere (an authenticator built without a
+/// server); [`Metrics`] holds the registered one.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct JwksMetrics {
+    fetches: Family<OutcomeLabels, Counter>,
+    keys: Gauge,
+}
+
+impl JwksMetrics {
+    /// Counts a fetch.
+    pub(crate) fn fetched(&self, outcome: JwksFetchOutcome) {
+        self.fetches.get_or_create(&OutcomeLabels { outcome: outcome.label() }).inc();
+    }
+
+    /// Records how many usable keys the cache holds.
+    pub(crate) fn set_keys(&self, count: usize) {
+        self.keys.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Fetches counted with `outcome`.
+    #[cfg(test)]
+    pub(crate) fn fetch_count(&self, outcome: JwksFetchOutcome) -> u64 {
+        self.fetches.get_or_create(&OutcomeLabels { outcome: outcome.label() }).get()
+    }
+
+    /// The usable-keys gauge.
+    #[cfg(test)]
+    pub(crate) fn key_count(&self) -> i64 {
+        self.keys.get()
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResourceLabels {
     resource: &'static str,
@@ -137,6 +199,8 @@ pub(crate) struct Metrics {
     load_shed: Family<ResourceLabels, Counter>,
     limit_hits: Family<LimitLabels, Counter>,
     connects_refused: Family<RejectLabels, Counter>,
+    /// Fetches of `auth.jwks_url` and the keys they yielded.
+    pub(crate) jwks: JwksMetrics,
 }
 
 impl Metrics {
@@ -249,8 +313,20 @@ impl Metrics {
             "WebSocket connections and HTTP-transport requests refused before they were served, by reason",
             connects_refused.clone(),
         );
+        let jwks = JwksMetrics::default();
+        registry.register(
+            "jwks_fetches",
+            "Fetches of the identity provider's signing keys (auth.jwks_url), by outcome",
+            jwks.fetches.clone(),
+        );
+        registry.register(
+            "jwks_keys",
+            "Usable signing keys from the last good JWKS document",
+            jwks.keys.clone(),
+        );
         Metrics {
             registry,
+            jwks,
             connects_refused,
             memory_budget_bytes,
             memory_reserved_bytes,

@@ -72,6 +72,8 @@ impl Server {
             config.hooks.fail_open,
         )
         .map_err(ServerError::InvalidConfig)?;
+        // The identity provider's keys are fetched in the background: one that is down does not stop the start.
+        auth.start_key_refresh(&metrics);
         let auth = Arc::new(auth);
         let files = livestore_objects::FileServices::start(config.files_config(), auth.clone())
             .await

@@ -3,6 +3,8 @@
 //! - `support`: starting and stopping the server, a raw WebSocket protocol client, the JS driver;
 //! - `protocol`: the sync-cf wire protocol spoken frame by frame, including every bad-input case;
 //! - `auth`: static tokens and JWTs, before the upgrade and on the HTTP transport;
+//! - `jwks`: tokens from an identity provider's JWKS (RS256, ES256): rotation, issuer and audience, store access
+//!   patterns, expiry, the endpoint down or serving garbage, forged tokens, JS and Rust clients syncing with them;
 //! - `lifecycle`: restarts, backendId persistence, graceful shutdown, the data-dir lock, config refusal;
 //! - `js_clients`: real `@livestore/*` 0.4.0 Node clients syncing through the server;
 //! - `resilient`: raw protocol clients that survive faults (used by `faults`, `crash`, `chaos`);
@@ -37,6 +39,7 @@ mod fuzz_regressions;
 mod hardening;
 mod js_clients;
 mod js_driver;
+mod jwks;
 mod lifecycle;
 mod multinode;
 mod policy;
