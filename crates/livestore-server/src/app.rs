@@ -178,7 +178,11 @@ async fn sync_endpoint(State(state): State<AppState>, request: Request) -> Respo
     let identity = match state.auth.admit(context).await {
         Ok(identity) => identity,
         Err(rejection) => {
-            tracing::info!(store_id, status = rejection.status(), ?kind, "refused a sync request");
+            let what = match kind {
+                TransportKind::Ws => "refused WebSocket connection",
+                TransportKind::Http | TransportKind::Signer => "refused HTTP-transport request",
+            };
+            tracing::info!(store_id, status = rejection.status(), "{what}");
             if kind == TransportKind::Http {
                 state.metrics.http_requests.inc();
             }
