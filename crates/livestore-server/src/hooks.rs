@@ -16,6 +16,7 @@
 pub mod http;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 
 use serde_json::value::RawValue;
@@ -205,3 +206,38 @@ pub trait SyncHooks: Send + Sync + 'static {
 pub struct NoHooks;
 
 impl SyncHooks for NoHooks {}
+
+/// What a transport does with a push or a pull once its hook was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Go ahead (allowed, no hook, or the hook failed and `hooks.fail_open` is on).
+    Proceed,
+    /// The hook refused: answer with this `UnknownError` (JSON), carrying the hook's reason.
+    Refused(String),
+    /// The hook could not decide and `hooks.fail_open` is off: answer with this `UnknownError` (JSON); retrying
+    /// later may succeed.
+    Undecided(String),
+}
+
+impl Verdict {
+    /// The error to answer with, unless the request may proceed.
+    pub(crate) fn refusal(self) -> Option<String> {
+        match self {
+            Verdict::Proceed => None,
+            Verdict::Refused(error) | Verdict::Undecided(error) => Some(error),
+        }
+    }
+}
+
+/// Runs a push or pull hook call, turning a panic in an embedder's hook into a failed call: the request is then
+/// refused (or let through with `fail_open`) like any other failure, instead of leaving its client waiting.
+pub(crate) async fn guarded(
+    hook: HookKind,
+    call: impl Future<Output = Result<Decision, HookError>>,
+) -> Result<Decision, HookError> {
+    use futures_util::FutureExt as _;
+    std::panic::AssertUnwindSafe(call)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(HookError::Failed { hook, reason: "the hook panicked".to_owned() }))
+}

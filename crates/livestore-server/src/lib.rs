@@ -13,6 +13,8 @@
 //!   `LISTEN/NOTIFY`, a node that loses the database closes its sockets and answers 503;
 //! - exactly-once, ascending, gap-free delivery per pull subscription, backlog before live;
 //! - static bearer tokens or JWT HS256 with a store-id claim, checked before the WebSocket upgrade;
+//! - the application's say over connects, pushes and pulls ([`hooks`]): signed HTTP calls configured in `[hooks]`,
+//!   or Rust code given to [`Server::builder`];
 //! - Prometheus metrics at `/metrics`, liveness at `/healthz`, graceful shutdown that closes sockets with 1012.
 //!
 //! ```no_run
@@ -46,4 +48,4 @@ mod ws;
 
 pub use config::ServerConfig;
 pub use error::ServerError;
-pub use server::Server;
+pub use server::{Server, ServerBuilder};

@@ -3,6 +3,8 @@
 //! - `support`: starting and stopping the server, a raw WebSocket protocol client, the JS driver;
 //! - `protocol`: the sync-cf wire protocol spoken frame by frame, including every bad-input case;
 //! - `auth`: static tokens and JWTs, before the upgrade and on the HTTP transport;
+//! - `hooks`: `[hooks]` over HTTP against a receiver served by the test (connect, push and pull decisions, failures,
+//!   forwarded headers, the cache, expiry, logs), a real JS client whose pushes are refused, the docs' receivers;
 //! - `lifecycle`: restarts, backendId persistence, graceful shutdown, the data-dir lock, config refusal;
 //! - `js_clients`: real `@livestore/*` 0.4.0 Node clients syncing through the server;
 //! - `resilient`: raw protocol clients that survive faults (used by `faults`, `crash`, `chaos`);
@@ -33,6 +35,7 @@ mod files_sync;
 mod filesync_js;
 mod fuzz_regressions;
 mod hardening;
+mod hooks;
 mod js_clients;
 mod js_driver;
 mod lifecycle;
