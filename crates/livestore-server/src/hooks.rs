@@ -15,6 +15,9 @@
 
 pub mod http;
 
+/// The event type a [`PushRequest`] carries, re-exported so hooks need no other crate to read a batch.
+pub use livestore_proto::event::{EncodedEvent, SeqNum};
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;

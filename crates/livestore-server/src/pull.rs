@@ -4,7 +4,8 @@
 //! from "arrives live"; it sends `(cursor, H]` from storage page by page, then asks the hub to go live, which
 //! flushes whatever was published meanwhile and from then on queues each batch straight to the connection. The
 //! per-subscription sequencing rules (ascending, exactly once, no gaps) are enforced in `hub`.
-//! Live pulls never end with an `Exit`; to make a client retry, the connection is closed.
+//! Live pulls never end with an `Exit`; to make a client retry, the connection is closed. (The pull hook, asked by
+//! the transports before a pull starts, may refuse a live pull with an `Exit` before it has sent anything.)
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -243,3 +243,48 @@ async fn refuse_while_unavailable(
     }
     next.run(request).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    /// A connect hook in Rust, as an embedder writes one.
+    struct Gatekeeper;
+
+    impl SyncHooks for Gatekeeper {
+        fn wants_connect(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn rust_hooks_and_hook_urls_do_not_mix() {
+        let data = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data.path().join("data"),
+            ..ServerConfig::default()
+        };
+        config.hooks.push_url = Some("http://127.0.0.1:9/push".into());
+        config.hooks.secret = Some(Secret("hook-secret-0123456789abcdef0123456789".into()));
+        let error = Server::builder(config.clone()).hooks(Arc::new(Gatekeeper)).bind().await;
+        let message = error.unwrap_err().to_string();
+        assert!(
+            message.contains("ServerBuilder::hooks") && message.contains("push_url"),
+            "{message}"
+        );
+        assert!(!data.path().join("data").exists(), "refused before storage was opened");
+        config.hooks.push_url = None;
+        let server = Server::builder(config).hooks(Arc::new(Gatekeeper)).bind().await.unwrap();
+        assert!(server.state.0.auth.hooks().wants_connect());
+    }
+
+    #[test]
+    fn a_rust_connect_hook_counts_as_authentication_for_a_public_address() {
+        let config =
+            ServerConfig { addr: "0.0.0.0:8787".parse().unwrap(), ..ServerConfig::default() };
+        assert!(config.validate().is_err(), "no credentials and no connect hook");
+        config.validate_for(true).unwrap();
+    }
+}

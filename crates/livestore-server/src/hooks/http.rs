@@ -27,7 +27,6 @@ use crate::config::HooksConfig;
 use crate::metrics::{HookOutcome, Metrics};
 
 /// The hooks of `[hooks]`.
-#[derive(Debug)]
 pub struct HttpHooks {
     client: HookClient,
     connect_url: Option<reqwest::Url>,
@@ -36,6 +35,20 @@ pub struct HttpHooks {
     /// `None` when `connect_cache_seconds` is 0.
     cache: Option<ConnectCache>,
     metrics: Arc<Metrics>,
+}
+
+/// Says which hooks are configured, never their URLs (a URL may carry a key).
+impl std::fmt::Debug for HttpHooks {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("HttpHooks")
+            .field("connect", &self.connect_url.is_some())
+            .field("push", &self.push_url.is_some())
+            .field("pull", &self.pull_url.is_some())
+            .field("client", &self.client)
+            .field("cache", &self.cache.is_some())
+            .finish()
+    }
 }
 
 impl HttpHooks {
@@ -78,12 +91,13 @@ impl HttpHooks {
         }))
     }
 
-    /// Makes one call and parses its answer, counting failures and timing the call; the caller counts the decision.
+    /// Makes one call with the body `body()` builds and parses its answer, counting failures and timing the call;
+    /// the caller counts the decision.
     async fn ask<T>(
         &self,
         hook: HookKind,
         url: &reqwest::Url,
-        body: Vec<u8>,
+        body: impl FnOnce() -> Vec<u8>,
         parse: impl FnOnce(&[u8]) -> Result<T, String>,
     ) -> Result<T, HookError> {
         let started = Instant::now();
@@ -148,7 +162,7 @@ impl SyncHooks for HttpHooks {
             self.metrics.hook_call(hook, HookOutcome::Cached);
             return Ok(decision);
         }
-        let body = wire::connect_body(&wire::Envelope::new(), &request);
+        let body = || wire::connect_body(&wire::Envelope::new(), &request);
         let decision = self.ask(hook, url, body, wire::parse_connect_answer).await?;
         match &decision {
             ConnectDecision::Allow { .. } => self.metrics.hook_call(hook, HookOutcome::Allow),
@@ -165,14 +179,14 @@ impl SyncHooks for HttpHooks {
 
     async fn push(&self, request: PushRequest<'_>) -> Result<Decision, HookError> {
         let Some(url) = &self.push_url else { return Ok(Decision::Allow) };
-        let body = wire::push_body(&wire::Envelope::new(), &request);
+        let body = || wire::push_body(&wire::Envelope::new(), &request);
         let decision = self.ask(HookKind::Push, url, body, wire::parse_decision).await?;
         Ok(self.counted(HookKind::Push, request.store_id, decision))
     }
 
     async fn pull(&self, request: PullRequest<'_>) -> Result<Decision, HookError> {
         let Some(url) = &self.pull_url else { return Ok(Decision::Allow) };
-        let body = wire::pull_body(&wire::Envelope::new(), &request);
+        let body = || wire::pull_body(&wire::Envelope::new(), &request);
         let decision = self.ask(HookKind::Pull, url, body, wire::parse_decision).await?;
         Ok(self.counted(HookKind::Pull, request.store_id, decision))
     }

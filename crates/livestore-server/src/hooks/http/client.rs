@@ -58,15 +58,16 @@ impl HookClient {
         })
     }
 
-    /// Posts `body` to `url`, signed, and returns the answer's bytes (a 2xx answer within the limits).
+    /// Posts the body `body()` builds to `url`, signed, and returns the answer's bytes (a 2xx answer within the
+    /// limits). The body is built once a call slot is free, so at most `concurrency` bodies (a push's is about as
+    /// large as the push) exist at once, however many calls wait.
     pub(crate) async fn call(
         &self,
         hook: HookKind,
         url: &reqwest::Url,
-        body: Vec<u8>,
+        body: impl FnOnce() -> Vec<u8>,
     ) -> Result<Vec<u8>, HookError> {
-        let signed = signature(&self.secret, &body);
-        match tokio::time::timeout(self.timeout, self.exchange(hook, url, body, signed)).await {
+        match tokio::time::timeout(self.timeout, self.exchange(hook, url, body)).await {
             Ok(result) => result,
             Err(_) => Err(self.timed_out(hook)),
         }
@@ -76,8 +77,7 @@ impl HookClient {
         &self,
         hook: HookKind,
         url: &reqwest::Url,
-        body: Vec<u8>,
-        signed: String,
+        body: impl FnOnce() -> Vec<u8>,
     ) -> Result<Vec<u8>, HookError> {
         let failed = |reason: String| HookError::Failed { hook, reason };
         let _slot = self
@@ -85,6 +85,8 @@ impl HookClient {
             .acquire()
             .await
             .map_err(|_| failed("the server is shutting down".to_owned()))?;
+        let body = body();
+        let signed = signature(&self.secret, &body);
         let response = self
             .http
             .post(url.clone())

@@ -113,6 +113,8 @@ async fn calls_are_signed_and_answers_decide() {
     let (base, calls) = receiver().await;
     let hooks = hooks(&base, "allow-ann", "deny", |_| {});
     assert!(hooks.wants_connect() && hooks.wants_push() && hooks.wants_pull());
+    let debug = format!("{hooks:?}");
+    assert!(!debug.contains(&base) && !debug.contains(SECRET), "{debug}");
     let decision = hooks.connect(connect_request("s1")).await.unwrap();
     assert_eq!(
         decision,
