@@ -10,8 +10,9 @@
 //! - [`SyncHooks::pull`] as each pull starts.
 //!
 //! A hook that fails (unreachable, too slow, a garbled answer) refuses by default: 503 before a connection,
-//! `UnknownError` for a push or a pull. Each method has a default that allows, so an implementation overrides only
-//! what it decides; `wants_*` say which calls to make at all.
+//! `UnknownError` for a push or a pull (a live WebSocket pull's connection is closed with 1013 instead, so the
+//! client comes back); `hooks.fail_open` lets such requests through. Each method has a default that allows, so an
+//! implementation overrides only what it decides; `wants_*` say which calls to make at all.
 
 pub mod http;
 
@@ -243,4 +244,23 @@ pub(crate) async fn guarded(
         .catch_unwind()
         .await
         .unwrap_or_else(|_| Err(HookError::Failed { hook, reason: "the hook panicked".to_owned() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_hook_is_a_failed_call() {
+        let panicking = async { panic!("an embedder's bug") };
+        let result = guarded(HookKind::Push, panicking).await;
+        assert!(
+            matches!(&result, Err(HookError::Failed { hook: HookKind::Push, reason }) if reason == "the hook panicked"),
+            "{result:?}"
+        );
+        assert_eq!(
+            guarded(HookKind::Pull, async { Ok(Decision::Allow) }).await.unwrap(),
+            Decision::Allow
+        );
+    }
 }
