@@ -206,6 +206,13 @@ impl Authenticator {
             identity: verified.clone(),
         };
         match self.hooks.connect(request).await {
+            // An allow that has already run out would let an HTTP request through and have a socket closed as
+            // soon as it opened: it is a refusal.
+            Ok(ConnectDecision::Allow { expires_at: Some(expires_at), .. })
+                if expires_at <= unix_now() =>
+            {
+                Err(AuthRejection::forbidden("access expired"))
+            }
             Ok(ConnectDecision::Allow { subject, claims, expires_at }) => {
                 Ok(merge(verified, subject, claims, expires_at))
             }

@@ -102,8 +102,14 @@ impl ServerConfig {
 
     /// Checks every setting and the rules that span several fields.
     pub fn validate(&self) -> Result<(), ServerError> {
+        self.validate_for(false)
+    }
+
+    /// [`ServerConfig::validate`] for a server whose connect decisions may also come from a connect hook written in
+    /// Rust (`rust_connect_hook`), which, like `hooks.connect_url`, makes it safe to listen beyond loopback.
+    pub(crate) fn validate_for(&self, rust_connect_hook: bool) -> Result<(), ServerError> {
         let invalid = ServerError::InvalidConfig;
-        if !self.requires_credentials() && !self.addr.ip().is_loopback() {
+        if !self.requires_credentials() && !rust_connect_hook && !self.addr.ip().is_loopback() {
             return Err(invalid(format!(
                 "refusing to listen on {} without authentication: anyone on the network could read and write every \
                  store. Configure auth tokens (LIVESTORE_AUTH_TOKENS or [auth] tokens), JWT verification \

@@ -10,12 +10,17 @@
 //! - [`SyncHooks::pull`] as each pull starts.
 //!
 //! A hook that fails (unreachable, too slow, a garbled answer) refuses by default: 503 before a connection,
-//! `UnknownError` for a push or a pull. Each method has a default that allows, so an implementation overrides only
-//! what it decides; `wants_*` say which calls to make at all.
+//! `UnknownError` for a push or a pull (a live WebSocket pull's connection is closed with 1013 instead, so the
+//! client comes back); `hooks.fail_open` lets such requests through. Each method has a default that allows, so an
+//! implementation overrides only what it decides; `wants_*` say which calls to make at all.
 
 pub mod http;
 
+/// The event type a [`PushRequest`] carries, re-exported so hooks need no other crate to read a batch.
+pub use livestore_proto::event::{EncodedEvent, SeqNum};
+
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 
 use serde_json::value::RawValue;
@@ -207,3 +212,57 @@ pub trait SyncHooks: Send + Sync + 'static {
 pub struct NoHooks;
 
 impl SyncHooks for NoHooks {}
+
+/// What a transport does with a push or a pull once its hook was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Go ahead (allowed, no hook, or the hook failed and `hooks.fail_open` is on).
+    Proceed,
+    /// The hook refused: answer with this `UnknownError` (JSON), carrying the hook's reason.
+    Refused(String),
+    /// The hook could not decide and `hooks.fail_open` is off: answer with this `UnknownError` (JSON); retrying
+    /// later may succeed.
+    Undecided(String),
+}
+
+impl Verdict {
+    /// The error to answer with, unless the request may proceed.
+    pub(crate) fn refusal(self) -> Option<String> {
+        match self {
+            Verdict::Proceed => None,
+            Verdict::Refused(error) | Verdict::Undecided(error) => Some(error),
+        }
+    }
+}
+
+/// Runs a push or pull hook call, turning a panic in an embedder's hook into a failed call: the request is then
+/// refused (or let through with `fail_open`) like any other failure, instead of leaving its client waiting.
+pub(crate) async fn guarded(
+    hook: HookKind,
+    call: impl Future<Output = Result<Decision, HookError>>,
+) -> Result<Decision, HookError> {
+    use futures_util::FutureExt as _;
+    std::panic::AssertUnwindSafe(call)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(HookError::Failed { hook, reason: "the hook panicked".to_owned() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_hook_is_a_failed_call() {
+        let panicking = async { panic!("an embedder's bug") };
+        let result = guarded(HookKind::Push, panicking).await;
+        assert!(
+            matches!(&result, Err(HookError::Failed { hook: HookKind::Push, reason }) if reason == "the hook panicked"),
+            "{result:?}"
+        );
+        assert_eq!(
+            guarded(HookKind::Pull, async { Ok(Decision::Allow) }).await.unwrap(),
+            Decision::Allow
+        );
+    }
+}

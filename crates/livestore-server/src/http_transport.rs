@@ -74,7 +74,9 @@ pub(crate) async fn handle(
                 return json_array(&[encode::exit_die(&request_id, &error.to_string())]);
             }
             if let Some(refusal) =
-                crate::push::ask_push_hook(&state, &store_id, &identity, &args.batch).await
+                crate::push::ask_push_hook(&state, &store_id, &identity, &args.batch)
+                    .await
+                    .refusal()
             {
                 return json_array(&[encode::exit_fail(&request_id, &refusal)]);
             }
@@ -85,7 +87,9 @@ pub(crate) async fn handle(
             let cursor = args.cursor.into_option();
             let after = cursor.as_ref().map(|cursor| cursor.event_sequence_number.0);
             if let Some(refusal) =
-                crate::pull::ask_pull_hook(&state, &store_id, &identity, after, false).await
+                crate::pull::ask_pull_hook(&state, &store_id, &identity, after, false)
+                    .await
+                    .refusal()
             {
                 return json_array(&[encode::exit_fail(&request_id, &refusal)]);
             }

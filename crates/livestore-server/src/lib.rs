@@ -14,6 +14,8 @@
 //! - exactly-once, ascending, gap-free delivery per pull subscription, backlog before live;
 //! - static bearer tokens, or JWTs (HS256, or RS/ES/EdDSA with keys from an identity provider's JWKS or static
 //!   public keys) whose claims decide the stores, checked before the WebSocket upgrade;
+//! - the application's say over connects, pushes and pulls ([`hooks`]): signed HTTP calls configured in `[hooks]`,
+//!   or Rust code given to [`Server::builder`];
 //! - Prometheus metrics at `/metrics`, liveness at `/healthz`, graceful shutdown that closes sockets with 1012.
 //!
 //! ```no_run
@@ -47,4 +49,4 @@ mod ws;
 
 pub use config::ServerConfig;
 pub use error::ServerError;
-pub use server::Server;
+pub use server::{Server, ServerBuilder};

@@ -1,6 +1,7 @@
 //! Prometheus metrics served at `/metrics`: connections, stores, appended events, rejected pushes, pull latency,
-//! the memory budget and every limit a client ran into, what the embedded object store stored, and how fetching the
-//! identity provider's signing keys (JWKS) goes.
+//! the memory budget and every limit a client ran into, what the embedded object store stored, how fetching the
+//! identity provider's signing keys (JWKS) goes, and the calls to the application's hooks over HTTP (outcome and
+//! latency).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -158,6 +159,61 @@ impl JwksMetrics {
     }
 }
 
+/// How one call to a hook over HTTP ended (`livestore_hook_calls_total{outcome}`).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub(crate) enum HookOutcome {
+    /// It allowed.
+    Allow,
+    /// It refused.
+    Deny,
+    /// It did not answer within `hooks.timeout_ms` (or no call slot freed up in time).
+    Timeout,
+    /// It could not be reached, or answered with an error status or a redirect.
+    Failed,
+    /// It answered something that is not a decision.
+    BadAnswer,
+    /// A connect decision was reused from the cache; no call was made.
+    Cached,
+}
+
+impl HookOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            HookOutcome::Allow => "allow",
+            HookOutcome::Deny => "deny",
+            HookOutcome::Timeout => "timeout",
+            HookOutcome::Failed => "failed",
+            HookOutcome::BadAnswer => "bad_answer",
+            HookOutcome::Cached => "cached",
+        }
+    }
+}
+
+fn hook_label(hook: crate::hooks::HookKind) -> &'static str {
+    match hook {
+        crate::hooks::HookKind::Connect => "connect",
+        crate::hooks::HookKind::Push => "push",
+        crate::hooks::HookKind::Pull => "pull",
+        crate::hooks::HookKind::Events => "events",
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookCallLabels {
+    hook: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabels {
+    hook: &'static str,
+}
+
+/// Builds each `livestore_hook_seconds` histogram: 1 ms to about 33 s.
+fn hook_latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResourceLabels {
     resource: &'static str,
@@ -199,6 +255,8 @@ pub(crate) struct Metrics {
     load_shed: Family<ResourceLabels, Counter>,
     limit_hits: Family<LimitLabels, Counter>,
     connects_refused: Family<RejectLabels, Counter>,
+    hook_calls: Family<HookCallLabels, Counter>,
+    hook_seconds: Family<HookLabels, Histogram, fn() -> Histogram>,
     /// Fetches of `auth.jwks_url` and the keys they yielded.
     pub(crate) jwks: JwksMetrics,
 }
@@ -324,8 +382,24 @@ impl Metrics {
             "Usable signing keys from the last good JWKS document",
             jwks.keys.clone(),
         );
+        let hook_calls = Family::<HookCallLabels, Counter>::default();
+        registry.register(
+            "hook_calls",
+            "Calls to the connect, push and pull hooks over HTTP, by hook and outcome (cached: no call made)",
+            hook_calls.clone(),
+        );
+        let hook_seconds = Family::<HookLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            hook_latency_histogram,
+        );
+        registry.register(
+            "hook_seconds",
+            "Time from asking a hook over HTTP to its decision (waiting for a call slot included)",
+            hook_seconds.clone(),
+        );
         Metrics {
             registry,
+            hook_calls,
+            hook_seconds,
             jwks,
             connects_refused,
             memory_budget_bytes,
@@ -371,6 +445,18 @@ impl Metrics {
             crate::auth::RejectionKind::Unavailable => "unavailable",
         };
         self.connects_refused.get_or_create(&RejectLabels { reason }).inc();
+    }
+
+    /// Counts a hook call (or a cached decision) by how it ended.
+    pub(crate) fn hook_call(&self, hook: crate::hooks::HookKind, outcome: HookOutcome) {
+        let labels = HookCallLabels { hook: hook_label(hook), outcome: outcome.label() };
+        self.hook_calls.get_or_create(&labels).inc();
+    }
+
+    /// Records how long a hook call took to decide (or fail).
+    pub(crate) fn hook_latency(&self, hook: crate::hooks::HookKind, elapsed: std::time::Duration) {
+        let labels = HookLabels { hook: hook_label(hook) };
+        self.hook_seconds.get_or_create(&labels).observe(elapsed.as_secs_f64());
     }
 
     /// Counts a refusal for lack of memory budget.

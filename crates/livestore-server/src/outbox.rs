@@ -48,6 +48,8 @@ pub(crate) enum CloseReason {
     StoreLogUnavailable,
     /// Storage failed while serving a live pull (1011).
     StorageError,
+    /// The pull hook could not decide about a live pull (1013): the client reconnects and it is asked again.
+    HookUnavailable,
 }
 
 impl CloseReason {
@@ -64,7 +66,8 @@ impl CloseReason {
             | CloseReason::RepliesOverdue
             | CloseReason::Overloaded
             | CloseReason::DatabaseUnavailable
-            | CloseReason::StoreLogUnavailable => 1013,
+            | CloseReason::StoreLogUnavailable
+            | CloseReason::HookUnavailable => 1013,
             CloseReason::StorageError => 1011,
         }
     }
@@ -88,6 +91,7 @@ impl CloseReason {
             CloseReason::DatabaseUnavailable => "database unavailable".to_owned(),
             CloseReason::StoreLogUnavailable => "store log unavailable".to_owned(),
             CloseReason::StorageError => "storage error".to_owned(),
+            CloseReason::HookUnavailable => "pull hook unavailable; retry later".to_owned(),
         };
         truncate(&text, 120)
     }

@@ -4,7 +4,8 @@
 //! from "arrives live"; it sends `(cursor, H]` from storage page by page, then asks the hub to go live, which
 //! flushes whatever was published meanwhile and from then on queues each batch straight to the connection. The
 //! per-subscription sequencing rules (ascending, exactly once, no gaps) are enforced in `hub`.
-//! Live pulls never end with an `Exit`; to make a client retry, the connection is closed.
+//! Live pulls never end with an `Exit`; to make a client retry, the connection is closed. (The pull hook, asked by
+//! the transports before a pull starts, may refuse a live pull with an `Exit` before it has sent anything.)
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +15,7 @@ use livestore_proto::page::{PageBuilder, StoredEventRef, empty_page};
 use livestore_proto::rpc::PullCursor;
 use tokio::sync::Semaphore;
 
+use crate::hooks::{Decision, HookKind, Verdict, guarded};
 use crate::hub::{Hubs, SubscriberTarget};
 use crate::metrics::Metrics;
 use crate::outbox::{CloseReason, CloseSignal, Outbound, Outbox};
@@ -226,32 +228,31 @@ async fn fail(job: &PullJob, message: &str) {
     }
 }
 
-/// Asks the pull hook about a pull as it starts, if there is one; `Some(error)` is the `UnknownError` to answer
-/// with when the pull must not start.
+/// Asks the pull hook about a pull as it starts, if there is one.
 pub(crate) async fn ask_pull_hook(
     state: &crate::app::AppState,
     store_id: &str,
     identity: &crate::auth::Identity,
     cursor: Option<u64>,
     live: bool,
-) -> Option<String> {
+) -> Verdict {
     let hooks = state.auth.hooks();
     if !hooks.wants_pull() {
-        return None;
+        return Verdict::Proceed;
     }
     let request = crate::hooks::PullRequest { store_id, identity, cursor, live };
-    match hooks.pull(request).await {
-        Ok(crate::hooks::Decision::Allow) => None,
-        Ok(crate::hooks::Decision::Deny { reason }) => {
-            Some(encode::unknown_error(&format!("pull refused: {reason}")))
+    match guarded(HookKind::Pull, hooks.pull(request)).await {
+        Ok(Decision::Allow) => Verdict::Proceed,
+        Ok(Decision::Deny { reason }) => {
+            Verdict::Refused(encode::unknown_error(&format!("pull refused: {reason}")))
         }
         Err(error) if state.hooks_fail_open => {
             tracing::warn!(%error, "pull hook failed; letting the pull through (hooks.fail_open)");
-            None
+            Verdict::Proceed
         }
         Err(error) => {
             tracing::warn!(%error, "pull hook failed; refusing the pull");
-            Some(encode::unknown_error(
+            Verdict::Undecided(encode::unknown_error(
                 "pull not started: the server cannot decide about it right now",
             ))
         }

@@ -3,6 +3,7 @@
 use livestore_proto::encode;
 
 use crate::error::ServerError;
+use crate::hooks::{Decision, HookKind, Verdict, guarded};
 use crate::metrics::{Metrics, RejectReason};
 use crate::storage::AppendOutcome;
 
@@ -35,39 +36,37 @@ pub(crate) fn push_reply(
     }
 }
 
-/// Asks the push hook about a batch, if there is one; `Some(error)` is the `UnknownError` to answer with when the
-/// batch must not be written (refused, or the hook failed and `fail_open` is off).
+/// Asks the push hook about a batch, if there is one. Empty batches are not asked about: the reference server
+/// acknowledges them before its `onPush` runs.
 pub(crate) async fn ask_push_hook(
     state: &crate::app::AppState,
     store_id: &str,
     identity: &crate::auth::Identity,
     batch: &[livestore_proto::event::EncodedEvent],
-) -> Option<String> {
+) -> Verdict {
     let hooks = state.auth.hooks();
-    if !hooks.wants_push() {
-        return None;
+    if !hooks.wants_push() || batch.is_empty() {
+        return Verdict::Proceed;
     }
     let request = crate::hooks::PushRequest { store_id, identity, batch };
-    match hooks.push(request).await {
-        Ok(crate::hooks::Decision::Allow) => None,
-        Ok(crate::hooks::Decision::Deny { reason }) => {
-            metrics_refused(state);
-            Some(encode::unknown_error(&format!("push refused: {reason}")))
+    let verdict = match guarded(HookKind::Push, hooks.push(request)).await {
+        Ok(Decision::Allow) => Verdict::Proceed,
+        Ok(Decision::Deny { reason }) => {
+            Verdict::Refused(encode::unknown_error(&format!("push refused: {reason}")))
         }
         Err(error) if state.hooks_fail_open => {
             tracing::warn!(%error, "push hook failed; admitting the batch (hooks.fail_open)");
-            None
+            Verdict::Proceed
         }
         Err(error) => {
             tracing::warn!(%error, "push hook failed; refusing the batch (the client retries)");
-            metrics_refused(state);
-            Some(encode::unknown_error(
+            Verdict::Undecided(encode::unknown_error(
                 "push not admitted: the server cannot decide about it right now",
             ))
         }
+    };
+    if verdict != Verdict::Proceed {
+        state.metrics.push_rejected(RejectReason::Hook);
     }
-}
-
-fn metrics_refused(state: &crate::app::AppState) {
-    state.metrics.push_rejected(RejectReason::Hook);
+    verdict
 }

@@ -37,6 +37,56 @@ pub struct Server {
     files: livestore_objects::FileServices,
 }
 
+/// Configures a [`Server`] before it binds: `Server::builder(config).hooks(my_hooks).bind().await`.
+pub struct ServerBuilder {
+    config: ServerConfig,
+    hooks: Option<Arc<dyn SyncHooks>>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .field("rust_hooks", &self.hooks.is_some())
+            .finish()
+    }
+}
+
+impl ServerBuilder {
+    /// Decides connects, pushes and pulls with hooks written in Rust. `[hooks]` then must not name a connect, push
+    /// or pull URL (binding fails with [`ServerError::InvalidConfig`]); its `forward_headers` and `fail_open` apply
+    /// to these hooks too.
+    pub fn hooks(mut self, hooks: Arc<dyn SyncHooks>) -> ServerBuilder {
+        self.hooks = Some(hooks);
+        self
+    }
+
+    /// Validates the config, opens storage and binds the listener.
+    pub async fn bind(self) -> Result<Server, ServerError> {
+        Server::bind_with(self.config, self.hooks).await
+    }
+}
+
+/// The hooks the server asks: the embedder's Rust hooks, `[hooks]` over HTTP, or none; never both kinds.
+fn choose_hooks(
+    config: &ServerConfig,
+    rust_hooks: Option<Arc<dyn SyncHooks>>,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<dyn SyncHooks>, ServerError> {
+    let http = HttpHooks::new(&config.hooks, metrics).map_err(ServerError::InvalidConfig)?;
+    match (rust_hooks, http) {
+        (Some(_), Some(_)) => Err(ServerError::InvalidConfig(
+            "hooks written in Rust (ServerBuilder::hooks) and [hooks] connect_url, push_url or pull_url both \
+             decide who may connect, push and pull; configure one or the other"
+                .to_owned(),
+        )),
+        (Some(rust), None) => Ok(rust),
+        (None, Some(http)) => Ok(Arc::new(http)),
+        (None, None) => Ok(Arc::new(NoHooks)),
+    }
+}
+
 /// `AppState` holds trait objects without `Debug`; this wrapper keeps `Server: Debug` honest.
 struct AppStateHandle(AppState);
 
@@ -47,10 +97,24 @@ impl std::fmt::Debug for AppStateHandle {
 }
 
 impl Server {
-    /// Validates the config, opens storage and binds the listener.
+    /// Validates the config, opens storage and binds the listener. Hooks come from `[hooks]` (over HTTP), if any;
+    /// [`Server::builder`] takes hooks written in Rust instead.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
-        config.validate()?;
+        Server::builder(config).bind().await
+    }
+
+    /// A server to configure further before it binds, e.g. with [`ServerBuilder::hooks`].
+    pub fn builder(config: ServerConfig) -> ServerBuilder {
+        ServerBuilder { config, hooks: None }
+    }
+
+    async fn bind_with(
+        config: ServerConfig,
+        rust_hooks: Option<Arc<dyn SyncHooks>>,
+    ) -> Result<Server, ServerError> {
+        config.validate_for(rust_hooks.as_ref().is_some_and(|hooks| hooks.wants_connect()))?;
         let metrics = Arc::new(Metrics::new());
+        let hooks = choose_hooks(&config, rust_hooks, &metrics)?;
         let budget = MemoryBudget::new(config.limits.memory_budget_bytes, metrics.clone());
         let hubs = Arc::new(Hubs::new(budget.clone(), metrics.clone()));
         if let Some(url) = &config.database_url {
@@ -60,11 +124,6 @@ impl Server {
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|source| ServerError::Bind { addr: config.addr, source })?;
-        let hooks: Arc<dyn SyncHooks> =
-            match HttpHooks::new(&config.hooks, &metrics).map_err(ServerError::InvalidConfig)? {
-                Some(hooks) => Arc::new(hooks),
-                None => Arc::new(NoHooks),
-            };
         let auth = Authenticator::new(
             &config.auth,
             hooks,
@@ -188,4 +247,49 @@ async fn refuse_while_unavailable(
             .into_response();
     }
     next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    /// A connect hook in Rust, as an embedder writes one.
+    struct Gatekeeper;
+
+    impl SyncHooks for Gatekeeper {
+        fn wants_connect(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn rust_hooks_and_hook_urls_do_not_mix() {
+        let data = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data.path().join("data"),
+            ..ServerConfig::default()
+        };
+        config.hooks.push_url = Some("http://127.0.0.1:9/push".into());
+        config.hooks.secret = Some(Secret("hook-secret-0123456789abcdef0123456789".into()));
+        let error = Server::builder(config.clone()).hooks(Arc::new(Gatekeeper)).bind().await;
+        let message = error.unwrap_err().to_string();
+        assert!(
+            message.contains("ServerBuilder::hooks") && message.contains("push_url"),
+            "{message}"
+        );
+        assert!(!data.path().join("data").exists(), "refused before storage was opened");
+        config.hooks.push_url = None;
+        let server = Server::builder(config).hooks(Arc::new(Gatekeeper)).bind().await.unwrap();
+        assert!(server.state.0.auth.hooks().wants_connect());
+    }
+
+    #[test]
+    fn a_rust_connect_hook_counts_as_authentication_for_a_public_address() {
+        let config =
+            ServerConfig { addr: "0.0.0.0:8787".parse().unwrap(), ..ServerConfig::default() };
+        assert!(config.validate().is_err(), "no credentials and no connect hook");
+        config.validate_for(true).unwrap();
+    }
 }

@@ -5,6 +5,12 @@
 //! task, so a client may pipeline pushes. Every outgoing frame goes through one bounded queue (`outbox`) drained by
 //! a writer task (`writer`); a client too slow to drain it is disconnected rather than allowed to stall the others.
 //!
+//! With a push hook, a fourth task (`push_gate`) sits between the reader and storage: it asks the hook about
+//! several pushes at once but submits them, or answers their refusal, in arrival order. With a pull hook, each pull
+//! task asks it before reading anything; a refused pull ends with an `Exit` failure, even a live one (LiveStore
+//! 0.4's client then gives up pulling: `onSyncError`), while a hook that cannot decide closes a live pull's
+//! connection with 1013 so the client reconnects and asks again.
+//!
 //! What one connection may hold is bounded: pushes awaiting their commit (`limits.max_pushes_in_flight`, and twice
 //! `max_message_bytes` in bytes; the reader stops reading beyond that, so TCP pushes back), open pulls
 //! (`limits.max_pulls_per_connection`, one more closes with 1008), queued outbound bytes (`outbox`), and a message
@@ -17,6 +23,7 @@
 //! The session is generic over the socket's `Sink`/`Stream` halves so tests can drive it without a network.
 
 mod ack_order;
+mod push_gate;
 mod writer;
 
 use std::collections::HashMap;
@@ -40,6 +47,7 @@ use crate::app::AppState;
 use crate::auth::{Authenticator, Identity, time_until, unix_now};
 use crate::budget::Reservation;
 use crate::error::ServerError;
+use crate::hooks::Verdict;
 use crate::http_server::{ConnectionWatch, IoFailure};
 use crate::metrics::{LimitHit, RejectReason, ShedResource};
 use crate::outbox::{CloseReason, CloseSignal, Outbound, Outbox};
@@ -57,8 +65,15 @@ struct PushHold {
 struct PendingPush {
     request_id: String,
     token: Option<u64>,
-    outcome: BoxFuture<'static, Result<AppendOutcome, ServerError>>,
+    outcome: PushOutcome,
     _hold: PushHold,
+}
+
+/// What becomes of a push: storage's answer, or the push hook's refusal (never written).
+enum PushOutcome {
+    Storage(BoxFuture<'static, Result<AppendOutcome, ServerError>>),
+    /// The `UnknownError` to answer with.
+    Refused(String),
 }
 
 /// The upgraded socket and what the upgrade request established.
@@ -110,9 +125,23 @@ where
     ));
     let (pushes, push_receiver) = tokio::sync::mpsc::unbounded_channel::<PendingPush>();
     let replier = tokio::spawn(reply_loop(push_receiver, out.clone(), state.clone()));
+    let identity = Arc::new(connection.identity.clone());
+    // The gate ends once the session drops its sender, after answering what it holds; the replier, which also waits
+    // for the gate's sender, ends after it.
+    let gate = state.auth.hooks().wants_push().then(|| {
+        push_gate::start(
+            state.clone(),
+            Arc::from(connection.store_id.as_str()),
+            identity.clone(),
+            pushes.clone(),
+            limits.max_pushes_in_flight,
+        )
+    });
     let mut session = Session {
         state,
         connection,
+        identity,
+        gate,
         out: out.clone(),
         close: close.clone(),
         push_slots: Arc::new(Semaphore::new(limits.max_pushes_in_flight)),
@@ -217,6 +246,10 @@ fn read_failed(state: &AppState, connection: &Connection, close: &CloseSignal, e
 struct Session<'a> {
     state: &'a AppState,
     connection: &'a Connection,
+    /// The connection's identity, for the hooks.
+    identity: Arc<Identity>,
+    /// Where pushes go when there is a push hook (`push_gate`); without one they go straight to storage.
+    gate: Option<tokio::sync::mpsc::UnboundedSender<push_gate::GatedPush>>,
     out: Outbox,
     close: CloseSignal,
     push_slots: Arc<Semaphore>,
@@ -304,7 +337,12 @@ impl Session<'_> {
                     close: self.close.clone(),
                     read_slots: self.state.read_slots.clone(),
                 };
-                if let Some(previous) = self.pulls.insert(request_id, tokio::spawn(run_pull(job))) {
+                let task = if self.state.auth.hooks().wants_pull() {
+                    tokio::spawn(pull_after_hook(self.state.clone(), self.identity.clone(), job))
+                } else {
+                    tokio::spawn(run_pull(job))
+                };
+                if let Some(previous) = self.pulls.insert(request_id, task) {
                     previous.abort();
                 }
                 true
@@ -326,7 +364,11 @@ impl Session<'_> {
                     }
                     _ => None,
                 };
-                let outcome = self.state.storage.append(store_id, args);
+                if let Some(gate) = &self.gate {
+                    let push = push_gate::GatedPush { request_id, token, args, hold };
+                    return gate.send(push).is_ok();
+                }
+                let outcome = PushOutcome::Storage(self.state.storage.append(store_id, args));
                 self.pushes.send(PendingPush { request_id, token, outcome, _hold: hold }).is_ok()
             }
             other => {
@@ -375,7 +417,12 @@ async fn reply_loop(
     state: AppState,
 ) {
     while let Some(PendingPush { request_id, token, outcome, _hold }) = pushes.recv().await {
-        let text = crate::push::push_reply(&request_id, outcome.await, &state.metrics);
+        let text = match outcome {
+            PushOutcome::Storage(outcome) => {
+                crate::push::push_reply(&request_id, outcome.await, &state.metrics)
+            }
+            PushOutcome::Refused(error) => encode::exit_fail(&request_id, &error),
+        };
         let frame = match token {
             Some(push) => Outbound::PushReply { text, push },
             None => Outbound::Text(text),
@@ -385,4 +432,22 @@ async fn reply_loop(
             continue;
         }
     }
+}
+
+/// Asks the pull hook, then runs the pull it allowed. A refusal ends the pull with an `Exit` failure (live or not:
+/// it has sent nothing yet); a hook that cannot decide closes a live pull's connection with 1013 instead, so the
+/// client reconnects and asks again rather than give up pulling.
+async fn pull_after_hook(state: AppState, identity: Arc<Identity>, job: PullJob) {
+    let after = job.cursor.as_ref().map(|cursor| cursor.event_sequence_number.0);
+    let verdict =
+        crate::pull::ask_pull_hook(&state, &job.store_id, &identity, after, job.live).await;
+    let error = match verdict {
+        Verdict::Proceed => return run_pull(job).await,
+        Verdict::Undecided(_) if job.live => {
+            let _ = job.out.send(Outbound::Close(CloseReason::HookUnavailable)).await;
+            return;
+        }
+        Verdict::Refused(error) | Verdict::Undecided(error) => error,
+    };
+    let _ = job.out.send(Outbound::Text(encode::exit_fail(&job.request_id, &error))).await;
 }

@@ -5,6 +5,8 @@
 //! - `auth`: static tokens and JWTs, before the upgrade and on the HTTP transport;
 //! - `jwks`: tokens from an identity provider's JWKS (RS256, ES256): rotation, issuer and audience, store access
 //!   patterns, expiry, the endpoint down or serving garbage, forged tokens, JS and Rust clients syncing with them;
+//! - `hooks`: `[hooks]` over HTTP against a receiver served by the test (connect, push and pull decisions, failures,
+//!   forwarded headers, the cache, expiry, logs), a real JS client whose pushes are refused, the docs' receivers;
 //! - `lifecycle`: restarts, backendId persistence, graceful shutdown, the data-dir lock, config refusal;
 //! - `js_clients`: real `@livestore/*` 0.4.0 Node clients syncing through the server;
 //! - `resilient`: raw protocol clients that survive faults (used by `faults`, `crash`, `chaos`);
@@ -37,6 +39,7 @@ mod files_sync;
 mod filesync_js;
 mod fuzz_regressions;
 mod hardening;
+mod hooks;
 mod js_clients;
 mod js_driver;
 mod jwks;

@@ -99,6 +99,7 @@ impl TestServer {
             .env_remove("LIVESTORE_JWKS_URL")
             .env_remove("LIVESTORE_JWT_ISSUER")
             .env_remove("LIVESTORE_JWT_AUDIENCE")
+            .env_remove("LIVESTORE_HOOKS_SECRET")
             .env_remove("LIVESTORE_CONFIG")
             .env_remove("S3_ENDPOINT")
             .env("LIVESTORE_LOG", "info,livestore_server=debug")
@@ -270,6 +271,20 @@ impl WsClient {
     pub async fn connect(url: &str) -> WsClient {
         let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket connects");
         WsClient { socket }
+    }
+
+    /// Connects with a prepared request (e.g. extra headers); a refused upgrade is its status and body.
+    pub async fn try_connect(
+        request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+    ) -> Result<WsClient, (u16, String)> {
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => Ok(WsClient { socket }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let body = response.body().as_deref().unwrap_or_default();
+                Err((response.status().as_u16(), String::from_utf8_lossy(body).into_owned()))
+            }
+            Err(other) => panic!("WebSocket connect failed: {other}"),
+        }
     }
 
     /// Connects with a larger outgoing frame allowance (tungstenite's default is 16 MiB, which is enough).

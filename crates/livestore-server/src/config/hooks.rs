@@ -25,8 +25,8 @@ pub struct HooksConfig {
     pub secret: Option<Secret>,
     /// How long a connect, push or pull hook may take before the server gives up (fail closed).
     pub timeout_ms: u64,
-    /// Request headers passed to the connect, push and pull hooks (lower case), e.g. `["cookie"]`. Never sent to
-    /// `events_url`.
+    /// Request headers passed to the connect hook (lower case), e.g. `["cookie"]`; the push and pull hooks see the
+    /// identity the connect hook vouched for instead. Never sent to `events_url`.
     pub forward_headers: Vec<String>,
     /// Hook calls in flight at once, process-wide; more wait, and give up at the timeout.
     pub concurrency: usize,
