@@ -16,10 +16,39 @@ pub type Sender = SplitSink<Socket, Message>;
 /// Receiving half of a connection.
 pub type Receiver = SplitStream<Socket>;
 
+/// The credential every connection carries in its URL's sync payload (`{"authToken": …}`), if set.
+static PAYLOAD_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Makes every connection of this process carry `token` as `syncPayload.authToken`, as LiveStore clients do.
+pub fn set_payload_token(token: String) {
+    let _ = PAYLOAD_TOKEN.set(token);
+}
+
 /// The sync URL for `store_id` on a server whose base URL is `base` (`http://…` or `ws://…`).
 pub fn sync_url(base: &str, store_id: &str) -> String {
     let base = base.trim_end_matches('/').replacen("http://", "ws://", 1);
-    format!("{base}/?storeId={store_id}&transport=ws")
+    match PAYLOAD_TOKEN.get() {
+        Some(token) => {
+            format!("{base}/?storeId={store_id}&transport=ws&payload={}", payload_param(token))
+        }
+        None => format!("{base}/?storeId={store_id}&transport=ws"),
+    }
+}
+
+/// A sync payload `{"authToken": token}` as the `payload` query parameter: JSON, `encodeURIComponent`ed, then
+/// query-encoded again, as sync-cf clients send it.
+fn payload_param(token: &str) -> String {
+    let escape = |text: &str| -> String {
+        text.bytes()
+            .map(|byte| match byte {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (byte as char).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect()
+    };
+    escape(&escape(&json!({ "authToken": token }).to_string()))
 }
 
 /// Opens a connection with small buffers, so thousands of idle connections stay cheap on the client side too.

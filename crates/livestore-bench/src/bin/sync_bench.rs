@@ -6,7 +6,9 @@
 //!   with `--subscriber-urls` the subscribers spread over other nodes (cross-node fan-out through a shared
 //!   database) while the pusher stays on `--url`;
 //! - `backlog`: fills a store, then times a fresh client pulling the whole log;
-//! - `idle`: opens N live connections and reports the server's resident memory (needs `--server-pid`).
+//! - `idle`: opens N live connections and reports the server's resident memory (needs `--server-pid`);
+//! - `connect`: opens whole sessions (upgrade, `Ping`, `Pong`, close) one after another per worker and reports the
+//!   rate, credential check included (give the credential with `--payload-token`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,6 +28,9 @@ struct Args {
     /// A label copied into the output (e.g. "livestore-rs" or "sync-cf-reference").
     #[arg(long, default_value = "server")]
     label: String,
+    /// Every connection carries this credential as `syncPayload.authToken` (in the URL, as LiveStore clients do).
+    #[arg(long)]
+    payload_token: Option<String>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -67,10 +72,19 @@ enum Scenario {
         #[arg(long)]
         server_pid: u32,
     },
+    Connect {
+        #[arg(long, default_value_t = 20_000)]
+        connections: u64,
+        #[arg(long, default_value_t = 32)]
+        concurrency: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(token) = &args.payload_token {
+        protocol::set_payload_token(token.clone());
+    }
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = runtime.block_on(run(&args))?;
@@ -92,6 +106,10 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         }
         Scenario::Idle { connections, server_pid } => {
             idle(&args.url, &prefix, *connections, *server_pid).await
+        }
+        Scenario::Connect { connections, concurrency } => {
+            livestore_bench::connect::connect_rate(&args.url, &prefix, *connections, *concurrency)
+                .await
         }
     }
 }
