@@ -12,6 +12,8 @@
 //! - several nodes on one Postgres database: pushes serialized by the database, live pulls on every node fed through
 //!   `LISTEN/NOTIFY`, a node that loses the database closes its sockets and answers 503;
 //! - exactly-once, ascending, gap-free delivery per pull subscription, backlog before live;
+//! - every committed event delivered to subscribers (the `[hooks] events_url` webhook, or an [`events_out::EventSink`]
+//!   passed to [`Server::bind_with_sink`]) at least once, in order per store, from durable cursors;
 //! - static bearer tokens or JWT HS256 with a store-id claim, checked before the WebSocket upgrade;
 //! - Prometheus metrics at `/metrics`, liveness at `/healthz`, graceful shutdown that closes sockets with 1012.
 //!
@@ -30,6 +32,7 @@ mod body_guard;
 mod budget;
 pub mod config;
 mod error;
+pub mod events_out;
 pub mod hooks;
 mod http_server;
 mod http_transport;

@@ -1,5 +1,6 @@
 //! Prometheus metrics served at `/metrics`: connections, stores, appended events, rejected pushes, pull latency,
-//! the memory budget and every limit a client ran into, and what the embedded object store stored.
+//! the memory budget and every limit a client ran into, what the embedded object store stored, and how the delivery
+//! of committed events to their subscribers (`events_out`) keeps up.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -106,6 +107,28 @@ struct LimitLabels {
     limit: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SubscriberLabels {
+    subscriber: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryFailureLabels {
+    subscriber: String,
+    kind: &'static str,
+}
+
+/// The delivery of committed events to one subscriber, per subscriber (`events_url` is `webhook`).
+#[derive(Debug, Default)]
+struct EventsOutMetrics {
+    delivered_events: Family<SubscriberLabels, Counter>,
+    delivered_batches: Family<SubscriberLabels, Counter>,
+    failures: Family<DeliveryFailureLabels, Counter>,
+    lag_events: Family<SubscriberLabels, Gauge>,
+    stores_behind: Family<SubscriberLabels, Gauge>,
+    leader: Family<SubscriberLabels, Gauge>,
+}
+
 /// The server's metrics; cheap to update from any task or thread.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -137,6 +160,7 @@ pub(crate) struct Metrics {
     load_shed: Family<ResourceLabels, Counter>,
     limit_hits: Family<LimitLabels, Counter>,
     connects_refused: Family<RejectLabels, Counter>,
+    events_out: EventsOutMetrics,
 }
 
 impl Metrics {
@@ -249,7 +273,39 @@ impl Metrics {
             "WebSocket connections and HTTP-transport requests refused before they were served, by reason",
             connects_refused.clone(),
         );
+        let events_out = EventsOutMetrics::default();
+        registry.register(
+            "events_out_delivered_events",
+            "Committed events a subscriber acknowledged (each counted once, when its cursor moved past it)",
+            events_out.delivered_events.clone(),
+        );
+        registry.register(
+            "events_out_delivered_batches",
+            "Batches of committed events a subscriber acknowledged",
+            events_out.delivered_batches.clone(),
+        );
+        registry.register(
+            "events_out_failures",
+            "Failed delivery attempts of committed events, by subscriber and kind (each is retried)",
+            events_out.failures.clone(),
+        );
+        registry.register(
+            "events_out_lag_events",
+            "Committed events not yet acknowledged by the subscriber (reported by the node that delivers)",
+            events_out.lag_events.clone(),
+        );
+        registry.register(
+            "events_out_stores_behind",
+            "Stores with committed events the subscriber has not acknowledged (on the node that delivers)",
+            events_out.stores_behind.clone(),
+        );
+        registry.register(
+            "events_out_leader",
+            "1 while this node delivers the subscriber's events (on Postgres, one node at a time)",
+            events_out.leader.clone(),
+        );
         Metrics {
+            events_out,
             registry,
             connects_refused,
             memory_budget_bytes,
@@ -305,6 +361,39 @@ impl Metrics {
     /// Counts a client running into a per-connection bound.
     pub(crate) fn limit_hit(&self, limit: LimitHit) {
         self.limit_hits.get_or_create(&LimitLabels { limit: limit.label() }).inc();
+    }
+
+    /// A subscriber acknowledged a batch of `events` committed events.
+    pub(crate) fn events_delivered(&self, subscriber: &str, events: usize) {
+        let labels = SubscriberLabels { subscriber: subscriber.to_owned() };
+        self.events_out.delivered_events.get_or_create(&labels).inc_by(events as u64);
+        self.events_out.delivered_batches.get_or_create(&labels).inc();
+    }
+
+    /// A delivery attempt failed.
+    pub(crate) fn delivery_failed(&self, subscriber: &str, kind: crate::events_out::FailureKind) {
+        let labels =
+            DeliveryFailureLabels { subscriber: subscriber.to_owned(), kind: kind.label() };
+        self.events_out.failures.get_or_create(&labels).inc();
+    }
+
+    /// How far behind a subscriber is, as its delivering node sees it.
+    pub(crate) fn delivery_backlog(&self, subscriber: &str, lag_events: u64, stores_behind: usize) {
+        let labels = SubscriberLabels { subscriber: subscriber.to_owned() };
+        self.events_out
+            .lag_events
+            .get_or_create(&labels)
+            .set(i64::try_from(lag_events).unwrap_or(i64::MAX));
+        self.events_out
+            .stores_behind
+            .get_or_create(&labels)
+            .set(i64::try_from(stores_behind).unwrap_or(i64::MAX));
+    }
+
+    /// Whether this node delivers a subscriber's events.
+    pub(crate) fn delivery_leader(&self, subscriber: &str, leader: bool) {
+        let labels = SubscriberLabels { subscriber: subscriber.to_owned() };
+        self.events_out.leader.get_or_create(&labels).set(i64::from(leader));
     }
 
     /// Brings the reserved-bytes gauge up to date.

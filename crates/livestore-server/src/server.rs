@@ -1,4 +1,5 @@
-//! Starting, running and stopping the server: storage, listener, router, and graceful shutdown.
+//! Starting, running and stopping the server: storage, listener, router, the delivery of committed events, and
+//! graceful shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,6 +19,10 @@ use crate::auth::Authenticator;
 use crate::budget::MemoryBudget;
 use crate::config::ServerConfig;
 use crate::error::ServerError;
+use crate::events_out::webhook::WebhookSink;
+use crate::events_out::{
+    DeliverySettings, Deps, EventSink, EventsOut, Subscriber, WEBHOOK_SUBSCRIBER,
+};
 use crate::hooks::http::HttpHooks;
 use crate::hooks::{NoHooks, SyncHooks};
 use crate::http_server::ConnectionSettings;
@@ -35,6 +40,7 @@ pub struct Server {
     listener: TcpListener,
     state: AppStateHandle,
     files: livestore_objects::FileServices,
+    events_out: EventsOut,
 }
 
 /// `AppState` holds trait objects without `Debug`; this wrapper keeps `Server: Debug` honest.
@@ -49,14 +55,51 @@ impl std::fmt::Debug for AppStateHandle {
 impl Server {
     /// Validates the config, opens storage and binds the listener.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        Self::bind_with_subscribers(config, Vec::new()).await
+    }
+
+    /// Like [`Server::bind`], and delivers every committed event to `sink` as well, the way `[hooks] events_url`
+    /// gets them: at least once, in order per store, one batch per store at a time, retried until acknowledged
+    /// (see [`crate::events_out`]). `name` (1 to 64 of `a-z`, `0-9`, `-`, `_`; not `"webhook"` when `events_url`
+    /// is set) keys the sink's durable cursors: the same name resumes after a restart where the sink stopped, a new
+    /// one starts at the beginning of every log. On Postgres, one node at a time delivers to the sink.
+    pub async fn bind_with_sink(
+        config: ServerConfig,
+        name: &str,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Server, ServerError> {
+        Self::bind_with_subscribers(config, vec![Subscriber::new(name, sink)?]).await
+    }
+
+    async fn bind_with_subscribers(
+        config: ServerConfig,
+        mut subscribers: Vec<Subscriber>,
+    ) -> Result<Server, ServerError> {
         config.validate()?;
+        if let (Some(url), Some(secret)) = (&config.hooks.events_url, &config.hooks.secret) {
+            let timeout = Duration::from_millis(config.hooks.events_timeout_ms);
+            let sink: Arc<dyn EventSink> = Arc::new(WebhookSink::new(url, secret, timeout)?);
+            subscribers.insert(0, Subscriber::new(WEBHOOK_SUBSCRIBER, sink)?);
+        }
+        EventsOut::check_names(&subscribers)?;
         let metrics = Arc::new(Metrics::new());
         let budget = MemoryBudget::new(config.limits.memory_budget_bytes, metrics.clone());
         let hubs = Arc::new(Hubs::new(budget.clone(), metrics.clone()));
         if let Some(url) = &config.database_url {
             tracing::info!(database = %url.redacted(), "event log in Postgres");
         }
-        let storage = storage::open_with(&config, hubs.clone(), metrics.clone()).await?;
+        let opened = storage::open_with(&config, hubs.clone(), metrics.clone()).await?;
+        let storage = opened.log;
+        let events_out = EventsOut::new(
+            Deps {
+                log: storage.clone(),
+                cursors: opened.cursors,
+                feed: hubs.commits().clone(),
+                metrics: metrics.clone(),
+                settings: DeliverySettings::from_hooks(&config.hooks),
+            },
+            subscribers,
+        );
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|source| ServerError::Bind { addr: config.addr, source })?;
@@ -107,7 +150,7 @@ impl Server {
             static_site,
             files: files.clone(),
         };
-        Ok(Server { listener, state: AppStateHandle(state), files })
+        Ok(Server { listener, state: AppStateHandle(state), files, events_out })
     }
 
     /// The address actually bound (useful with port 0).
@@ -127,6 +170,7 @@ impl Server {
     ) -> Result<(), ServerError> {
         let addr = self.local_addr();
         let state = self.state.0;
+        self.events_out.start();
         let token = state.shutdown.clone();
         let router = app(state.clone(), self.files.router()).layer(
             axum::middleware::from_fn_with_state(state.storage.clone(), refuse_while_unavailable),
@@ -157,6 +201,8 @@ impl Server {
         if tokio::time::timeout(SHUTDOWN_GRACE, state.sessions.wait()).await.is_err() {
             tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
         }
+        // Before storage: batches in flight get their grace period and their cursors committed.
+        self.events_out.shutdown().await;
         state.storage.shutdown().await;
         tracing::info!("stopped");
         result
