@@ -2,7 +2,7 @@
 //! until SIGINT or SIGTERM.
 //!
 //! Precedence, lowest first: built-in defaults, the config file, environment variables, command-line flags.
-//! Secrets (tokens, JWT secret) come only from the config file or the environment, never from flags, so they do
+//! Secrets (tokens, JWT secret, hooks secret) come only from the config file or the environment, never from flags, so they do
 //! not show up in process listings or shell history. The one exception is `--database-url`, which the flag may
 //! carry for convenience; deployments pass it in `LIVESTORE_DATABASE_URL` or the config file instead.
 
@@ -64,6 +64,9 @@ fn resolve(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     }
     if let Ok(secret) = std::env::var("LIVESTORE_JWT_SECRET") {
         config.auth.jwt_secret = Some(Secret(secret));
+    }
+    if let Ok(secret) = std::env::var("LIVESTORE_HOOKS_SECRET") {
+        config.hooks.secret = Some(Secret(secret));
     }
     if let Ok(origins) = std::env::var("LIVESTORE_ALLOWED_ORIGINS") {
         config.cors.allowed_origins = origins
