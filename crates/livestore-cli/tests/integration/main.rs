@@ -18,7 +18,10 @@
 //!   state, range-checked settings, secrets in config errors and trace logs, private files, JSON nesting;
 //! - `files_sync`, `files_resume`: the `livestore files` CLI end to end (propagation, external S3, `kill -9` during
 //!   transfers, bad input, a resumed multipart upload that sends only the missing parts);
-//! - `fuzz_regressions`: saved fuzz inputs (seeds and crashers) replayed in process and against the server.
+//! - `fuzz_regressions`: saved fuzz inputs (seeds and crashers) replayed in process and against the server;
+//! - `events_out`: committed events to `[hooks] events_url` with a receiver served by the test (signatures, dedup
+//!   by `Idempotency-Key`, order per store), with concurrent writers, across `kill -9`, a webhook outage, and two
+//!   Postgres nodes of which one delivers at a time.
 
 #![allow(unreachable_pub, clippy::needless_pass_by_value, clippy::unused_async)]
 
@@ -26,6 +29,7 @@ mod auth;
 mod browser;
 mod chaos;
 mod crash;
+mod events_out;
 mod faults;
 mod files;
 mod files_resume;
