@@ -81,11 +81,6 @@ impl Record {
     pub fn has_all(&self, heads: &BTreeMap<String, u64>) -> bool {
         heads.iter().all(|(store, head)| self.seq_nums(store).last().copied().unwrap_or(0) >= *head)
     }
-
-    /// Requests that were answered with a script entry other than `Accept`.
-    pub fn answered(&self, answer: impl Fn(&Answer) -> bool) -> usize {
-        self.requests.iter().filter(|request| answer(&request.answer)).count()
-    }
 }
 
 struct Shared {
@@ -105,12 +100,13 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Serves on `port` (0: any free port).
-    pub async fn start(port: u16, secret: &str, client_token: Option<&str>) -> Receiver {
+    /// Serves on `port` (0: any free port), answering the first requests with `script`.
+    pub async fn start(port: u16, secret: &str, client_token: Option<&str>, script: &[Answer]) -> Receiver {
+        let record = Record { script: script.iter().copied().collect(), ..Record::default() };
         let shared = Arc::new(Shared {
             secret: secret.as_bytes().to_vec(),
             client_token: client_token.map(str::to_owned),
-            record: Mutex::new(Record::default()),
+            record: Mutex::new(record),
             changed: Notify::new(),
             release: Notify::new(),
         });
@@ -131,14 +127,9 @@ impl Receiver {
         format!("http://127.0.0.1:{}/{node}", self.port)
     }
 
-    /// Answers the next requests with `answers`, then accepts again.
-    pub fn script(&self, answers: &[Answer]) {
-        self.shared.record.lock().unwrap().script.extend(answers.iter().copied());
-    }
-
     /// Delays every accepted answer (a slow receiver keeps batches in flight).
     pub fn set_delay(&self, delay: Duration) {
-        self.shared.record.lock().unwrap().delay = delay;
+        self.shared.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).delay = delay;
     }
 
     /// Lets every held request answer 200.
@@ -148,7 +139,7 @@ impl Receiver {
 
     /// Reads the record.
     pub fn with<T>(&self, read: impl FnOnce(&Record) -> T) -> T {
-        read(&self.shared.record.lock().unwrap())
+        read(&self.shared.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// Waits until `done` holds for the record; panics with `what` and the record's summary after `timeout`.
@@ -191,7 +182,7 @@ struct InFlight {
 impl InFlight {
     fn end(&mut self) {
         if let Some(node) = self.node.take() {
-            let mut record = self.shared.record.lock().unwrap();
+            let mut record = self.shared.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(nodes) = record.in_flight.get_mut(&self.store)
                 && let Some(position) = nodes.iter().position(|known| *known == node)
             {
@@ -208,7 +199,7 @@ impl Drop for InFlight {
 }
 
 async fn redirected(State(shared): State<Arc<Shared>>) -> StatusCode {
-    shared.record.lock().unwrap().redirected += 1;
+    shared.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).redirected += 1;
     shared.changed.notify_waiters();
     StatusCode::OK
 }
@@ -223,7 +214,7 @@ async fn hook(
     let (store, key, events) = match checked {
         Ok(parsed) => parsed,
         Err(problem) => {
-            let mut record = shared.record.lock().unwrap();
+            let mut record = shared.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             record.problems.push(problem);
             drop(record);
             shared.changed.notify_waiters();
@@ -231,7 +222,7 @@ async fn hook(
         }
     };
     let (answer, delay, mut in_flight) = {
-        let mut record = shared.record.lock().unwrap();
+        let mut record = shared.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let others = record.in_flight.entry(store.clone()).or_default();
         if !others.is_empty() {
             let problem = format!("store {store}: a request from {node} while one from {others:?} was in flight");
@@ -268,10 +259,10 @@ async fn hook(
         Answer::Hold => {
             let released = shared.release.notified();
             process(&shared, &store, &key, events);
-            shared.record.lock().unwrap().held += 1;
+            shared.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).held += 1;
             shared.changed.notify_waiters();
             released.await;
-            shared.record.lock().unwrap().held -= 1;
+            shared.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).held -= 1;
             StatusCode::OK.into_response()
         }
     }
@@ -322,7 +313,7 @@ fn check_request(
 
 /// Processes a batch once per key, in order per store.
 fn process(shared: &Shared, store: &str, key: &str, events: Vec<Value>) {
-    let mut record = shared.record.lock().unwrap();
+    let mut record = shared.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(first) = record.processed.get(key) {
         if *first != events {
             record.problems.push(format!("key {key} came again with other events"));
