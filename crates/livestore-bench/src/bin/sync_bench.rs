@@ -6,7 +6,9 @@
 //!   with `--subscriber-urls` the subscribers spread over other nodes (cross-node fan-out through a shared
 //!   database) while the pusher stays on `--url`;
 //! - `backlog`: fills a store, then times a fresh client pulling the whole log;
-//! - `idle`: opens N live connections and reports the server's resident memory (needs `--server-pid`).
+//! - `idle`: opens N live connections and reports the server's resident memory (needs `--server-pid`);
+//! - `events-out`: pushes at a fixed rate while serving the server's `events_url` webhook, and reports whether the
+//!   delivery of committed events keeps up (lag, latency, rates; see `livestore_bench::events_out`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -67,6 +69,23 @@ enum Scenario {
         #[arg(long)]
         server_pid: u32,
     },
+    EventsOut {
+        /// Where the webhook receiver listens: the host and port of the server's `hooks.events_url`.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// The server's `hooks.secret`, to check signatures.
+        #[arg(long, env = "LIVESTORE_HOOKS_SECRET", hide_env_values = true)]
+        secret: String,
+        /// Events per second pushed, over all stores.
+        #[arg(long, default_value_t = 50_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long, default_value_t = 10)]
+        stores: u64,
+        #[arg(long, default_value_t = 100)]
+        batch: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -92,6 +111,19 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         }
         Scenario::Idle { connections, server_pid } => {
             idle(&args.url, &prefix, *connections, *server_pid).await
+        }
+        Scenario::EventsOut { listen, secret, rate, seconds, stores, batch } => {
+            let options = livestore_bench::events_out::Options {
+                url: args.url.clone(),
+                listen: *listen,
+                secret: secret.clone(),
+                rate: *rate,
+                seconds: *seconds,
+                stores: *stores,
+                batch: *batch,
+                prefix: prefix.clone(),
+            };
+            livestore_bench::events_out::run(&options).await
         }
     }
 }
