@@ -120,7 +120,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Value> {
         .collect();
     steady.sort_unstable();
     let percentile = |quantile: f64| {
-        steady.get(((steady.len() as f64 * quantile) as usize).min(steady.len().saturating_sub(1))).copied()
+        steady
+            .get(((steady.len() as f64 * quantile) as usize).min(steady.len().saturating_sub(1)))
+            .copied()
     };
     Ok(json!({
         "scenario": "events-out", "stores": options.stores, "batch": options.batch, "target_rate": options.rate,
@@ -212,7 +214,11 @@ async fn push_at_rate(
     }
 }
 
-async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn receive(
+    State(receiver): State<Arc<Receiver>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     let arrived = Instant::now();
     let signed = headers
         .get("x-livestore-signature")
@@ -224,8 +230,11 @@ async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body
     if signed.is_none_or(|signature| mac.verify_slice(&signature).is_err()) {
         return StatusCode::UNAUTHORIZED;
     }
-    let Ok(payload) = serde_json::from_slice::<Value>(&body) else { return StatusCode::BAD_REQUEST };
-    let (Some(store), Some(events)) = (payload["storeId"].as_str(), payload["events"].as_array()) else {
+    let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let (Some(store), Some(events)) = (payload["storeId"].as_str(), payload["events"].as_array())
+    else {
         return StatusCode::BAD_REQUEST;
     };
     let last = events.last().and_then(|event| event["seqNum"].as_u64()).unwrap_or(0);

@@ -83,7 +83,9 @@ pub enum ServerError {
     StorageClosed,
     /// A store's stored events do not continue a delivery cursor (the log was restored under its cursors, or the
     /// cursor was edited). Delivery of that store retries and never skips; an operator has to look.
-    #[error("the log of store {store_id} does not continue after seqNum {after} as its delivery cursor expects")]
+    #[error(
+        "the log of store {store_id} does not continue after seqNum {after} as its delivery cursor expects"
+    )]
     LogDiscontinuity {
         /// The store.
         store_id: String,

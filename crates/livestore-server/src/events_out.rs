@@ -35,9 +35,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::backoff::{DEFAULT_RETRY_INITIAL, RetryPolicy};
 pub use self::batch::{BATCH_MAX_BYTES, BATCH_MAX_EVENTS, EventBatch};
 pub use self::channel::{ChannelSink, Delivery, EventStream, event_channel};
-use self::backoff::{DEFAULT_RETRY_INITIAL, RetryPolicy};
 use self::feed::CommitFeed;
 use crate::error::ServerError;
 use crate::metrics::Metrics;

@@ -21,7 +21,8 @@ use crate::resilient::{RawWriter, ws_url};
 use crate::support::*;
 
 /// Accepts four requests, then holds the fifth open until released.
-const HOLD_FIFTH: [Answer; 5] = [Answer::Accept, Answer::Accept, Answer::Accept, Answer::Accept, Answer::Hold];
+const HOLD_FIFTH: [Answer; 5] =
+    [Answer::Accept, Answer::Accept, Answer::Accept, Answer::Accept, Answer::Hold];
 const SECRET: &str = "events-out-test-secret-5f3a9c1e7b2d4f60";
 const TOKEN: &str = "events-out-client-token-8e1f2a7c4b9d3e05";
 /// How long all the events of a test may take to arrive.
@@ -56,7 +57,13 @@ fn authed_url(addr: &str, store: &str) -> String {
 
 /// Writers: `per_store` racing writers on each store, all through `addr`, each creating `events` events; `tag`
 /// keeps the names (and so the event ids) of different groups of writers apart.
-fn writers(addr: &str, tag: &str, stores: &[&str], per_store: usize, events: u64) -> Vec<RawWriter> {
+fn writers(
+    addr: &str,
+    tag: &str,
+    stores: &[&str],
+    per_store: usize,
+    events: u64,
+) -> Vec<RawWriter> {
     let mut writers = Vec::new();
     for store in stores {
         for index in 0..per_store {
@@ -81,7 +88,10 @@ async fn write_all(writers: &mut [RawWriter]) {
 
 /// Writers that keep creating and pushing events until `stop` is set (in the background); then they are returned,
 /// possibly with events in doubt (the log is what the tests compare with).
-fn write_until(mut writers: Vec<RawWriter>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<RawWriter>> {
+fn write_until(
+    mut writers: Vec<RawWriter>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<RawWriter>> {
     tokio::spawn(async move {
         while !stop.load(Ordering::SeqCst) {
             for writer in &mut writers {
@@ -115,7 +125,11 @@ async fn stored_events(addr: &str, store: &str) -> Vec<Value> {
 }
 
 /// Waits until the receiver processed every store's log, then checks the verdict (module docs). Returns the logs.
-async fn assert_delivered(receiver: &Receiver, addr: &str, stores: &[&str]) -> BTreeMap<String, Vec<Value>> {
+async fn assert_delivered(
+    receiver: &Receiver,
+    addr: &str,
+    stores: &[&str],
+) -> BTreeMap<String, Vec<Value>> {
     let mut logs = BTreeMap::new();
     for store in stores {
         logs.insert(store.to_string(), stored_events(addr, store).await);
@@ -127,7 +141,11 @@ async fn assert_delivered(receiver: &Receiver, addr: &str, stores: &[&str]) -> B
         assert!(record.problems.is_empty(), "the receiver saw: {:#?}", record.problems);
         for (store, log) in &logs {
             assert!(!log.is_empty(), "{store} has no events");
-            assert_eq!(record.events.get(store), Some(log), "{store}: processed events differ from the log");
+            assert_eq!(
+                record.events.get(store),
+                Some(log),
+                "{store}: processed events differ from the log"
+            );
         }
         assert_eq!(record.redirected, 0, "a redirect was followed");
     });
@@ -136,7 +154,8 @@ async fn assert_delivered(receiver: &Receiver, addr: &str, stores: &[&str]) -> B
 
 /// A counter or gauge of a node's `/metrics`, 0 when absent.
 async fn metric(server: &TestServer, series: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", server.http_url())).await.unwrap().text().await.unwrap();
+    let text =
+        reqwest::get(format!("{}/metrics", server.http_url())).await.unwrap().text().await.unwrap();
     metric_value(&text, series).unwrap_or(0.0)
 }
 
@@ -162,12 +181,24 @@ async fn every_committed_event_arrives_once_in_order_with_concurrent_writers() {
     let logs = assert_delivered(&receiver, &addr, &stores).await;
     let total: usize = logs.values().map(Vec::len).sum();
     assert_eq!(total, 2 * 2 * 120 + 2 * 150);
-    wait_for_metric(&server, "livestore_events_out_delivered_events_total{subscriber=\"webhook\"}", total as f64)
-        .await;
-    assert_eq!(metric(&server, "livestore_events_out_lag_events{subscriber=\"webhook\"}").await, 0.0);
+    wait_for_metric(
+        &server,
+        "livestore_events_out_delivered_events_total{subscriber=\"webhook\"}",
+        total as f64,
+    )
+    .await;
+    assert_eq!(
+        metric(&server, "livestore_events_out_lag_events{subscriber=\"webhook\"}").await,
+        0.0
+    );
     assert_eq!(metric(&server, "livestore_events_out_leader{subscriber=\"webhook\"}").await, 1.0);
-    let batches = metric(&server, "livestore_events_out_delivered_batches_total{subscriber=\"webhook\"}").await;
-    println!("reliability: events_out sqlite: {total} events in {batches} batches, {} requests", receiver.with(|r| r.requests.len()));
+    let batches =
+        metric(&server, "livestore_events_out_delivered_batches_total{subscriber=\"webhook\"}")
+            .await;
+    println!(
+        "reliability: events_out sqlite: {total} events in {batches} batches, {} requests",
+        receiver.with(|r| r.requests.len())
+    );
 }
 
 /// `kill -9` while a batch is at the receiver unanswered and writers are pushing: after the restart the same batch
@@ -198,7 +229,10 @@ async fn kill_9_in_the_middle_resumes_without_loss_or_reordering() {
     write_all(&mut all).await;
     let logs = assert_delivered(&receiver, &addr, &stores).await;
     receiver.with(|record| {
-        assert!(record.duplicates.contains(&held), "the batch held at the kill ({held}) was not resent");
+        assert!(
+            record.duplicates.contains(&held),
+            "the batch held at the kill ({held}) was not resent"
+        );
     });
     let total: usize = logs.values().map(Vec::len).sum();
     let losses: u64 = all.iter().map(|writer| writer.stats.connection_losses).sum();
@@ -219,19 +253,30 @@ async fn a_webhook_outage_delays_but_never_loses_or_reorders() {
     let stores = ["outage-a", "outage-b"];
     let mut all = writers(&addr, "w", &stores, 1, 80);
     write_all(&mut all).await;
-    wait_for_metric(&server, "livestore_events_out_failures_total{subscriber=\"webhook\",kind=\"unreachable\"}", 2.0)
-        .await;
+    wait_for_metric(
+        &server,
+        "livestore_events_out_failures_total{subscriber=\"webhook\",kind=\"unreachable\"}",
+        2.0,
+    )
+    .await;
 
     // Back, but failing: 500, 503, two redirects (not followed), then a batch answered only after the timeout.
     let stall = Answer::Stall(Duration::from_millis(2_000));
-    let script = [Answer::Status(500), Answer::Status(503), Answer::Redirect(307), Answer::Redirect(302), stall];
+    let script = [
+        Answer::Status(500),
+        Answer::Status(503),
+        Answer::Redirect(307),
+        Answer::Redirect(302),
+        stall,
+    ];
     let receiver = Receiver::start(port, SECRET, Some(TOKEN), &script).await;
     let mut more = writers(&addr, "more", &stores, 1, 40);
     write_all(&mut more).await;
     assert_delivered(&receiver, &addr, &stores).await;
     // A stalled batch is processed before the server gives up on it: wait for its resend and the failure count.
     let stalled = receiver.with(|record| {
-        let stalled = record.requests.iter().find(|request| matches!(request.answer, Answer::Stall(_)));
+        let stalled =
+            record.requests.iter().find(|request| matches!(request.answer, Answer::Stall(_)));
         stalled.expect("the script was played to its end").key.clone()
     });
     receiver
@@ -239,7 +284,9 @@ async fn a_webhook_outage_delays_but_never_loses_or_reorders() {
             record.duplicates.contains(&stalled)
         })
         .await;
-    let failures = |kind: &str| format!("livestore_events_out_failures_total{{subscriber=\"webhook\",kind=\"{kind}\"}}");
+    let failures = |kind: &str| {
+        format!("livestore_events_out_failures_total{{subscriber=\"webhook\",kind=\"{kind}\"}}")
+    };
     for (kind, count) in [("status", 2.0), ("redirect", 2.0), ("timeout", 1.0)] {
         wait_for_metric(&server, &failures(kind), count).await;
     }
@@ -265,8 +312,12 @@ async fn on_postgres_one_node_delivers_at_a_time_and_the_other_takes_over() {
     let writing = write_until(racing, stop.clone());
     receiver.wait_for("a held batch", DELIVERY_TIMEOUT, |record| record.held == 1).await;
     let (leader, held, before_kill) = receiver.with(|record| {
-        let senders: Vec<&str> = record.requests.iter().map(|request| request.node.as_str()).collect();
-        assert!(senders.iter().all(|node| *node == senders[0]), "both nodes delivered: {senders:?}");
+        let senders: Vec<&str> =
+            record.requests.iter().map(|request| request.node.as_str()).collect();
+        assert!(
+            senders.iter().all(|node| *node == senders[0]),
+            "both nodes delivered: {senders:?}"
+        );
         let held = record.requests.iter().rfind(|request| request.answer == Answer::Hold).unwrap();
         (senders[0].to_owned(), held.key.clone(), record.requests.len())
     });
@@ -282,7 +333,10 @@ async fn on_postgres_one_node_delivers_at_a_time_and_the_other_takes_over() {
     receiver.with(|record| {
         let after_kill: Vec<&str> =
             record.requests[before_kill..].iter().map(|request| request.node.as_str()).collect();
-        assert!(after_kill.iter().all(|node| node == survivor_name), "the killed node delivered: {after_kill:?}");
+        assert!(
+            after_kill.iter().all(|node| node == survivor_name),
+            "the killed node delivered: {after_kill:?}"
+        );
         let resent = record.requests[before_kill..].iter().find(|request| request.key == held);
         assert!(resent.is_some(), "the batch held at the kill ({held}) was not resent");
         assert!(record.duplicates.contains(&held));
@@ -328,7 +382,8 @@ async fn admin(url: &str) -> tokio_postgres::Client {
 
 /// `postgres://…/old?query` → `postgres://…/database?query`.
 fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(base, query)| (base, Some(query)));
+    let (base, query) =
+        url.split_once('?').map_or((url, None), |(base, query)| (base, Some(query)));
     let authority = base.find("://").map_or(0, |index| index + 3);
     let base = base[authority..].find('/').map_or(base, |slash| &base[..authority + slash]);
     match query {

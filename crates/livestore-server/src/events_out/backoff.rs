@@ -49,10 +49,16 @@ mod tests {
             let nominal = Duration::from_millis(500 * (1 << (failures - 1))).min(POLICY.max);
             for _ in 0..200 {
                 let delay = POLICY.delay(failures, &mut rng);
-                assert!(delay >= nominal / 2 && delay <= nominal, "{failures}: {delay:?} vs {nominal:?}");
+                assert!(
+                    delay >= nominal / 2 && delay <= nominal,
+                    "{failures}: {delay:?} vs {nominal:?}"
+                );
             }
         }
-        assert!(POLICY.delay(u32::MAX, &mut rng) <= POLICY.max, "no overflow after endless failures");
+        assert!(
+            POLICY.delay(u32::MAX, &mut rng) <= POLICY.max,
+            "no overflow after endless failures"
+        );
     }
 
     #[test]

@@ -157,8 +157,11 @@ mod tests {
             (&[4 * BATCH_MAX_BYTES], 1),
         ];
         for (sizes, kept) in cases {
-            let mut events: Vec<StoredEvent> =
-                sizes.iter().enumerate().map(|(index, size)| event(index as u64 + 1, *size)).collect();
+            let mut events: Vec<StoredEvent> = sizes
+                .iter()
+                .enumerate()
+                .map(|(index, size)| event(index as u64 + 1, *size))
+                .collect();
             assert_eq!(events[0].encoded_json.len(), sizes[0].max(8));
             trim_to_batch(&mut events);
             assert_eq!(events.len(), *kept, "sizes {sizes:?}");

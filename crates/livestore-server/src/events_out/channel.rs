@@ -116,7 +116,8 @@ mod tests {
     use crate::storage::StoredEvent;
 
     fn batch() -> EventBatch {
-        let event = StoredEvent { seq_num: 1, encoded_json: "{}".into(), created_at: String::new() };
+        let event =
+            StoredEvent { seq_num: 1, encoded_json: "{}".into(), created_at: String::new() };
         EventBatch::new("s", vec![event])
     }
 
@@ -135,7 +136,9 @@ mod tests {
             async move { sink.deliver(&batch()).await }
         });
         stream.next().await.unwrap().reject("not now");
-        assert!(matches!(rejected.await.unwrap(), Err(DeliveryError::Refused { reason }) if reason == "not now"));
+        assert!(
+            matches!(rejected.await.unwrap(), Err(DeliveryError::Refused { reason }) if reason == "not now")
+        );
 
         let dropped = tokio::spawn({
             let sink = sink.clone();

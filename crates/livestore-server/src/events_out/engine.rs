@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::feed::Inbox;
 use super::schedule::{Finished, Schedule};
 use super::step::{StepContext, StepOutcome, step};
-use super::{Deps, DeliverySettings, FailureKind, Subscriber};
+use super::{DeliverySettings, Deps, FailureKind, Subscriber};
 use crate::error::ServerError;
 use crate::storage::cursors::{Lease, ScanPage};
 
@@ -198,13 +198,15 @@ impl<'a> Leading<'a> {
             let Some((store_id, cursor)) = self.schedule.next_ready() else { return };
             let context = self.context.clone();
             let step_store = store_id.clone();
-            let handle =
-                self.steps.spawn(async move { step(&context, &step_store, cursor).await });
+            let handle = self.steps.spawn(async move { step(&context, &step_store, cursor).await });
             self.in_flight.insert(handle.id(), store_id);
         }
     }
 
-    fn step_done(&mut self, joined: Result<(tokio::task::Id, StepOutcome), tokio::task::JoinError>) {
+    fn step_done(
+        &mut self,
+        joined: Result<(tokio::task::Id, StepOutcome), tokio::task::JoinError>,
+    ) {
         let (id, outcome) = match joined {
             Ok(done) => done,
             Err(error) => {
@@ -222,10 +224,12 @@ impl<'a> Leading<'a> {
         match outcome {
             StepOutcome::Delivered { cursor, events } => {
                 self.deps.metrics.events_delivered(&self.subscriber.name, events);
-                self.schedule.finished(&store_id, Finished::Delivered(cursor), now, |_| Duration::ZERO);
+                self.schedule
+                    .finished(&store_id, Finished::Delivered(cursor), now, |_| Duration::ZERO);
             }
             StepOutcome::CaughtUp(cursor) => {
-                self.schedule.finished(&store_id, Finished::CaughtUp(cursor), now, |_| Duration::ZERO);
+                self.schedule
+                    .finished(&store_id, Finished::CaughtUp(cursor), now, |_| Duration::ZERO);
             }
             StepOutcome::Failed { cursor, failure } => {
                 self.failed(&store_id, cursor, failure.kind(), &failure);

@@ -54,8 +54,7 @@ struct Entry {
 
 impl Entry {
     fn wants_delivery(&self) -> bool {
-        self.cursor
-            .is_none_or(|cursor| cursor.pending.is_some() || self.head > cursor.delivered)
+        self.cursor.is_none_or(|cursor| cursor.pending.is_some() || self.head > cursor.delivered)
     }
 
     fn lag(&self) -> u64 {

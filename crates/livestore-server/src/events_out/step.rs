@@ -72,7 +72,11 @@ impl std::fmt::Display for StepFailure {
 }
 
 /// Delivers the next batch of `store_id` after `cursor` (loaded first when unknown).
-pub(super) async fn step(context: &StepContext, store_id: &str, cursor: Option<Cursor>) -> StepOutcome {
+pub(super) async fn step(
+    context: &StepContext,
+    store_id: &str,
+    cursor: Option<Cursor>,
+) -> StepOutcome {
     let storage_failure =
         |cursor, error| StepOutcome::Failed { cursor, failure: StepFailure::Storage(error) };
     let cursor = match cursor {
@@ -96,7 +100,10 @@ pub(super) async fn step(context: &StepContext, store_id: &str, cursor: Option<C
     let pending = Cursor { delivered: cursor.delivered, pending: Some(last) };
     let batch = EventBatch::new(store_id, events);
     if let Err(error) = context.sink.deliver(&batch).await {
-        return StepOutcome::Failed { cursor: Some(pending), failure: StepFailure::Delivery(error) };
+        return StepOutcome::Failed {
+            cursor: Some(pending),
+            failure: StepFailure::Delivery(error),
+        };
     }
     match context.lease.advance(store_id, cursor.delivered, last).await {
         Ok(CursorWrite::Written) => StepOutcome::Delivered {

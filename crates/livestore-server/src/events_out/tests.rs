@@ -41,7 +41,11 @@ impl EventSink for Recorder {
     async fn deliver(&self, batch: &EventBatch) -> Result<(), DeliveryError> {
         let acked = !self.failing.load(Ordering::SeqCst);
         let seq_nums = batch.events().iter().map(|event| event.seq_num).collect();
-        self.attempts.lock().unwrap().push(Attempt { key: batch.idempotency_key(), seq_nums, acked });
+        self.attempts.lock().unwrap().push(Attempt {
+            key: batch.idempotency_key(),
+            seq_nums,
+            acked,
+        });
         self.changed.notify_waiters();
         if acked { Ok(()) } else { Err(DeliveryError::Status { status: 503 }) }
     }
@@ -71,7 +75,11 @@ impl Recorder {
                 return;
             }
             let waited = tokio::time::timeout_at(deadline, changed).await;
-            assert!(waited.is_ok() || done(self), "timed out waiting for {what}: {:?}", self.attempts());
+            assert!(
+                waited.is_ok() || done(self),
+                "timed out waiting for {what}: {:?}",
+                self.attempts()
+            );
         }
     }
 }
@@ -159,7 +167,10 @@ async fn every_committed_event_arrives_once_in_order_per_store_and_resumes_after
     node.append("beta", 40, 5, 5).await;
     recorder.wait_for("the new events", |recorder| recorder.acked("beta").len() >= 45).await;
     let after: Vec<Attempt> = recorder.attempts()[before..].to_vec();
-    assert_eq!(after, [Attempt { key: "beta:41-45".into(), seq_nums: (41..=45).collect(), acked: true }]);
+    assert_eq!(
+        after,
+        [Attempt { key: "beta:41-45".into(), seq_nums: (41..=45).collect(), acked: true }]
+    );
     node.stop().await;
 }
 
@@ -177,7 +188,8 @@ async fn batches_are_bounded_in_events() {
     let before = recorder.attempts().len();
     let node = Node::start(&sqlite(dir.path()), recorder.clone()).await;
     recorder.wait_for("2,500 events", |recorder| recorder.acked("big").len() >= 2_500).await;
-    let keys: Vec<String> = recorder.attempts()[before..].iter().map(|attempt| attempt.key.clone()).collect();
+    let keys: Vec<String> =
+        recorder.attempts()[before..].iter().map(|attempt| attempt.key.clone()).collect();
     let first_key = recorder.attempts()[0].key.clone();
     assert_eq!(keys[0], first_key, "the pending batch is resent as it was");
     let sizes: Vec<usize> =

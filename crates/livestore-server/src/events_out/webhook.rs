@@ -31,7 +31,10 @@ pub(crate) struct WebhookSink {
 impl std::fmt::Debug for WebhookSink {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Neither the URL (it may carry a credential) nor the key.
-        formatter.debug_struct("WebhookSink").field("timeout", &self.timeout).finish_non_exhaustive()
+        formatter
+            .debug_struct("WebhookSink")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -84,8 +87,9 @@ impl EventSink for WebhookSink {
         let body = batch.to_json();
         let signed = signature(&self.signer, body.as_bytes());
         // Store ids are ASCII letters, digits, '-' and '_', so the key is always a valid header value.
-        let key = HeaderValue::from_str(&batch.idempotency_key())
-            .map_err(|_| DeliveryError::Refused { reason: "store id is not a header value".into() })?;
+        let key = HeaderValue::from_str(&batch.idempotency_key()).map_err(|_| {
+            DeliveryError::Refused { reason: "store id is not a header value".into() }
+        })?;
         let request = self
             .client
             .post(self.url.clone())

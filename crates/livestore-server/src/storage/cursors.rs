@@ -108,5 +108,8 @@ pub(crate) trait Lease: Send + Sync + 'static {
 /// Turns the rows of one scan query into a page: the next page starts after the last store when this one is full.
 pub(crate) fn scan_page(rows: Vec<(i64, ScannedStore)>) -> ScanPage {
     let next_after = (rows.len() >= SCAN_PAGE_STORES).then(|| rows.last().map(|(key, _)| *key));
-    ScanPage { stores: rows.into_iter().map(|(_, store)| store).collect(), next_after: next_after.flatten() }
+    ScanPage {
+        stores: rows.into_iter().map(|(_, store)| store).collect(),
+        next_after: next_after.flatten(),
+    }
 }

@@ -623,7 +623,12 @@ impl ReaderPool {
                  ORDER BY e.seq_num LIMIT ?4",
             )?;
             let rows = statement.query_map(
-                params![store_id, after as i64, up_to.min(NO_UPPER_BOUND) as i64, limit.events as i64],
+                params![
+                    store_id,
+                    after as i64,
+                    up_to.min(NO_UPPER_BOUND) as i64,
+                    limit.events as i64
+                ],
                 |row| {
                     Ok(StoredEvent {
                         seq_num: row.get::<_, i64>(0)? as u64,

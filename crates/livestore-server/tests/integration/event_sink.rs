@@ -43,7 +43,8 @@ impl Embedded {
     async fn push(&self, store: &str, parent: u64, count: u64) {
         let url = format!("ws://127.0.0.1:{}/?storeId={store}&transport=ws", self.port);
         let mut client = Ws::connect(&url).await;
-        let batch = (parent + 1..=parent + count).map(|seq| event(seq, json!({"n": seq}))).collect();
+        let batch =
+            (parent + 1..=parent + count).map(|seq| event(seq, json!({"n": seq}))).collect();
         client.send(&push_request("1", store, batch)).await;
         let reply = client.frame().await;
         assert_eq!(reply["exit"]["_tag"], "Success", "{reply}");
@@ -100,10 +101,18 @@ async fn an_embedded_sink_gets_every_commit_in_order_and_resumes_after_a_restart
         let delivery = server.next().await;
         let batch = delivery.batch();
         if batch.store_id() == store {
-            assert_eq!(batch.idempotency_key(), key, "the refused batch is resent first, unchanged");
-            let again: Vec<&str> = batch.events().iter().map(|event| event.encoded_json.as_str()).collect();
+            assert_eq!(
+                batch.idempotency_key(),
+                key,
+                "the refused batch is resent first, unchanged"
+            );
+            let again: Vec<&str> =
+                batch.events().iter().map(|event| event.encoded_json.as_str()).collect();
             assert_eq!(again, stored);
-            received.entry(store.clone()).or_default().extend(batch.events().iter().map(|e| e.seq_num));
+            received
+                .entry(store.clone())
+                .or_default()
+                .extend(batch.events().iter().map(|e| e.seq_num));
             delivery.ack();
             break;
         }
@@ -116,7 +125,9 @@ async fn an_embedded_sink_gets_every_commit_in_order_and_resumes_after_a_restart
     let heads = BTreeMap::from([("left", 5), ("right", 2)]);
     let missing: BTreeMap<&str, u64> = heads
         .iter()
-        .filter(|(name, head)| received.get(**name).and_then(|seq| seq.last()).copied().unwrap_or(0) < **head)
+        .filter(|(name, head)| {
+            received.get(**name).and_then(|seq| seq.last()).copied().unwrap_or(0) < **head
+        })
         .map(|(name, head)| (*name, *head))
         .collect();
     for (store, seq_nums) in server.ack_until(&missing).await {
@@ -132,7 +143,8 @@ async fn an_embedded_sink_gets_every_commit_in_order_and_resumes_after_a_restart
     server.push("right", 2, 1).await;
     let delivery = server.next().await;
     assert_eq!(delivery.batch().idempotency_key(), "right:3-3");
-    let event: serde_json::Value = serde_json::from_str(&delivery.batch().events()[0].encoded_json).unwrap();
+    let event: serde_json::Value =
+        serde_json::from_str(&delivery.batch().events()[0].encoded_json).unwrap();
     assert_eq!((event["seqNum"].as_u64(), event["args"]["n"].as_u64()), (Some(3), Some(3)));
     delivery.ack();
     server.stop().await;
@@ -153,9 +165,11 @@ async fn on_postgres_one_node_delivers_and_the_other_takes_over() {
         delivery = node_b.next() => ("b", delivery),
     };
     let (leader, delivery) = first;
-    let mut received: Vec<u64> = delivery.batch().events().iter().map(|event| event.seq_num).collect();
+    let mut received: Vec<u64> =
+        delivery.batch().events().iter().map(|event| event.seq_num).collect();
     delivery.ack();
-    let (mut leading, mut standing_by) = if leader == "a" { (node_a, node_b) } else { (node_b, node_a) };
+    let (mut leading, mut standing_by) =
+        if leader == "a" { (node_a, node_b) } else { (node_b, node_a) };
     while received.last().copied() < Some(6) {
         let delivery = leading.next().await;
         received.extend(delivery.batch().events().iter().map(|event| event.seq_num));
@@ -168,7 +182,11 @@ async fn on_postgres_one_node_delivers_and_the_other_takes_over() {
     leading.stop().await;
     standing_by.push("shared", 6, 2).await;
     let delivery = standing_by.next().await;
-    assert_eq!(delivery.batch().idempotency_key(), "shared:7-8", "resumed after the acknowledged cursor");
+    assert_eq!(
+        delivery.batch().idempotency_key(),
+        "shared:7-8",
+        "resumed after the acknowledged cursor"
+    );
     delivery.ack();
     standing_by.stop().await;
     backend.cleanup().await;

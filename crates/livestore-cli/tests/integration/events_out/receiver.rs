@@ -73,7 +73,9 @@ impl Record {
     pub fn seq_nums(&self, store: &str) -> Vec<u64> {
         self.events
             .get(store)
-            .map(|events| events.iter().map(|event| event["seqNum"].as_u64().unwrap_or(0)).collect())
+            .map(|events| {
+                events.iter().map(|event| event["seqNum"].as_u64().unwrap_or(0)).collect()
+            })
             .unwrap_or_default()
     }
 
@@ -101,7 +103,12 @@ pub struct Receiver {
 
 impl Receiver {
     /// Serves on `port` (0: any free port), answering the first requests with `script`.
-    pub async fn start(port: u16, secret: &str, client_token: Option<&str>, script: &[Answer]) -> Receiver {
+    pub async fn start(
+        port: u16,
+        secret: &str,
+        client_token: Option<&str>,
+        script: &[Answer],
+    ) -> Receiver {
         let record = Record { script: script.iter().copied().collect(), ..Record::default() };
         let shared = Arc::new(Shared {
             secret: secret.as_bytes().to_vec(),
@@ -157,7 +164,11 @@ impl Receiver {
                         .iter()
                         .map(|(store, events)| format!("{store}: {}", events.len()))
                         .collect();
-                    format!("{} requests; {stores:?}; problems {:?}", record.requests.len(), record.problems)
+                    format!(
+                        "{} requests; {stores:?}; problems {:?}",
+                        record.requests.len(),
+                        record.problems
+                    )
                 });
                 panic!("timed out waiting for {what}: {summary}");
             }
@@ -182,7 +193,8 @@ struct InFlight {
 impl InFlight {
     fn end(&mut self) {
         if let Some(node) = self.node.take() {
-            let mut record = self.shared.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut record =
+                self.shared.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(nodes) = record.in_flight.get_mut(&self.store)
                 && let Some(position) = nodes.iter().position(|known| *known == node)
             {
@@ -214,7 +226,8 @@ async fn hook(
     let (store, key, events) = match checked {
         Ok(parsed) => parsed,
         Err(problem) => {
-            let mut record = shared.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut record =
+                shared.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             record.problems.push(problem);
             drop(record);
             shared.changed.notify_waiters();
@@ -225,7 +238,9 @@ async fn hook(
         let mut record = shared.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let others = record.in_flight.entry(store.clone()).or_default();
         if !others.is_empty() {
-            let problem = format!("store {store}: a request from {node} while one from {others:?} was in flight");
+            let problem = format!(
+                "store {store}: a request from {node} while one from {others:?} was in flight"
+            );
             others.push(node.clone());
             record.problems.push(problem);
         } else {
@@ -241,7 +256,8 @@ async fn hook(
     match answer {
         Answer::Status(status) => StatusCode::from_u16(status).unwrap().into_response(),
         Answer::Redirect(status) => {
-            (StatusCode::from_u16(status).unwrap(), [(header::LOCATION, "/redirected")]).into_response()
+            (StatusCode::from_u16(status).unwrap(), [(header::LOCATION, "/redirected")])
+                .into_response()
         }
         Answer::Accept => {
             process(&shared, &store, &key, events);
@@ -280,7 +296,9 @@ fn check_request(
         }
     }
     if let Some(token) = &shared.client_token
-        && headers.values().any(|value| value.to_str().is_ok_and(|text| text.contains(token.as_str())))
+        && headers
+            .values()
+            .any(|value| value.to_str().is_ok_and(|text| text.contains(token.as_str())))
     {
         return Err("a client's token was forwarded".into());
     }
@@ -293,17 +311,21 @@ fn check_request(
     let mut mac = Hmac::<Sha256>::new_from_slice(&shared.secret).unwrap();
     mac.update(body);
     mac.verify_slice(&signature).map_err(|_| "the signature does not match the body".to_owned())?;
-    if headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()) != Some("application/json") {
+    if headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok())
+        != Some("application/json")
+    {
         return Err("not application/json".into());
     }
-    let payload: Value = serde_json::from_slice(body).map_err(|error| format!("body is not JSON: {error}"))?;
+    let payload: Value =
+        serde_json::from_slice(body).map_err(|error| format!("body is not JSON: {error}"))?;
     let store = payload["storeId"].as_str().ok_or("no storeId")?.to_owned();
     let events = payload["events"].as_array().ok_or("no events")?.clone();
     if payload.as_object().map(serde_json::Map::len) != Some(2) {
         return Err("the body has fields other than storeId and events".into());
     }
     let seq = |event: Option<&Value>| event.and_then(|event| event["seqNum"].as_u64()).unwrap_or(0);
-    let key = headers.get("idempotency-key").and_then(|value| value.to_str().ok()).unwrap_or_default();
+    let key =
+        headers.get("idempotency-key").and_then(|value| value.to_str().ok()).unwrap_or_default();
     let expected = format!("{store}:{}-{}", seq(events.first()), seq(events.last()));
     if events.is_empty() || key != expected {
         return Err(format!("Idempotency-Key {key:?} does not name the batch {expected}"));

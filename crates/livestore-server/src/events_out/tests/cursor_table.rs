@@ -18,7 +18,11 @@ pub(super) async fn compare_and_set(node: &Node) {
     assert_eq!(lease.load("cas").await.unwrap(), at(0, None), "no row: the beginning");
     assert_eq!(lease.begin("cas", 0, 4).await.unwrap(), CursorWrite::Written);
     assert_eq!(lease.load("cas").await.unwrap(), at(0, Some(4)));
-    assert_eq!(lease.begin("cas", 0, 4).await.unwrap(), CursorWrite::Written, "a retry rewrites it");
+    assert_eq!(
+        lease.begin("cas", 0, 4).await.unwrap(),
+        CursorWrite::Written,
+        "a retry rewrites it"
+    );
     assert_eq!(lease.advance("cas", 2, 4).await.unwrap(), CursorWrite::Moved);
     assert_eq!(lease.load("cas").await.unwrap(), at(0, Some(4)), "a refused write changes nothing");
     assert_eq!(lease.advance("cas", 0, 4).await.unwrap(), CursorWrite::Written);
@@ -63,7 +67,10 @@ pub(super) async fn one_lease_at_a_time(node_a: &Node, node_b: &Node) {
     let held = node_a.cursors.acquire("exclusive").await.unwrap().expect("free");
     assert!(node_b.cursors.acquire("exclusive").await.unwrap().is_none(), "held by node A");
     assert!(node_a.cursors.acquire("exclusive").await.unwrap().is_none(), "one session holds it");
-    assert!(node_b.cursors.acquire("another").await.unwrap().is_some(), "leases are per subscriber");
+    assert!(
+        node_b.cursors.acquire("another").await.unwrap().is_some(),
+        "leases are per subscriber"
+    );
     let lost = held.lost();
     drop(held);
     assert!(lost.is_cancelled(), "a dropped lease counts as lost");
@@ -93,7 +100,9 @@ impl PostgresDatabase {
                     std::env::var_os("LIVESTORE_REQUIRE_POSTGRES").is_none(),
                     "LIVESTORE_REQUIRE_POSTGRES is set but LIVESTORE_TEST_DATABASE_URL is not (scripts/with-postgres)"
                 );
-                eprintln!("NOTE: LIVESTORE_TEST_DATABASE_URL is not set: the Postgres cursor test did NOT run");
+                eprintln!(
+                    "NOTE: LIVESTORE_TEST_DATABASE_URL is not set: the Postgres cursor test did NOT run"
+                );
                 return None;
             }
         };
@@ -131,7 +140,8 @@ async fn admin(url: &str) -> tokio_postgres::Client {
 
 /// `postgres://…/old?query` → `postgres://…/database?query`.
 fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(base, query)| (base, Some(query)));
+    let (base, query) =
+        url.split_once('?').map_or((url, None), |(base, query)| (base, Some(query)));
     let authority = base.find("://").map_or(0, |index| index + 3);
     let base = base[authority..].find('/').map_or(base, |slash| &base[..authority + slash]);
     match query {

@@ -73,7 +73,8 @@ impl CursorStore for PostgresCursors {
                 standby.insert(subscriber, client);
                 return Ok(None);
             }
-            let lease: Arc<dyn Lease> = Arc::new(PostgresLease::start(client, &subscriber, shared).await?);
+            let lease: Arc<dyn Lease> =
+                Arc::new(PostgresLease::start(client, &subscriber, shared).await?);
             Ok(Some(lease))
         }
         .boxed()
@@ -211,9 +212,12 @@ async fn heartbeat(client: Arc<Client>, lost: CancellationToken) {
             () = lost.cancelled() => return,
             _ = interval.tick() => {}
         }
-        let answered = tokio::time::timeout(HEARTBEAT_TIMEOUT, client.simple_query("SELECT 1")).await;
+        let answered =
+            tokio::time::timeout(HEARTBEAT_TIMEOUT, client.simple_query("SELECT 1")).await;
         if !matches!(answered, Ok(Ok(_))) {
-            tracing::warn!("the delivery lease's database connection failed; another node may take over");
+            tracing::warn!(
+                "the delivery lease's database connection failed; another node may take over"
+            );
             lost.cancel();
             return;
         }
@@ -230,8 +234,9 @@ impl Lease for PostgresLease {
         async move {
             handles.check()?;
             let subscriber: &str = &handles.subscriber;
-            let row = handles
-                .settle(handles.client.query_opt(&handles.statements.load, &[&subscriber, &store_id]).await)?;
+            let row = handles.settle(
+                handles.client.query_opt(&handles.statements.load, &[&subscriber, &store_id]).await,
+            )?;
             Ok(row.map_or_else(Cursor::default, |row| Cursor {
                 delivered: from_sql(row.get(0)),
                 pending: row.get::<_, Option<i64>>(1).map(from_sql),
@@ -252,8 +257,8 @@ impl Lease for PostgresLease {
             let subscriber: &str = &handles.subscriber;
             let parameters: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
                 [&subscriber, &store_id, &to_sql(delivered), &to_sql(pending)];
-            let changed =
-                handles.settle(handles.client.execute(&handles.statements.begin, &parameters).await)?;
+            let changed = handles
+                .settle(handles.client.execute(&handles.statements.begin, &parameters).await)?;
             Ok(if changed == 1 { CursorWrite::Written } else { CursorWrite::Moved })
         }
         .boxed()
@@ -285,7 +290,10 @@ impl Lease for PostgresLease {
             let subscriber: &str = &handles.subscriber;
             let limit = SCAN_PAGE_STORES as i64;
             let rows = handles.settle(
-                handles.client.query(&handles.statements.scan, &[&subscriber, &after, &limit]).await,
+                handles
+                    .client
+                    .query(&handles.statements.scan, &[&subscriber, &after, &limit])
+                    .await,
             )?;
             let rows: Vec<(i64, ScannedStore)> = rows
                 .iter()
