@@ -124,7 +124,17 @@ pub async fn run(options: &Options) -> anyhow::Result<Value> {
             .get(((steady.len() as f64 * quantile) as usize).min(steady.len().saturating_sub(1)))
             .copied()
     };
+    // The largest lag of each second, to tell a steady backlog from short stalls.
+    let mut per_second: Vec<u64> = Vec::new();
+    for (at, lag) in &lag_samples {
+        let second = *at as usize;
+        if per_second.len() <= second {
+            per_second.resize(second + 1, 0);
+        }
+        per_second[second] = per_second[second].max(*lag);
+    }
     Ok(json!({
+        "lag_events_max_per_second": per_second,
         "scenario": "events-out", "stores": options.stores, "batch": options.batch, "target_rate": options.rate,
         "ingest_seconds": ingest_seconds, "events": total_committed,
         "ingest_events_per_sec": total_committed as f64 / ingest_seconds,

@@ -218,7 +218,8 @@ impl Default for DeliverySettings {
             // A standby takes over within about this long after the delivering node's session ends.
             leader_retry: Duration::from_secs(2),
             // Enough parallelism to keep up with many busy stores over a slow receiver; with batches of at most
-            // BATCH_MAX_BYTES it bounds the memory of batches in flight to about 16 MB per subscriber.
+            // BATCH_MAX_BYTES (held once as events, once as the request body) it bounds the memory of batches in
+            // flight to about 32 MB per subscriber, plus single events over the bound, which travel alone.
             max_in_flight: 16,
             shutdown_grace: Duration::from_secs(5),
         }

@@ -43,7 +43,9 @@ const SCAN_RETRY: Duration = Duration::from_secs(2);
 pub(super) async fn run(deps: Arc<Deps>, subscriber: Subscriber, stop: CancellationToken) {
     let inbox = deps.feed.subscribe();
     let name = subscriber.name.clone();
+    // Standing by and failing to reach the database are logged once per streak, not every retry.
     let mut standby_logged = false;
+    let mut error_logged = false;
     loop {
         let acquired = tokio::select! {
             () = stop.cancelled() => return,
@@ -51,7 +53,7 @@ pub(super) async fn run(deps: Arc<Deps>, subscriber: Subscriber, stop: Cancellat
         };
         match acquired {
             Ok(Some(lease)) => {
-                standby_logged = false;
+                (standby_logged, error_logged) = (false, false);
                 tracing::info!(target: "livestore_server::_events::delivery_leader", subscriber = %name,
                     "this node delivers the subscriber's committed events");
                 deps.metrics.delivery_leader(&name, true);
@@ -66,13 +68,17 @@ pub(super) async fn run(deps: Arc<Deps>, subscriber: Subscriber, stop: Cancellat
                 tracing::warn!(target: "livestore_server::_events::delivery_lease_lost", subscriber = %name,
                     "lost the delivery lease; standing by (another node may take over)");
             }
-            Ok(None) if !standby_logged => {
-                standby_logged = true;
-                tracing::info!(subscriber = %name, "another node delivers the subscriber's events; standing by");
+            Ok(None) => {
+                error_logged = false;
+                if !std::mem::replace(&mut standby_logged, true) {
+                    tracing::info!(subscriber = %name, "another node delivers the subscriber's events; standing by");
+                }
             }
-            Ok(None) => {}
-            Err(error) => {
+            Err(error) if !std::mem::replace(&mut error_logged, true) => {
                 tracing::warn!(subscriber = %name, %error, "cannot take the delivery lease; retrying");
+            }
+            Err(error) => {
+                tracing::debug!(subscriber = %name, %error, "cannot take the delivery lease; retrying");
             }
         }
         tokio::select! {
@@ -311,8 +317,16 @@ impl<'a> Leading<'a> {
                 return;
             }
         };
-        for store in page.stores.into_iter().filter(|store| store.is_behind()) {
-            self.schedule.scanned(store);
+        for store in page.stores {
+            if store.head < store.cursor.delivered {
+                // A log restored from an older backup under newer cursors: its next events would reuse sequence
+                // numbers the subscriber already has. Nothing safe can be sent; an operator has to look.
+                tracing::error!(subscriber = %self.subscriber.name, store_id = %store.store_id, head = store.head,
+                    delivered = store.cursor.delivered, "the delivery cursor is ahead of the store's log");
+                self.deps.metrics.delivery_failed(&self.subscriber.name, FailureKind::Storage);
+            } else if store.is_behind() {
+                self.schedule.scanned(&store);
+            }
         }
         match page.next_after {
             Some(after) => {

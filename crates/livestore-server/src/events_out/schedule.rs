@@ -93,7 +93,7 @@ impl Schedule {
     }
 
     /// A scan found `store` behind; its cursor is taken unless one is already known (ours is newer).
-    pub(super) fn scanned(&mut self, store: ScannedStore) {
+    pub(super) fn scanned(&mut self, store: &ScannedStore) {
         self.update(&store.store_id, |entry| {
             entry.head = entry.head.max(store.head);
             if entry.cursor.is_none() && entry.state != State::InFlight {

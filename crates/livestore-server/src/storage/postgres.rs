@@ -112,9 +112,7 @@ impl Shared {
 
     fn remember_name(&self, key: i64, store_id: &str) {
         let mut names = self.names.lock().expect("store names lock poisoned");
-        if !names.contains_key(&key) {
-            names.insert(key, store_id.to_owned());
-        }
+        names.entry(key).or_insert_with(|| store_id.to_owned());
     }
 
     /// Announces a commit heard by key; a store this node cannot name asks the delivery to scan instead.

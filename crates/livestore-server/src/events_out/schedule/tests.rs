@@ -93,7 +93,7 @@ fn failures_back_off_and_keep_the_pending_end() {
 fn a_moved_cursor_is_reloaded() {
     let mut schedule = Schedule::default();
     let now = Instant::now();
-    schedule.scanned(ScannedStore { store_id: "a".into(), head: 10, cursor: at(2) });
+    schedule.scanned(&ScannedStore { store_id: "a".into(), head: 10, cursor: at(2) });
     assert_eq!(schedule.lag(), 8);
     let (_, cursor) = schedule.next_ready().unwrap();
     assert_eq!(cursor, Some(at(2)));
@@ -107,7 +107,7 @@ fn a_moved_cursor_is_reloaded() {
 fn caught_up_trusts_the_read_unless_a_commit_was_announced_meanwhile() {
     let mut schedule = Schedule::default();
     let now = Instant::now();
-    schedule.scanned(ScannedStore { store_id: "a".into(), head: 5, cursor: at(5) });
+    schedule.scanned(&ScannedStore { store_id: "a".into(), head: 5, cursor: at(5) });
     assert_eq!(schedule.len(), 0, "a caught-up store is not tracked");
     schedule.announce("a", 6);
     schedule.next_ready().unwrap();
@@ -127,10 +127,10 @@ fn a_scan_does_not_overwrite_a_newer_cursor() {
     let now = Instant::now();
     schedule.announce("a", 10);
     schedule.next_ready().unwrap();
-    schedule.scanned(ScannedStore { store_id: "a".into(), head: 12, cursor: at(0) });
+    schedule.scanned(&ScannedStore { store_id: "a".into(), head: 12, cursor: at(0) });
     schedule.finished("a", Finished::Delivered(at(10)), now, no_backoff);
     assert_eq!(schedule.next_ready().unwrap().1, Some(at(10)));
-    schedule.scanned(ScannedStore { store_id: "a".into(), head: 12, cursor: at(0) });
+    schedule.scanned(&ScannedStore { store_id: "a".into(), head: 12, cursor: at(0) });
     schedule.finished("a", Finished::Delivered(at(12)), now, no_backoff);
     assert_eq!((schedule.len(), schedule.lag()), (0, 0));
 }

@@ -288,7 +288,7 @@ mod tests {
         let path = dir.path().join(DATABASE_FILE);
         open(dir.path()).unwrap().shutdown().await;
         Connection::open(&path).unwrap().pragma_update(None, "user_version", 3).unwrap();
-        let error = open(dir.path()).err().expect("refused");
+        let error = open(dir.path()).expect_err("refused");
         assert!(matches!(error, ServerError::ForeignDatabase { .. }), "{error:?}");
         assert!(error.to_string().contains("newer than this build"), "{error}");
         assert_eq!(user_version(&path), 3, "left as it was");
