@@ -75,8 +75,41 @@ pub async fn run(options: &Options) -> anyhow::Result<Value> {
         .route("/{*path}", axum::routing::post(receive))
         .with_state(receiver.clone());
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
-
     let committed = Arc::new(Mutex::new(Committed::default()));
+    let measured = measure(options, &committed, &receiver).await;
+    server.abort();
+    let measured = measured?;
+    let received = receiver.received.lock().expect("lock");
+    let mut latencies = latencies(&committed.lock().expect("lock"), &received.arrivals);
+    let total_committed = committed.lock().expect("lock").total;
+    Ok(json!({
+        "scenario": "events-out", "stores": options.stores, "batch": options.batch, "target_rate": options.rate,
+        "ingest_seconds": measured.ingest_seconds, "events": total_committed,
+        "ingest_events_per_sec": total_committed as f64 / measured.ingest_seconds,
+        "delivered_events": received.events, "webhook_requests": received.requests,
+        "resent_batches": received.resent,
+        "delivery_events_per_sec": received.events as f64 / measured.total_seconds,
+        "catch_up_after_ingest_ms": millis(measured.catch_up),
+        "lag_events": lag_summary(&measured.lag_samples, measured.ingest_seconds),
+        "lag_events_max_per_second": lag_per_second(&measured.lag_samples),
+        "commit_to_webhook_latency": summarize(&mut latencies),
+    }))
+}
+
+/// Timings of one run; the lag sampled every 100 ms as (seconds since the start, events).
+struct Measured {
+    ingest_seconds: f64,
+    total_seconds: f64,
+    catch_up: Duration,
+    lag_samples: Vec<(f64, u64)>,
+}
+
+/// Pushes for the configured time while sampling the lag, then waits for the webhook to catch up.
+async fn measure(
+    options: &Options,
+    committed: &Arc<Mutex<Committed>>,
+    receiver: &Receiver,
+) -> anyhow::Result<Measured> {
     let started = Instant::now();
     let per_store_rate = options.rate as f64 / options.stores as f64;
     let mut pushers = Vec::new();
@@ -92,28 +125,31 @@ pub async fn run(options: &Options) -> anyhow::Result<Value> {
     let mut sampler = tokio::time::interval(Duration::from_millis(100));
     while !pushers.iter().all(tokio::task::JoinHandle::is_finished) {
         sampler.tick().await;
-        lag_samples.push((started.elapsed().as_secs_f64(), lag(&committed, &receiver)));
+        lag_samples.push((started.elapsed().as_secs_f64(), lag(committed, receiver)));
     }
     for pusher in pushers {
         pusher.await??;
     }
     let ingest_seconds = started.elapsed().as_secs_f64();
-    let total_committed = committed.lock().expect("lock").total;
     let catch_up_started = Instant::now();
-    while lag(&committed, &receiver) > 0 {
+    while lag(committed, receiver) > 0 {
         if catch_up_started.elapsed() > Duration::from_secs(300) {
             bail!("the webhook did not catch up within 300 s");
         }
         sampler.tick().await;
-        lag_samples.push((started.elapsed().as_secs_f64(), lag(&committed, &receiver)));
+        lag_samples.push((started.elapsed().as_secs_f64(), lag(committed, receiver)));
     }
-    let catch_up = catch_up_started.elapsed();
-    let total_seconds = started.elapsed().as_secs_f64();
-    server.abort();
-    let received = receiver.received.lock().expect("lock");
-    let mut latencies = latencies(&committed.lock().expect("lock"), &received.arrivals);
-    let max_lag = lag_samples.iter().map(|(_, lag)| *lag).max().unwrap_or(0);
-    let mut steady: Vec<u64> = lag_samples
+    Ok(Measured {
+        ingest_seconds,
+        total_seconds: started.elapsed().as_secs_f64(),
+        catch_up: catch_up_started.elapsed(),
+        lag_samples,
+    })
+}
+
+/// The largest lag, and its median and p99 while ingest ran (after the first second).
+fn lag_summary(samples: &[(f64, u64)], ingest_seconds: f64) -> Value {
+    let mut steady: Vec<u64> = samples
         .iter()
         .filter(|(at, _)| *at > 1.0 && *at < ingest_seconds)
         .map(|(_, lag)| *lag)
@@ -124,27 +160,24 @@ pub async fn run(options: &Options) -> anyhow::Result<Value> {
             .get(((steady.len() as f64 * quantile) as usize).min(steady.len().saturating_sub(1)))
             .copied()
     };
-    // The largest lag of each second, to tell a steady backlog from short stalls.
+    json!({
+        "max": samples.iter().map(|(_, lag)| *lag).max().unwrap_or(0),
+        "p50_while_ingesting": percentile(0.5),
+        "p99_while_ingesting": percentile(0.99),
+    })
+}
+
+/// The largest lag of each second, to tell a steady backlog from short stalls.
+fn lag_per_second(samples: &[(f64, u64)]) -> Vec<u64> {
     let mut per_second: Vec<u64> = Vec::new();
-    for (at, lag) in &lag_samples {
+    for (at, lag) in samples {
         let second = *at as usize;
         if per_second.len() <= second {
             per_second.resize(second + 1, 0);
         }
         per_second[second] = per_second[second].max(*lag);
     }
-    Ok(json!({
-        "lag_events_max_per_second": per_second,
-        "scenario": "events-out", "stores": options.stores, "batch": options.batch, "target_rate": options.rate,
-        "ingest_seconds": ingest_seconds, "events": total_committed,
-        "ingest_events_per_sec": total_committed as f64 / ingest_seconds,
-        "delivered_events": received.events, "webhook_requests": received.requests,
-        "resent_batches": received.resent,
-        "delivery_events_per_sec": received.events as f64 / total_seconds,
-        "catch_up_after_ingest_ms": millis(catch_up),
-        "lag_events": {"max": max_lag, "p50_while_ingesting": percentile(0.5), "p99_while_ingesting": percentile(0.99)},
-        "commit_to_webhook_latency": summarize(&mut latencies),
-    }))
+    per_second
 }
 
 /// Pushes acknowledged so far, per store: (last seqNum of the push, acknowledged at).

@@ -255,7 +255,7 @@ impl EventsOut {
         for (index, subscriber) in subscribers.iter().enumerate() {
             if subscribers[..index].iter().any(|other| other.name == subscriber.name) {
                 return Err(ServerError::InvalidConfig(format!(
-                    "two event sinks are named {:?} (\"{WEBHOOK_SUBSCRIBER}\" is [hooks] events_url)",
+                    "two event sinks are named {:?}",
                     subscriber.name
                 )));
             }

@@ -60,14 +60,19 @@ impl Server {
 
     /// Like [`Server::bind`], and delivers every committed event to `sink` as well, the way `[hooks] events_url`
     /// gets them: at least once, in order per store, one batch per store at a time, retried until acknowledged
-    /// (see [`crate::events_out`]). `name` (1 to 64 of `a-z`, `0-9`, `-`, `_`; not `"webhook"` when `events_url`
-    /// is set) keys the sink's durable cursors: the same name resumes after a restart where the sink stopped, a new
+    /// (see [`crate::events_out`]). `name` (1 to 64 of `a-z`, `0-9`, `-`, `_`; not `"webhook"`, which is
+    /// `events_url`'s) keys the sink's durable cursors: the same name resumes after a restart where the sink stopped, a new
     /// one starts at the beginning of every log. On Postgres, one node at a time delivers to the sink.
     pub async fn bind_with_sink(
         config: ServerConfig,
         name: &str,
         sink: Arc<dyn EventSink>,
     ) -> Result<Server, ServerError> {
+        if name == WEBHOOK_SUBSCRIBER {
+            return Err(ServerError::InvalidConfig(format!(
+                "the event sink name {WEBHOOK_SUBSCRIBER:?} belongs to [hooks] events_url; pick another"
+            )));
+        }
         Self::bind_with_subscribers(config, vec![Subscriber::new(name, sink)?]).await
     }
 

@@ -36,7 +36,11 @@ struct BatchInner {
 impl EventBatch {
     /// A batch of `events`, which must be non-empty, ascending and contiguous (the caller reads them so).
     pub(crate) fn new(store_id: &str, events: Vec<StoredEvent>) -> Self {
-        debug_assert!(!events.is_empty() && is_contiguous(&events, events[0].seq_num - 1));
+        debug_assert!(
+            events
+                .first()
+                .is_some_and(|first| is_contiguous(&events, first.seq_num.saturating_sub(1)))
+        );
         EventBatch { inner: Arc::new(BatchInner { store_id: store_id.to_owned(), events }) }
     }
 

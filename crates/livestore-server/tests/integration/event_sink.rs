@@ -191,3 +191,23 @@ async fn on_postgres_one_node_delivers_and_the_other_takes_over() {
     standing_by.stop().await;
     backend.cleanup().await;
 }
+
+#[tokio::test]
+async fn sink_names_are_checked_before_anything_starts() {
+    let backend = Backend::sqlite();
+    for (name, problem) in [
+        ("webhook", "belongs to [hooks] events_url"),
+        ("Indexer", "is not 1 to 64 of"),
+        ("", "is not 1 to 64 of"),
+        (&"x".repeat(65), "is not 1 to 64 of"),
+    ] {
+        let (sink, _events) = event_channel(1);
+        let refused = Server::bind_with_sink(backend.config(), name, Arc::new(sink)).await;
+        match refused {
+            Err(ServerError::InvalidConfig(message)) => {
+                assert!(message.contains(problem), "{message}")
+            }
+            other => panic!("{name:?} was not refused: {:?}", other.map(|_| "a server")),
+        }
+    }
+}
