@@ -20,9 +20,13 @@ use self::receiver::{Answer, Receiver};
 use crate::resilient::{RawWriter, ws_url};
 use crate::support::*;
 
-/// Accepts four requests, then holds the fifth open until released.
-const HOLD_FIFTH: [Answer; 5] =
-    [Answer::Accept, Answer::Accept, Answer::Accept, Answer::Accept, Answer::Hold];
+/// Accepts `accepted` requests, then holds the next one open until released.
+fn hold_after(accepted: usize) -> Vec<Answer> {
+    let mut script = vec![Answer::Accept; accepted];
+    script.push(Answer::Hold);
+    script
+}
+
 const SECRET: &str = "events-out-test-secret-5f3a9c1e7b2d4f60";
 const TOKEN: &str = "events-out-client-token-8e1f2a7c4b9d3e05";
 /// How long all the events of a test may take to arrive.
@@ -205,8 +209,8 @@ async fn every_committed_event_arrives_once_in_order_with_concurrent_writers() {
 /// comes again under the same key, and everything else follows in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_the_middle_resumes_without_loss_or_reordering() {
-    // The fifth request is held open: the kill lands while that batch is received but unanswered.
-    let receiver = Receiver::start(0, SECRET, Some(TOKEN), &HOLD_FIFTH).await;
+    // A request is held open: the kill lands while that batch is received but unanswered.
+    let receiver = Receiver::start(0, SECRET, Some(TOKEN), &hold_after(15)).await;
     receiver.set_delay(Duration::from_millis(20));
     let (mut server, _config) = start_node(&config(&receiver.url("node-a")), &[]);
     let addr = addr(&server);
@@ -298,7 +302,7 @@ async fn a_webhook_outage_delays_but_never_loses_or_reorders() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_one_node_delivers_at_a_time_and_the_other_takes_over() {
     let Some(database) = FreshDatabase::create().await else { return };
-    let receiver = Receiver::start(0, SECRET, Some(TOKEN), &HOLD_FIFTH).await;
+    let receiver = Receiver::start(0, SECRET, Some(TOKEN), &hold_after(15)).await;
     receiver.set_delay(Duration::from_millis(10));
     let args = ["--database-url", database.url.as_str()];
     let (node_a, _config_a) = start_node(&config(&receiver.url("node-a")), &args);
@@ -311,17 +315,13 @@ async fn on_postgres_one_node_delivers_at_a_time_and_the_other_takes_over() {
     let stop = Arc::new(AtomicBool::new(false));
     let writing = write_until(racing, stop.clone());
     receiver.wait_for("a held batch", DELIVERY_TIMEOUT, |record| record.held == 1).await;
-    let (leader, held, before_kill) = receiver.with(|record| {
-        let senders: Vec<&str> =
-            record.requests.iter().map(|request| request.node.as_str()).collect();
-        assert!(
-            senders.iter().all(|node| *node == senders[0]),
-            "both nodes delivered: {senders:?}"
-        );
+    let (leader, held) = receiver.with(|record| {
         let held = record.requests.iter().rfind(|request| request.answer == Answer::Hold).unwrap();
-        (senders[0].to_owned(), held.key.clone(), record.requests.len())
+        (record.requests[0].node.clone(), held.key.clone())
     });
     let mut killed = nodes.remove(&leader).unwrap();
+    // Until the kill only the leader sends (its other stores carry on while one is held).
+    let at_kill = receiver.with(|record| record.requests.len());
     killed.kill9();
     receiver.release_holds();
     stop.store(true, Ordering::SeqCst);
@@ -331,14 +331,26 @@ async fn on_postgres_one_node_delivers_at_a_time_and_the_other_takes_over() {
     write_all(&mut after).await;
     let logs = assert_delivered(&receiver, &addr(survivor), &stores).await;
     receiver.with(|record| {
-        let after_kill: Vec<&str> =
-            record.requests[before_kill..].iter().map(|request| request.node.as_str()).collect();
+        let senders: Vec<&str> =
+            record.requests.iter().map(|request| request.node.as_str()).collect();
         assert!(
-            after_kill.iter().all(|node| node == survivor_name),
-            "the killed node delivered: {after_kill:?}"
+            senders[..at_kill].iter().all(|node| *node == leader),
+            "both nodes delivered: {senders:?}"
         );
-        let resent = record.requests[before_kill..].iter().find(|request| request.key == held);
-        assert!(resent.is_some(), "the batch held at the kill ({held}) was not resent");
+        // Requests the leader sent just before it died may be handled after the kill; once the other node
+        // sends, the leader never appears again.
+        let takeover =
+            senders.iter().position(|node| node == survivor_name).expect("the survivor delivered");
+        assert!(takeover >= at_kill, "the standby delivered while the leader lived: {senders:?}");
+        assert!(
+            senders[takeover..].iter().all(|node| node == survivor_name),
+            "the nodes interleaved: {senders:?}"
+        );
+        let resent = record.requests[takeover..].iter().find(|request| request.key == held);
+        assert!(
+            resent.is_some(),
+            "the batch held at the kill ({held}) was not resent by the survivor"
+        );
         assert!(record.duplicates.contains(&held));
     });
     assert_eq!(metric(survivor, "livestore_events_out_leader{subscriber=\"webhook\"}").await, 1.0);
