@@ -81,6 +81,17 @@ pub enum ServerError {
     /// The storage writer thread is gone (the server is shutting down or the writer failed).
     #[error("storage writer is not running")]
     StorageClosed,
+    /// A store's stored events do not continue a delivery cursor (the log was restored under its cursors, or the
+    /// cursor was edited). Delivery of that store retries and never skips; an operator has to look.
+    #[error(
+        "the log of store {store_id} does not continue after seqNum {after} as its delivery cursor expects"
+    )]
+    LogDiscontinuity {
+        /// The store.
+        store_id: String,
+        /// Where the cursor stands.
+        after: u64,
+    },
     /// The file services (signer, object store) could not start.
     #[error("file services")]
     Files(#[source] Box<livestore_objects::Error>),

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use livestore_proto::page::{Page, StoredEventRef, paginate};
 
 use crate::budget::{MemoryBudget, Reservation};
+use crate::events_out::feed::CommitFeed;
 use crate::metrics::{LimitHit, Metrics};
 use crate::outbox::{CloseReason, CloseSignal, Outbound, Outbox};
 use crate::storage::StoredEvent;
@@ -68,12 +69,25 @@ pub(crate) struct Hubs {
     stores: Mutex<HashMap<String, Arc<StoreHub>>>,
     budget: Arc<MemoryBudget>,
     metrics: Arc<Metrics>,
+    /// Where backends announce durable heads to the delivery of committed events (`events_out`).
+    commits: Arc<CommitFeed>,
 }
 
 impl Hubs {
     /// Hubs whose live batches reserve their bytes in `budget`.
     pub(crate) fn new(budget: Arc<MemoryBudget>, metrics: Arc<Metrics>) -> Self {
-        Hubs { stores: Mutex::new(HashMap::new()), budget, metrics }
+        Hubs {
+            stores: Mutex::new(HashMap::new()),
+            budget,
+            metrics,
+            commits: Arc::new(CommitFeed::default()),
+        }
+    }
+
+    /// The feed of durable heads: backends announce every commit here (after it is durable), whether or not
+    /// anyone pulls the store.
+    pub(crate) fn commits(&self) -> &Arc<CommitFeed> {
+        &self.commits
     }
 
     /// Hubs with a budget of their own that nothing exhausts (storage opened without a server, tests).

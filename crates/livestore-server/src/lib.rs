@@ -16,6 +16,8 @@
 //!   public keys) whose claims decide the stores, checked before the WebSocket upgrade;
 //! - the application's say over connects, pushes and pulls ([`hooks`]): signed HTTP calls configured in `[hooks]`,
 //!   or Rust code given to [`Server::builder`];
+//! - every committed event delivered to subscribers (the `[hooks] events_url` webhook, or an [`events_out::EventSink`]
+//!   passed to [`Server::bind_with_sink`]) at least once, in order per store, from durable cursors;
 //! - Prometheus metrics at `/metrics`, liveness at `/healthz`, graceful shutdown that closes sockets with 1012.
 //!
 //! ```no_run
@@ -33,6 +35,7 @@ mod body_guard;
 mod budget;
 pub mod config;
 mod error;
+pub mod events_out;
 pub mod hooks;
 mod http_server;
 mod http_transport;

@@ -1,7 +1,9 @@
 //! Prometheus metrics served at `/metrics`: connections, stores, appended events, rejected pushes, pull latency,
 //! the memory budget and every limit a client ran into, what the embedded object store stored, how fetching the
-//! identity provider's signing keys (JWKS) goes, and the calls to the application's hooks over HTTP (outcome and
-//! latency).
+//! identity provider's signing keys (JWKS) goes, the calls to the application's hooks over HTTP (outcome and
+//! latency), and how the delivery of committed events to their subscribers keeps up (`metrics/events_out`).
+
+mod events_out;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -257,6 +259,7 @@ pub(crate) struct Metrics {
     connects_refused: Family<RejectLabels, Counter>,
     hook_calls: Family<HookCallLabels, Counter>,
     hook_seconds: Family<HookLabels, Histogram, fn() -> Histogram>,
+    events_out: events_out::EventsOutMetrics,
     /// Fetches of `auth.jwks_url` and the keys they yielded.
     pub(crate) jwks: JwksMetrics,
 }
@@ -396,7 +399,9 @@ impl Metrics {
             "Time from asking a hook over HTTP to its decision (waiting for a call slot included)",
             hook_seconds.clone(),
         );
+        let events_out = events_out::EventsOutMetrics::register(&mut registry);
         Metrics {
+            events_out,
             registry,
             hook_calls,
             hook_seconds,

@@ -1,4 +1,5 @@
-//! Starting, running and stopping the server: storage, listener, router, and graceful shutdown.
+//! Starting, running and stopping the server: storage, listener, router, the delivery of committed events, and
+//! graceful shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,6 +19,10 @@ use crate::auth::Authenticator;
 use crate::budget::MemoryBudget;
 use crate::config::ServerConfig;
 use crate::error::ServerError;
+use crate::events_out::webhook::WebhookSink;
+use crate::events_out::{
+    DeliverySettings, Deps, EventSink, EventsOut, Subscriber, WEBHOOK_SUBSCRIBER,
+};
 use crate::hooks::http::HttpHooks;
 use crate::hooks::{NoHooks, SyncHooks};
 use crate::http_server::ConnectionSettings;
@@ -35,12 +40,14 @@ pub struct Server {
     listener: TcpListener,
     state: AppStateHandle,
     files: livestore_objects::FileServices,
+    events_out: EventsOut,
 }
 
 /// Configures a [`Server`] before it binds: `Server::builder(config).hooks(my_hooks).bind().await`.
 pub struct ServerBuilder {
     config: ServerConfig,
     hooks: Option<Arc<dyn SyncHooks>>,
+    sinks: Vec<(String, Arc<dyn EventSink>)>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -49,6 +56,10 @@ impl std::fmt::Debug for ServerBuilder {
             .debug_struct("ServerBuilder")
             .field("config", &self.config)
             .field("rust_hooks", &self.hooks.is_some())
+            .field(
+                "event_sinks",
+                &self.sinks.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -62,9 +73,19 @@ impl ServerBuilder {
         self
     }
 
+    /// Delivers every committed event to `sink` as well, the way `[hooks] events_url` gets them: at least once, in
+    /// order per store, one batch per store at a time, retried until acknowledged (see [`crate::events_out`]).
+    /// `name` (1 to 64 of `a-z`, `0-9`, `-`, `_`; not `"webhook"`, which is `events_url`'s) keys the sink's durable
+    /// cursors: the same name resumes after a restart where the sink stopped, a new one starts at the beginning of
+    /// every log. On Postgres, one node at a time delivers to the sink.
+    pub fn event_sink(mut self, name: &str, sink: Arc<dyn EventSink>) -> ServerBuilder {
+        self.sinks.push((name.to_owned(), sink));
+        self
+    }
+
     /// Validates the config, opens storage and binds the listener.
     pub async fn bind(self) -> Result<Server, ServerError> {
-        Server::bind_with(self.config, self.hooks).await
+        Server::bind_with(self).await
     }
 }
 
@@ -103,16 +124,40 @@ impl Server {
         Server::builder(config).bind().await
     }
 
-    /// A server to configure further before it binds, e.g. with [`ServerBuilder::hooks`].
+    /// A server to configure further before it binds, e.g. with [`ServerBuilder::hooks`] or
+    /// [`ServerBuilder::event_sink`].
     pub fn builder(config: ServerConfig) -> ServerBuilder {
-        ServerBuilder { config, hooks: None }
+        ServerBuilder { config, hooks: None, sinks: Vec::new() }
     }
 
-    async fn bind_with(
+    /// Like [`Server::bind`], and delivers every committed event to `sink` as well (see
+    /// [`ServerBuilder::event_sink`]).
+    pub async fn bind_with_sink(
         config: ServerConfig,
-        rust_hooks: Option<Arc<dyn SyncHooks>>,
+        name: &str,
+        sink: Arc<dyn EventSink>,
     ) -> Result<Server, ServerError> {
+        Server::builder(config).event_sink(name, sink).bind().await
+    }
+
+    async fn bind_with(builder: ServerBuilder) -> Result<Server, ServerError> {
+        let ServerBuilder { config, hooks: rust_hooks, sinks } = builder;
         config.validate_for(rust_hooks.as_ref().is_some_and(|hooks| hooks.wants_connect()))?;
+        let mut subscribers = Vec::with_capacity(sinks.len() + 1);
+        if let (Some(url), Some(secret)) = (&config.hooks.events_url, &config.hooks.secret) {
+            let timeout = Duration::from_millis(config.hooks.events_timeout_ms);
+            let sink: Arc<dyn EventSink> = Arc::new(WebhookSink::new(url, secret, timeout)?);
+            subscribers.push(Subscriber::new(WEBHOOK_SUBSCRIBER, sink)?);
+        }
+        for (name, sink) in sinks {
+            if name == WEBHOOK_SUBSCRIBER {
+                return Err(ServerError::InvalidConfig(format!(
+                    "the event sink name {WEBHOOK_SUBSCRIBER:?} belongs to [hooks] events_url; pick another"
+                )));
+            }
+            subscribers.push(Subscriber::new(&name, sink)?);
+        }
+        EventsOut::check_names(&subscribers)?;
         let metrics = Arc::new(Metrics::new());
         let hooks = choose_hooks(&config, rust_hooks, &metrics)?;
         let budget = MemoryBudget::new(config.limits.memory_budget_bytes, metrics.clone());
@@ -120,7 +165,18 @@ impl Server {
         if let Some(url) = &config.database_url {
             tracing::info!(database = %url.redacted(), "event log in Postgres");
         }
-        let storage = storage::open_with(&config, hubs.clone(), metrics.clone()).await?;
+        let opened = storage::open_with(&config, hubs.clone(), metrics.clone()).await?;
+        let storage = opened.log;
+        let events_out = EventsOut::new(
+            Deps {
+                log: storage.clone(),
+                cursors: opened.cursors,
+                feed: hubs.commits().clone(),
+                metrics: metrics.clone(),
+                settings: DeliverySettings::from_hooks(&config.hooks),
+            },
+            subscribers,
+        );
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|source| ServerError::Bind { addr: config.addr, source })?;
@@ -171,7 +227,7 @@ impl Server {
             static_site,
             files: files.clone(),
         };
-        Ok(Server { listener, state: AppStateHandle(state), files })
+        Ok(Server { listener, state: AppStateHandle(state), files, events_out })
     }
 
     /// The address actually bound (useful with port 0).
@@ -191,6 +247,7 @@ impl Server {
     ) -> Result<(), ServerError> {
         let addr = self.local_addr();
         let state = self.state.0;
+        self.events_out.start();
         let token = state.shutdown.clone();
         let router = app(state.clone(), self.files.router()).layer(
             axum::middleware::from_fn_with_state(state.storage.clone(), refuse_while_unavailable),
@@ -221,6 +278,8 @@ impl Server {
         if tokio::time::timeout(SHUTDOWN_GRACE, state.sessions.wait()).await.is_err() {
             tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
         }
+        // Before storage: batches in flight get their grace period and their cursors committed.
+        self.events_out.shutdown().await;
         state.storage.shutdown().await;
         tracing::info!("stopped");
         result

@@ -3,7 +3,8 @@
 //!
 //! A backend owns three duties: it admits pushes (backendId and head checks, atomically with the append), it makes
 //! them durable before acknowledging, and it publishes every accepted batch to the store's hub in commit order.
-//! Transports never write to the database directly.
+//! Transports never write to the database directly. Each backend also announces every durable head to the hubs'
+//! commit feed and keeps the delivery cursors of committed events (`cursors`).
 
 use std::sync::Arc;
 
@@ -15,8 +16,12 @@ use crate::error::ServerError;
 use crate::hub::Hubs;
 use crate::metrics::Metrics;
 
+pub(crate) mod cursors;
 pub mod postgres;
 pub mod sqlite;
+
+/// The highest sequence number a read may name as its upper bound (storage keeps them in signed 64-bit columns).
+pub(crate) const NO_UPPER_BOUND: u64 = i64::MAX as u64;
 
 /// A store's identity as the log sees it.
 #[derive(Debug, Clone)]
@@ -117,16 +122,28 @@ pub trait EventStorage: Send + Sync + 'static {
 /// Opens the backend `config` selects (Postgres with `database_url`, SQLite in `data_dir` otherwise), with hubs and
 /// metrics of its own. For tests and tools that use the storage without a server.
 pub async fn open(config: &ServerConfig) -> Result<Arc<dyn EventStorage>, ServerError> {
-    open_with(config, Arc::new(Hubs::standalone()), Arc::new(Metrics::new())).await
+    Ok(open_with(config, Arc::new(Hubs::standalone()), Arc::new(Metrics::new())).await?.log)
+}
+
+/// An opened backend: its logs and its delivery cursors.
+pub(crate) struct Opened {
+    pub(crate) log: Arc<dyn EventStorage>,
+    pub(crate) cursors: Arc<dyn cursors::CursorStore>,
 }
 
 pub(crate) async fn open_with(
     config: &ServerConfig,
     hubs: Arc<Hubs>,
     metrics: Arc<Metrics>,
-) -> Result<Arc<dyn EventStorage>, ServerError> {
+) -> Result<Opened, ServerError> {
     Ok(match &config.database_url {
-        Some(url) => Arc::new(postgres::PostgresStorage::open(url, hubs, metrics).await?),
-        None => Arc::new(sqlite::SqliteStorage::open(&config.data_dir, hubs, metrics)?),
+        Some(url) => {
+            let storage = postgres::PostgresStorage::open(url, hubs, metrics).await?;
+            Opened { cursors: storage.cursors(), log: Arc::new(storage) }
+        }
+        None => {
+            let storage = sqlite::SqliteStorage::open(&config.data_dir, hubs, metrics)?;
+            Opened { cursors: storage.cursors(), log: Arc::new(storage) }
+        }
     })
 }

@@ -8,7 +8,9 @@
 //! - `backlog`: fills a store, then times a fresh client pulling the whole log;
 //! - `idle`: opens N live connections and reports the server's resident memory (needs `--server-pid`);
 //! - `connect`: opens whole sessions (upgrade, `Ping`, `Pong`, close) one after another per worker and reports the
-//!   rate, credential check included (give the credential with `--payload-token`).
+//!   rate, credential check included (give the credential with `--payload-token`);
+//! - `events-out`: pushes at a fixed rate while serving the server's `events_url` webhook, and reports whether the
+//!   delivery of committed events keeps up (lag, latency, rates; see `livestore_bench::events_out`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -78,6 +80,23 @@ enum Scenario {
         #[arg(long, default_value_t = 32)]
         concurrency: u64,
     },
+    EventsOut {
+        /// Where the webhook receiver listens: the host and port of the server's `hooks.events_url`.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// The server's `hooks.secret`, to check signatures.
+        #[arg(long, env = "LIVESTORE_HOOKS_SECRET", hide_env_values = true)]
+        secret: String,
+        /// Events per second pushed, over all stores.
+        #[arg(long, default_value_t = 50_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long, default_value_t = 10)]
+        stores: u64,
+        #[arg(long, default_value_t = 100)]
+        batch: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -110,6 +129,19 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         Scenario::Connect { connections, concurrency } => {
             livestore_bench::connect::connect_rate(&args.url, &prefix, *connections, *concurrency)
                 .await
+        }
+        Scenario::EventsOut { listen, secret, rate, seconds, stores, batch } => {
+            let options = livestore_bench::events_out::Options {
+                url: args.url.clone(),
+                listen: *listen,
+                secret: secret.clone(),
+                rate: *rate,
+                seconds: *seconds,
+                stores: *stores,
+                batch: *batch,
+                prefix: prefix.clone(),
+            };
+            livestore_bench::events_out::run(&options).await
         }
     }
 }

@@ -23,7 +23,10 @@
 //! - `files_sync`, `files_resume`: the `livestore files` CLI end to end (propagation, external S3, `kill -9` during
 //!   transfers, bad input, a resumed multipart upload that sends only the missing parts);
 //! - `cookie_login`: a browser signed in by session cookie through the connect hook (gallery, both transports, files);
-//! - `fuzz_regressions`: saved fuzz inputs (seeds and crashers) replayed in process and against the server.
+//! - `fuzz_regressions`: saved fuzz inputs (seeds and crashers) replayed in process and against the server;
+//! - `events_out`: committed events to `[hooks] events_url` with a receiver served by the test (signatures, dedup
+//!   by `Idempotency-Key`, order per store), with concurrent writers, across `kill -9`, a webhook outage, and two
+//!   Postgres nodes of which one delivers at a time.
 
 #![allow(unreachable_pub, clippy::needless_pass_by_value, clippy::unused_async)]
 
@@ -32,6 +35,7 @@ mod browser;
 mod chaos;
 mod cookie_login;
 mod crash;
+mod events_out;
 mod faults;
 mod files;
 mod files_resume;

@@ -287,7 +287,7 @@ async fn files_uploaded_through_one_node_download_through_the_other() {
 }
 
 /// The shared cluster's URL, or a loud note and `None` (a failure when `LIVESTORE_REQUIRE_POSTGRES` is set).
-fn database_url() -> Option<String> {
+pub fn database_url() -> Option<String> {
     match std::env::var("LIVESTORE_TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {

@@ -8,6 +8,10 @@ use super::secrets::Secret;
 
 /// Default `timeout_ms`.
 pub(crate) const DEFAULT_HOOK_TIMEOUT_MS: u64 = 1_000;
+/// Default `events_timeout_ms`: a receiver has 15 s to answer, as with Svix.
+pub(crate) const DEFAULT_EVENTS_TIMEOUT_MS: u64 = 15_000;
+/// Default `events_retry_max_ms`: the longest wait between two attempts at a failing receiver.
+pub(crate) const DEFAULT_EVENTS_RETRY_MAX_MS: u64 = 60_000;
 
 /// Hook settings; every URL is optional.
 #[derive(Debug, Clone, Deserialize)]
@@ -19,8 +23,13 @@ pub struct HooksConfig {
     pub push_url: Option<String>,
     /// Decides each pull as it starts.
     pub pull_url: Option<String>,
-    /// Receives committed events, at least once, in order per store.
+    /// Receives committed events, at least once, in order per store (docs/events-webhook.md).
     pub events_url: Option<String>,
+    /// How long `events_url` may take to answer a batch before the attempt counts as failed (and is retried).
+    pub events_timeout_ms: u64,
+    /// The longest wait between two attempts to deliver a batch to a failing `events_url` (the waits double up to
+    /// it, with jitter; delivery never gives up).
+    pub events_retry_max_ms: u64,
     /// Key of the `X-Livestore-Signature` HMAC on every call (env `LIVESTORE_HOOKS_SECRET`).
     pub secret: Option<Secret>,
     /// How long a connect, push or pull hook may take before the server gives up (fail closed).
@@ -43,6 +52,8 @@ impl Default for HooksConfig {
             push_url: None,
             pull_url: None,
             events_url: None,
+            events_timeout_ms: DEFAULT_EVENTS_TIMEOUT_MS,
+            events_retry_max_ms: DEFAULT_EVENTS_RETRY_MAX_MS,
             secret: None,
             timeout_ms: DEFAULT_HOOK_TIMEOUT_MS,
             forward_headers: Vec::new(),
@@ -87,6 +98,18 @@ impl HooksConfig {
             return Err(format!(
                 "hooks.timeout_ms = {} is out of range: allowed 10..=60000 ms",
                 self.timeout_ms
+            ));
+        }
+        if !(100..=120_000).contains(&self.events_timeout_ms) {
+            return Err(format!(
+                "hooks.events_timeout_ms = {} is out of range: allowed 100..=120000 ms",
+                self.events_timeout_ms
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.events_retry_max_ms) {
+            return Err(format!(
+                "hooks.events_retry_max_ms = {} is out of range: allowed 100..=3600000 ms",
+                self.events_retry_max_ms
             ));
         }
         if !(1..=4_096).contains(&self.concurrency) {
@@ -168,5 +191,19 @@ mod tests {
         let headers =
             HooksConfig { forward_headers: vec!["coo kie".into()], ..with("http://127.0.0.1/x") };
         assert!(headers.validate().unwrap_err().contains("not a header name"));
+        let events = |timeout, retry_max| HooksConfig {
+            events_url: Some("http://127.0.0.1:9000/events".into()),
+            events_timeout_ms: timeout,
+            events_retry_max_ms: retry_max,
+            ..with("http://127.0.0.1/x")
+        };
+        events(DEFAULT_EVENTS_TIMEOUT_MS, DEFAULT_EVENTS_RETRY_MAX_MS).validate().unwrap();
+        assert!(events(99, 1_000).validate().unwrap_err().contains("events_timeout_ms"));
+        assert!(events(1_000, 3_600_001).validate().unwrap_err().contains("events_retry_max_ms"));
+        let unsigned_events = HooksConfig {
+            events_url: Some("http://127.0.0.1:9000/events".into()),
+            ..HooksConfig::default()
+        };
+        assert!(unsigned_events.validate().unwrap_err().contains("hooks.secret"));
     }
 }

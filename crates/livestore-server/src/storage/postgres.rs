@@ -26,7 +26,12 @@
 //! clients reconnect, to another node behind the proxy), `is_available` turns false (sync requests and
 //! `/healthz` get 503) and opening a store fails. Once the listener is back, stores are opened afresh from the
 //! database. A node never serves a log it cannot vouch for.
+//!
+//! **Delivery of committed events.** Every node announces the commits it hears of (its writer's and every
+//! notification) to the hubs' commit feed; delivery cursors and the lease that picks the one delivering node live
+//! in `cursors`.
 
+mod cursors;
 mod listener;
 mod publisher;
 mod readers;
@@ -46,8 +51,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::DatabaseUrl;
 use crate::error::ServerError;
+use crate::events_out::feed::CommitFeed;
 use crate::hub::Hubs;
 use crate::metrics::Metrics;
+use crate::storage::cursors::CursorStore;
 use crate::storage::{AppendOutcome, EventStorage, ReadLimit, StoreLog, StoredEvent};
 
 use self::publisher::Registry;
@@ -64,6 +71,7 @@ const READER_CONNECTIONS: usize = 4;
 /// PostgreSQL-backed [`EventStorage`]; several processes may share one database.
 #[derive(Debug)]
 pub struct PostgresStorage {
+    config: Arc<tokio_postgres::Config>,
     commands: Mutex<Option<mpsc::UnboundedSender<Command>>>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     shared: Arc<Shared>,
@@ -77,6 +85,9 @@ struct Shared {
     registry: Registry,
     /// Store ids this node has seen, with their row key and `backendId` (both fixed for a row's lifetime).
     directory: Mutex<HashMap<String, StoreRow>>,
+    /// Store ids by row key, for announcing notified commits (which name stores by key) to the commit feed.
+    names: Mutex<HashMap<i64, String>>,
+    commits: Arc<CommitFeed>,
     metrics: Arc<Metrics>,
 }
 
@@ -92,10 +103,25 @@ impl Shared {
     }
 
     fn remember_row(&self, store_id: &str, row: StoreRow) {
+        self.remember_name(row.key, store_id);
         self.directory
             .lock()
             .expect("store directory lock poisoned")
             .insert(store_id.to_owned(), row);
+    }
+
+    fn remember_name(&self, key: i64, store_id: &str) {
+        let mut names = self.names.lock().expect("store names lock poisoned");
+        names.entry(key).or_insert_with(|| store_id.to_owned());
+    }
+
+    /// Announces a commit heard by key; a store this node cannot name asks the delivery to scan instead.
+    fn announce(&self, store_key: i64, head: u64) {
+        let name = self.names.lock().expect("store names lock poisoned").get(&store_key).cloned();
+        match name {
+            Some(store_id) => self.commits.committed(&store_id, head),
+            None => self.commits.missed(),
+        }
     }
 }
 
@@ -123,8 +149,10 @@ impl PostgresStorage {
 
         let shared = Arc::new(Shared {
             readers: Readers::new(config.clone(), READER_CONNECTIONS),
+            commits: hubs.commits().clone(),
             registry: Registry::new(hubs, metrics.clone()),
             directory: Mutex::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
             metrics,
         });
         let stop_listener = CancellationToken::new();
@@ -135,8 +163,9 @@ impl PostgresStorage {
             return Err(ServerError::StorageUnavailable);
         }
         let (sender, receiver) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(Writer::new(config, shared.clone()).run(receiver));
+        let writer = tokio::spawn(Writer::new(config.clone(), shared.clone()).run(receiver));
         Ok(PostgresStorage {
+            config,
             commands: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(writer)),
             shared,
@@ -151,6 +180,11 @@ impl PostgresStorage {
             .ok_or(ServerError::StorageClosed)?
             .send(command)
             .map_err(|_| ServerError::StorageClosed)
+    }
+
+    /// The delivery cursors in this database, with the lease that picks the delivering node.
+    pub(crate) fn cursors(&self) -> Arc<dyn CursorStore> {
+        Arc::new(cursors::PostgresCursors::new(self.config.clone(), self.shared.clone()))
     }
 }
 

@@ -8,6 +8,9 @@
 //!
 //! The head of a store is `max(seq_num)` of its events and the `backendId` sits in the same file, so losing the
 //! file loses both together: a fresh file means a fresh `backendId`, which is exactly the protocol's reset signal.
+//!
+//! Delivery cursors (`delivery_cursors`, schema version 2) live in the same file and are written by the same
+//! writer thread, so a cursor write shares the group commit of the pushes queued with it (`cursors`).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
+
+mod cursors;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -27,14 +32,19 @@ use tokio::sync::oneshot;
 use crate::error::ServerError;
 use crate::hub::Hubs;
 use crate::metrics::Metrics;
-use crate::storage::{AppendOutcome, EventStorage, ReadLimit, StoreLog, StoredEvent};
+use crate::storage::cursors::{CursorStore, CursorWrite};
+use crate::storage::{
+    AppendOutcome, EventStorage, NO_UPPER_BOUND, ReadLimit, StoreLog, StoredEvent,
+};
+
+use self::cursors::{CursorCommand, SqliteCursors};
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "sync.sqlite3";
 /// Marks our databases (`PRAGMA application_id`, ASCII "LSSY").
 const APPLICATION_ID: i32 = 0x4C53_5359;
 /// The newest schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 /// Upper bound of commands folded into one transaction; bounds reply latency under heavy load.
 const MAX_COMMANDS_PER_COMMIT: usize = 2048;
 
@@ -55,6 +65,20 @@ CREATE TABLE events (
 ) STRICT, WITHOUT ROWID;
 ";
 
+/// Version 2: how far each subscriber of committed events got in each store (see `storage::cursors`).
+const MIGRATION_V2: &str = "
+CREATE TABLE delivery_cursors (
+    subscriber TEXT NOT NULL,
+    store_key INTEGER NOT NULL REFERENCES stores(store_key),
+    -- Every event up to here was acknowledged by the subscriber.
+    delivered INTEGER NOT NULL CHECK (delivered >= 0),
+    -- The end of the batch being sent; resent exactly until acknowledged.
+    pending_until INTEGER CHECK (pending_until IS NULL OR pending_until > delivered),
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (subscriber, store_key)
+) STRICT, WITHOUT ROWID;
+";
+
 enum WriterCommand {
     Open {
         store_id: String,
@@ -65,15 +89,34 @@ enum WriterCommand {
         push: PushArgs,
         reply: oneshot::Sender<Result<AppendOutcome, ServerError>>,
     },
+    Cursor {
+        command: CursorCommand,
+        reply: oneshot::Sender<Result<CursorWrite, ServerError>>,
+    },
 }
 
 /// SQLite-backed [`EventStorage`].
 #[derive(Debug)]
 pub struct SqliteStorage {
-    commands: Mutex<Option<std_mpsc::Sender<WriterCommand>>>,
+    commands: Arc<WriterChannel>,
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<ReaderPool>,
     _lock_file: File,
+}
+
+/// The way to the writer thread, shared by the storage and its cursors; `None` once shut down.
+#[derive(Debug)]
+struct WriterChannel(Mutex<Option<std_mpsc::Sender<WriterCommand>>>);
+
+impl WriterChannel {
+    fn submit(&self, command: WriterCommand) -> Result<(), ServerError> {
+        let commands = self.0.lock().expect("writer channel lock poisoned");
+        commands
+            .as_ref()
+            .ok_or(ServerError::StorageClosed)?
+            .send(command)
+            .map_err(|_| ServerError::StorageClosed)
+    }
 }
 
 impl SqliteStorage {
@@ -99,7 +142,7 @@ impl SqliteStorage {
             .spawn(move || writer.run(&receiver))
             .map_err(|source| ServerError::DataDir { path: data_dir.to_owned(), source })?;
         Ok(SqliteStorage {
-            commands: Mutex::new(Some(sender)),
+            commands: Arc::new(WriterChannel(Mutex::new(Some(sender)))),
             writer: Mutex::new(Some(handle)),
             readers: Arc::new(ReaderPool { path, idle: Mutex::new(Vec::new()) }),
             _lock_file: lock_file,
@@ -107,12 +150,12 @@ impl SqliteStorage {
     }
 
     fn submit(&self, command: WriterCommand) -> Result<(), ServerError> {
-        let commands = self.commands.lock().expect("writer channel lock poisoned");
-        commands
-            .as_ref()
-            .ok_or(ServerError::StorageClosed)?
-            .send(command)
-            .map_err(|_| ServerError::StorageClosed)
+        self.commands.submit(command)
+    }
+
+    /// The delivery cursors in this database.
+    pub(crate) fn cursors(&self) -> Arc<dyn CursorStore> {
+        Arc::new(SqliteCursors::new(self.commands.clone(), self.readers.clone()))
     }
 }
 
@@ -161,7 +204,7 @@ impl EventStorage for SqliteStorage {
 
     fn shutdown(&self) -> BoxFuture<'static, ()> {
         // Dropping the sender ends the writer loop after it has drained and committed what is queued.
-        self.commands.lock().expect("writer channel lock poisoned").take();
+        self.commands.0.lock().expect("writer channel lock poisoned").take();
         let handle = self.writer.lock().expect("writer handle lock poisoned").take();
         async move {
             if let Some(handle) = handle {
@@ -225,6 +268,12 @@ fn open_writer(path: &Path) -> Result<Connection, ServerError> {
         transaction.pragma_update(None, "user_version", 1)?;
         transaction.commit()?;
     }
+    if version < 2 {
+        let transaction = connection.unchecked_transaction()?;
+        transaction.execute_batch(MIGRATION_V2)?;
+        transaction.pragma_update(None, "user_version", 2)?;
+        transaction.commit()?;
+    }
     let integrity: String = connection.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
     if integrity != "ok" {
         return Err(foreign(format!("integrity check failed: {integrity}")));
@@ -265,11 +314,33 @@ enum Effect {
         error: ServerError,
         reply: Reply,
     },
+    /// A cursor write; answered only after the commit, since a cursor may move only once durable.
+    Cursor {
+        written: CursorWrite,
+        reply: oneshot::Sender<Result<CursorWrite, ServerError>>,
+    },
 }
 
 enum Reply {
     Open(oneshot::Sender<Result<StoreLog, ServerError>>),
     Append(oneshot::Sender<Result<AppendOutcome, ServerError>>),
+    Cursor(oneshot::Sender<Result<CursorWrite, ServerError>>),
+}
+
+impl Reply {
+    fn send_error(self, error: ServerError) {
+        match self {
+            Reply::Open(reply) => {
+                let _ = reply.send(Err(error));
+            }
+            Reply::Append(reply) => {
+                let _ = reply.send(Err(error));
+            }
+            Reply::Cursor(reply) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
 }
 
 impl Writer {
@@ -322,6 +393,7 @@ impl Writer {
                         Reply::Append(reply)
                     }
                     Effect::Failed { reply, .. } => reply,
+                    Effect::Cursor { reply, .. } => Reply::Cursor(reply),
                 };
                 send_error(reply, &error);
             }
@@ -349,19 +421,16 @@ impl Writer {
                 self.metrics.events_appended.inc_by(events.len() as u64);
                 // Pages are built only if someone listens, decided under the hub lock (see `publish_with`).
                 hub.publish_events(&events);
+                self.hubs.commits().committed(&store_id, last_seq_num);
                 let _ = reply.send(Ok(AppendOutcome::Appended { head: last_seq_num }));
             }
             Effect::Refused { outcome, reply } => {
                 let _ = reply.send(Ok(outcome));
             }
-            Effect::Failed { error, reply } => match reply {
-                Reply::Open(reply) => {
-                    let _ = reply.send(Err(error));
-                }
-                Reply::Append(reply) => {
-                    let _ = reply.send(Err(error));
-                }
-            },
+            Effect::Failed { error, reply } => reply.send_error(error),
+            Effect::Cursor { written, reply } => {
+                let _ = reply.send(Ok(written));
+            }
         }
     }
 }
@@ -398,6 +467,12 @@ fn apply_command(
                     Ok(events) => Effect::Appended { store_id, events, reply },
                     Err(error) => Effect::Failed { error, reply: Reply::Append(reply) },
                 },
+            }
+        }
+        WriterCommand::Cursor { command, reply } => {
+            match cursors::write(transaction, &command, created_at) {
+                Ok(written) => Effect::Cursor { written, reply },
+                Err(error) => Effect::Failed { error, reply: Reply::Cursor(reply) },
             }
         }
     }
@@ -489,6 +564,7 @@ fn fail_all(commands: Vec<WriterCommand>, error: &rusqlite::Error) {
         let reply = match command {
             WriterCommand::Open { reply, .. } => Reply::Open(reply),
             WriterCommand::Append { reply, .. } => Reply::Append(reply),
+            WriterCommand::Cursor { reply, .. } => Reply::Cursor(reply),
         };
         send_error(reply, error);
     }
@@ -505,14 +581,7 @@ fn send_error(reply: Reply, error: &rusqlite::Error) {
             Some(error.to_string()),
         ))
     };
-    match reply {
-        Reply::Open(reply) => {
-            let _ = reply.send(Err(copy()));
-        }
-        Reply::Append(reply) => {
-            let _ = reply.send(Err(copy()));
-        }
-    }
+    reply.send_error(copy());
 }
 
 #[derive(Debug)]
@@ -522,13 +591,11 @@ struct ReaderPool {
 }
 
 impl ReaderPool {
-    fn read_events(
+    /// Runs `read` on an idle read-only connection (opening one if none is idle), then returns it to the pool.
+    fn with_reader<T>(
         &self,
-        store_id: &str,
-        after: u64,
-        up_to: u64,
-        limit: ReadLimit,
-    ) -> Result<Vec<StoredEvent>, ServerError> {
+        read: impl FnOnce(&Connection) -> Result<T, ServerError>,
+    ) -> Result<T, ServerError> {
         let connection = match self.idle.lock().expect("reader pool lock poisoned").pop() {
             Some(connection) => connection,
             None => Connection::open_with_flags(
@@ -536,7 +603,19 @@ impl ReaderPool {
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?,
         };
-        let events = {
+        let result = read(&connection);
+        self.idle.lock().expect("reader pool lock poisoned").push(connection);
+        result
+    }
+
+    fn read_events(
+        &self,
+        store_id: &str,
+        after: u64,
+        up_to: u64,
+        limit: ReadLimit,
+    ) -> Result<Vec<StoredEvent>, ServerError> {
+        self.with_reader(|connection| {
             let mut statement = connection.prepare_cached(
                 "SELECT e.seq_num, e.created_at, e.encoded FROM events e
                  WHERE e.store_key = (SELECT store_key FROM stores WHERE store_id = ?1)
@@ -544,7 +623,12 @@ impl ReaderPool {
                  ORDER BY e.seq_num LIMIT ?4",
             )?;
             let rows = statement.query_map(
-                params![store_id, after as i64, up_to as i64, limit.events as i64],
+                params![
+                    store_id,
+                    after as i64,
+                    up_to.min(NO_UPPER_BOUND) as i64,
+                    limit.events as i64
+                ],
                 |row| {
                     Ok(StoredEvent {
                         seq_num: row.get::<_, i64>(0)? as u64,
@@ -564,9 +648,7 @@ impl ReaderPool {
                     break;
                 }
             }
-            events
-        };
-        self.idle.lock().expect("reader pool lock poisoned").push(connection);
-        Ok(events)
+            Ok(events)
+        })
     }
 }

@@ -3,6 +3,8 @@
 //! - `backend`: opening SQLite in a temp dir and Postgres in a fresh database of the test cluster
 //!   (`LIVESTORE_TEST_DATABASE_URL`, see `scripts/with-postgres`);
 //! - `conformance`: one suite of `EventStorage` behaviours, instantiated for both backends;
+//! - `event_sink`: committed events delivered to a Rust sink (`Server::bind_with_sink` with the channel adapter):
+//!   order, refusals resent unchanged, resuming after a restart, one delivering node on Postgres and a takeover;
 //! - `nodes`: several Postgres-backed instances on one database: serialized pushes, shared logs, and two in-process
 //!   servers whose live pulls see each other's commits.
 //!
@@ -13,4 +15,5 @@
 
 mod backend;
 mod conformance;
+mod event_sink;
 mod nodes;

@@ -67,7 +67,8 @@ async fn nodes_starting_together_migrate_once_and_share_store_identities() {
     let sql = backend.sql().await;
     let versions =
         sql.query_one("SELECT count(*) FROM livestore_schema_migrations", &[]).await.unwrap();
-    assert_eq!(versions.get::<_, i64>(0), 1);
+    // Version 1 (stores and events) and 2 (delivery cursors), each recorded once.
+    assert_eq!(versions.get::<_, i64>(0), 2);
     for node in nodes {
         node.shutdown().await;
     }
@@ -277,12 +278,12 @@ impl TestNode {
     }
 }
 
-struct Ws {
+pub struct Ws {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
 
 impl Ws {
-    async fn connect(url: &str) -> Ws {
+    pub async fn connect(url: &str) -> Ws {
         let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket connects");
         Ws { socket }
     }
@@ -304,12 +305,12 @@ impl Ws {
         }
     }
 
-    async fn send(&mut self, value: &Value) {
+    pub async fn send(&mut self, value: &Value) {
         self.socket.send(Message::Text(value.to_string().into())).await.unwrap();
     }
 
     /// The next JSON frame; panics on close or after 20 s.
-    async fn frame(&mut self) -> Value {
+    pub async fn frame(&mut self) -> Value {
         loop {
             let message = tokio::time::timeout(Duration::from_secs(20), self.socket.next())
                 .await
@@ -365,7 +366,7 @@ fn pull_request(id: &str, store: &str, cursor: Option<(&str, u64)>) -> Value {
            "payload": {"storeId": store, "live": true, "cursor": cursor}, "headers": []})
 }
 
-fn push_request(id: &str, store: &str, batch: Vec<Value>) -> Value {
+pub fn push_request(id: &str, store: &str, batch: Vec<Value>) -> Value {
     json!({"_tag": "Request", "id": id, "tag": "SyncWsRpc.Push",
            "payload": {"storeId": store, "batch": batch, "backendId": {"_tag": "None"}}, "headers": []})
 }

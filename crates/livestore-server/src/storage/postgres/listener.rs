@@ -49,6 +49,8 @@ pub(super) async fn run(
                 // gone with the hubs `set_unavailable` closed.
                 shared.directory.lock().expect("store directory lock poisoned").clear();
                 shared.registry.set_available();
+                // Commits made while nobody listened were never announced: the delivery scans for them.
+                shared.commits.missed();
                 tracing::info!(target: "livestore_server::_events::database_available", "listening for commits; serving");
                 if let Some(ready) = ready.take() {
                     let _ = ready.send(());
@@ -125,7 +127,10 @@ async fn serve(
             () = stop.cancelled() => return true,
             payload = notifications.recv() => match payload {
                 Some(payload) => match parse_payload(&payload) {
-                    Some((store_key, head)) => Registry::notified(shared, store_key, head),
+                    Some((store_key, head)) => {
+                        Registry::notified(shared, store_key, head);
+                        shared.announce(store_key, head);
+                    }
                     None => tracing::warn!(payload, "ignoring a malformed notification"),
                 },
                 None => return false,

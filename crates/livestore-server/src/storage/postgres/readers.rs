@@ -9,7 +9,7 @@ use tokio_postgres::{Client, Statement};
 
 use super::{StoreRow, connect, new_backend_id, now_rfc3339};
 use crate::error::ServerError;
-use crate::storage::{ReadLimit, StoredEvent};
+use crate::storage::{NO_UPPER_BOUND, ReadLimit, StoredEvent};
 
 /// A round-robin set of read connections.
 pub(super) struct Readers {
@@ -56,7 +56,13 @@ impl Readers {
             .client
             .query(
                 &connection.read_events,
-                &[&store_key, &(after as i64), &(up_to as i64), &(limit.events as i64), &bytes],
+                &[
+                    &store_key,
+                    &(after as i64),
+                    &(up_to.min(NO_UPPER_BOUND) as i64),
+                    &(limit.events as i64),
+                    &bytes,
+                ],
             )
             .await?;
         Ok(rows

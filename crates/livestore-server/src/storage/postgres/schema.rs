@@ -11,7 +11,8 @@ use crate::error::ServerError;
 const MIGRATION_LOCK_KEY: i64 = 0x4C53_5359_4D49_4752;
 
 /// Migrations in order; the version is the position, starting at 1. Never edit one that has shipped.
-const MIGRATIONS: &[(&str, &str)] = &[(
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
     "stores with their head, and events",
     "
 CREATE TABLE livestore_stores (
@@ -35,7 +36,25 @@ CREATE TABLE livestore_events (
     CHECK (seq_num = parent_seq_num + 1)
 );
 ",
-)];
+    ),
+    (
+        "delivery cursors of committed events",
+        "
+-- How far each subscriber of committed events got in each store (see storage::cursors). No foreign key: its check
+-- would take a share lock on the store row, which the writer locks FOR UPDATE on every push.
+CREATE TABLE livestore_delivery_cursors (
+    subscriber TEXT NOT NULL,
+    store_key BIGINT NOT NULL,
+    -- Every event up to here was acknowledged by the subscriber.
+    delivered BIGINT NOT NULL CHECK (delivered >= 0),
+    -- The end of the batch being sent; resent exactly until acknowledged.
+    pending_until BIGINT CHECK (pending_until IS NULL OR pending_until > delivered),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (subscriber, store_key)
+);
+",
+    ),
+];
 
 /// Brings the database to the newest schema this build knows.
 pub(super) async fn migrate(

@@ -95,13 +95,15 @@ impl Writer {
                 return;
             }
         };
-        for (decision, reply) in decisions.into_iter().zip(replies) {
+        for ((decision, reply), (store_id, _)) in decisions.into_iter().zip(replies).zip(&pushes) {
             match decision {
                 Decision::Refused(outcome) => {
                     let _ = reply.send(Ok(outcome));
                 }
                 Decision::Accepted { store_key, events } => {
                     self.shared.metrics.events_appended.inc_by(events.len() as u64);
+                    let head = events.last().map_or(0, |event| event.seq_num);
+                    self.shared.commits.committed(store_id, head);
                     Registry::committed(&self.shared, store_key, events, reply);
                 }
             }
