@@ -263,6 +263,9 @@ def targets(run):
                     f"p50 {num(pg_p(name, 'p50_ms'), 1)} ms, p99 {num(pg_p(name, 'p99_ms'), 1)} ms", "–", "–", None)
                 rows[-1] = rows[-1][:5] + ("reported",)
 
+    add_auth_rows(run, add)
+    add_events_rows(run, add)
+
     # File sync.
     for fs in ("tmpfs", "disk"):
         p99 = median(files_values(run, "livestore-rs", "save_1mib", fs, "p99_ms"))
@@ -308,6 +311,67 @@ def targets(run):
             f"{num(largest['peak_rss_growth_mib'], 1)} MiB", "–", "–",
             largest["peak_rss_growth_mib"] <= 32 if largest["gib"] >= 10 else None)
     return rows
+
+
+def auth_values(run, scenario, variant, pick):
+    results = run.get("auth", {}).get("results", [])
+    return [pick(entry["result"]) for entry in results if entry["scenario"] == scenario and entry["variant"] == variant]
+
+
+def add_auth_rows(run, add):
+    """Identity-provider tokens and hooks: each figure next to the same workload without them, in the same run."""
+    rs256 = median(auth_values(run, "connect", "RS256 token from a JWKS", lambda r: r["connections_per_second"]))
+    if rs256 is None:
+        return
+    open_rate = median(auth_values(run, "connect", "no credential (no auth)", lambda r: r["connections_per_second"]))
+    add("auth", "connect with a JWKS-verified RS256 token ≥ 5,000/s", f"{num(rs256)} connects/s",
+        f"{num(open_rate)} /s without a credential", "–", rs256 >= 5000)
+    rtt = lambda variant, key: median(auth_values(run, "push round trip, 1 event", variant,
+                                                  lambda r: r["push_round_trip"][key]))
+    hooked, plain = rtt("push hook", "p50_ms"), rtt("no hook", "p50_ms")
+    add("auth", "push round trip with a loopback push hook adds ≤ 1 ms at p50",
+        f"+{num(hooked - plain, 2)} ms (p50 {num(hooked, 2)} vs {num(plain, 2)} ms without)", "–", "–",
+        hooked - plain <= 1.0)
+    for scenario, label in (("ingest, batches of 100, one push in flight", "one push in flight"),
+                            ("ingest, batches of 100, 8 pushes in flight", "8 in flight")):
+        with_hook = median(auth_values(run, scenario, "push hook", lambda r: r["events_per_sec"]))
+        without = median(auth_values(run, scenario, "no hook", lambda r: r["events_per_sec"]))
+        if with_hook is not None and without:
+            add("auth", f"ingest with a push hook ≥ 50% of ingest without ({label})",
+                f"{num(with_hook)} events/s ({num(100 * with_hook / without)}% of {num(without)})", "–", "–",
+                with_hook >= 0.5 * without)
+
+
+def add_events_rows(run, add):
+    for entry in run.get("events", []):
+        result = entry["result"]
+        storage = result["storage"]
+        keeps_up = (result["delivered_events"] == result["events"]
+                    and result["delivery_events_per_sec"] >= 0.95 * result["ingest_events_per_sec"])
+        target = entry.get("rate", 50_000)
+        add("events out", f"webhook delivery keeps up with {num(target)} events/s of ingest ({storage})",
+            f"{num(result['delivery_events_per_sec'])} events/s delivered of {num(result['ingest_events_per_sec'])} "
+            f"ingested; lag p99 {num(result['lag_events']['p99_while_ingesting'])} events; caught up "
+            f"{num(result['catch_up_after_ingest_ms'])} ms after ingest", "–", "–",
+            keeps_up and result["ingest_events_per_sec"] >= 0.95 * target)
+
+
+def auth_table(run):
+    return run.get("auth", {}).get("summary_markdown") or "not run"
+
+
+def events_table(run):
+    lines = ["| storage | ingest | delivered | lag p50 / p99 / max (events, while ingesting) | push ack → webhook p50 / p99 | caught up after ingest |",
+             "|---|---|---|---|---|---|"]
+    for entry in run.get("events", []):
+        r = entry["result"]
+        latency = r.get("commit_to_webhook_latency") or {}
+        lag = r["lag_events"]
+        lines.append(f"| {r['storage']} | {num(r['ingest_events_per_sec'])} events/s | {num(r['delivered_events'])} "
+                     f"of {num(r['events'])} at {num(r['delivery_events_per_sec'])} events/s | {num(lag['p50_while_ingesting'])} / "
+                     f"{num(lag['p99_while_ingesting'])} / {num(lag['max'])} | {num(latency.get('p50_ms'), 1)} / "
+                     f"{num(latency.get('p99_ms'), 1)} ms | {num(r['catch_up_after_ingest_ms'])} ms |")
+    return "\n".join(lines) if len(lines) > 2 else "not run"
 
 
 def targets_table(run):
