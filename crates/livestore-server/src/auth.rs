@@ -11,6 +11,7 @@ mod jwks;
 mod jwt;
 mod keys;
 mod shape;
+mod signature;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -18,6 +18,8 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use p256::elliptic_curve::sec1::ToEncodedPoint as _;
 use serde::Deserialize;
 
+use super::signature::PublicKeyMaterial;
+
 /// Smallest RSA modulus trusted: NIST SP 800-131A disallows shorter keys for signatures.
 const MIN_RSA_BITS: usize = 2048;
 /// Largest RSA modulus: the `rsa` crate verifies no larger keys.
@@ -77,7 +79,16 @@ pub(crate) struct VerifyingKey {
     kid: Option<String>,
     kind: KeyKind,
     algorithms: Vec<Algorithm>,
+    /// What `jsonwebtoken` needs to check the claims (it verifies nothing with it: `signature` does that).
     decoding: DecodingKey,
+    material: PublicKeyMaterial,
+}
+
+/// A checked key before its algorithms are pinned.
+struct Checked {
+    kind: KeyKind,
+    decoding: DecodingKey,
+    material: PublicKeyMaterial,
 }
 
 impl std::fmt::Debug for VerifyingKey {
@@ -112,9 +123,14 @@ impl VerifyingKey {
         self.algorithms.contains(&algorithm)
     }
 
-    /// The key `jsonwebtoken` verifies with.
+    /// The key `jsonwebtoken` checks the claims with.
     pub(crate) fn decoding_key(&self) -> &DecodingKey {
         &self.decoding
+    }
+
+    /// Whether `signature` signs `message` under `algorithm`, which this key [accepts](Self::accepts).
+    pub(crate) fn verifies(&self, algorithm: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.accepts(algorithm) && self.material.verifies(algorithm, message, signature)
     }
 }
 
@@ -218,7 +234,7 @@ pub(crate) fn parse_jwk(value: &serde_json::Value) -> Result<VerifyingKey, KeyPr
     {
         return Err(KeyProblem::NotForSignatures);
     }
-    let (kind, decoding) = match members.kty.as_str() {
+    let checked = match members.kty.as_str() {
         "RSA" => {
             let (Some(n), Some(e)) = (&members.n, &members.e) else {
                 return Err(KeyProblem::Malformed);
@@ -246,8 +262,9 @@ pub(crate) fn parse_jwk(value: &serde_json::Value) -> Result<VerifyingKey, KeyPr
         "oct" => return Err(KeyProblem::Symmetric),
         _ => return Err(KeyProblem::UnsupportedType),
     };
-    let algorithms = pin(kind, members.alg.as_deref())?;
-    Ok(VerifyingKey { kid: members.kid, kind, algorithms, decoding })
+    let algorithms = pin(checked.kind, members.alg.as_deref())?;
+    let Checked { kind, decoding, material } = checked;
+    Ok(VerifyingKey { kid: members.kid, kind, algorithms, decoding, material })
 }
 
 /// Parses one `auth.jwt_public_keys` entry: a PEM public key, a JWK, or a whole JWKS document (every key of which
@@ -283,7 +300,7 @@ pub(crate) fn parse_pem(text: &str) -> Result<VerifyingKey, KeyProblem> {
     if label.contains("CERTIFICATE") {
         return Err(KeyProblem::Certificate);
     }
-    let (kind, decoding) = if label.contains("BEGIN RSA PUBLIC KEY") {
+    let checked = if label.contains("BEGIN RSA PUBLIC KEY") {
         let key = rsa::RsaPublicKey::from_pkcs1_pem(text).map_err(|_| KeyProblem::Unrecognized)?;
         rsa_key(&key.n().to_bytes_be(), &key.e().to_bytes_be())?
     } else if let Ok(key) = rsa::RsaPublicKey::from_public_key_pem(text) {
@@ -297,7 +314,8 @@ pub(crate) fn parse_pem(text: &str) -> Result<VerifyingKey, KeyProblem> {
     } else {
         return Err(KeyProblem::Unrecognized);
     };
-    Ok(VerifyingKey { kid: None, kind, algorithms: pin(kind, None)?, decoding })
+    let Checked { kind, decoding, material } = checked;
+    Ok(VerifyingKey { kid: None, kind, algorithms: pin(kind, None)?, decoding, material })
 }
 
 /// The algorithms a key of `kind` verifies, narrowed by its JWK's `alg`.
@@ -314,7 +332,7 @@ fn pin(kind: KeyKind, alg: Option<&str>) -> Result<Vec<Algorithm>, KeyProblem> {
 }
 
 /// An RSA key from its big-endian modulus and exponent.
-fn rsa_key(modulus: &[u8], exponent: &[u8]) -> Result<(KeyKind, DecodingKey), KeyProblem> {
+fn rsa_key(modulus: &[u8], exponent: &[u8]) -> Result<Checked, KeyProblem> {
     let significant =
         modulus.iter().position(|&byte| byte != 0).map_or(&[][..], |at| &modulus[at..]);
     let bits = significant.first().map_or(0, |&top| {
@@ -329,11 +347,18 @@ fn rsa_key(modulus: &[u8], exponent: &[u8]) -> Result<(KeyKind, DecodingKey), Ke
         rsa::BigUint::from_bytes_be(exponent),
     )
     .map_err(|_| KeyProblem::InvalidKeyMaterial)?;
-    Ok((KeyKind::Rsa, DecodingKey::from_rsa_raw_components(significant, exponent)))
+    Ok(Checked {
+        kind: KeyKind::Rsa,
+        decoding: DecodingKey::from_rsa_raw_components(significant, exponent),
+        material: PublicKeyMaterial::Rsa {
+            modulus: significant.to_vec(),
+            exponent: exponent.to_vec(),
+        },
+    })
 }
 
 /// An EC key from its SEC1-encoded point, which must lie on the curve.
-fn ec_key(kind: KeyKind, point: &[u8]) -> Result<(KeyKind, DecodingKey), KeyProblem> {
+fn ec_key(kind: KeyKind, point: &[u8]) -> Result<Checked, KeyProblem> {
     let valid = match kind {
         KeyKind::P256 => p256::PublicKey::from_sec1_bytes(point).is_ok(),
         KeyKind::P384 => p384::PublicKey::from_sec1_bytes(point).is_ok(),
@@ -342,18 +367,26 @@ fn ec_key(kind: KeyKind, point: &[u8]) -> Result<(KeyKind, DecodingKey), KeyProb
     if !valid {
         return Err(KeyProblem::InvalidKeyMaterial);
     }
-    Ok((kind, DecodingKey::from_ec_der(point)))
+    Ok(Checked {
+        kind,
+        decoding: DecodingKey::from_ec_der(point),
+        material: PublicKeyMaterial::Ec { point: point.to_vec() },
+    })
 }
 
 /// An Ed25519 key from its 32 bytes; weak (small-order) keys are refused, since signatures under them prove nothing.
-fn ed25519_key(bytes: &[u8]) -> Result<(KeyKind, DecodingKey), KeyProblem> {
+fn ed25519_key(bytes: &[u8]) -> Result<Checked, KeyProblem> {
     let bytes: &[u8; 32] = bytes.try_into().map_err(|_| KeyProblem::InvalidKeyMaterial)?;
     let key = ed25519_dalek::VerifyingKey::from_bytes(bytes)
         .map_err(|_| KeyProblem::InvalidKeyMaterial)?;
     if key.is_weak() {
         return Err(KeyProblem::InvalidKeyMaterial);
     }
-    Ok((KeyKind::Ed25519, DecodingKey::from_ed_der(bytes)))
+    Ok(Checked {
+        kind: KeyKind::Ed25519,
+        decoding: DecodingKey::from_ed_der(bytes),
+        material: PublicKeyMaterial::Ed25519 { key: *bytes },
+    })
 }
 
 /// Decodes a JWK member: base64url without padding (RFC 7518 §2), tolerating padding some publishers add.

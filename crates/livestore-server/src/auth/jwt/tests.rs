@@ -57,6 +57,45 @@ async fn every_public_key_algorithm_verifies() {
 }
 
 #[tokio::test]
+async fn rsa_pss_verifies_with_a_key_pinned_to_it() {
+    let mut jwk = TestKey::Rsa2.bare_jwk();
+    jwk["kid"] = json!("pss");
+    jwk["alg"] = json!("PS256");
+    let verifier = verifier_with(&[&jwk.to_string()], |_| {});
+    let mut header = Header::new(Algorithm::PS256);
+    header.kid = Some("pss".to_owned());
+    let token = TestKey::Rsa2.sign_with(&header, &claims());
+    assert_eq!(verifier.verify(&token).await.unwrap().claims["sub"], "alice");
+    // Pinned to PS256, the same key refuses a PKCS#1 v1.5 signature it could otherwise check.
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("pss".to_owned());
+    let token = TestKey::Rsa2.sign_with(&header, &claims());
+    assert!(
+        refusal(&verifier, &token).await.starts_with("token is signed with RS256, but the key")
+    );
+}
+
+#[tokio::test]
+async fn a_changed_or_truncated_signature_or_payload_is_refused_for_every_algorithm() {
+    let verifier = verifier();
+    for key in [TestKey::Rsa1, TestKey::P256a, TestKey::P384, TestKey::Ed25519] {
+        let token = key.sign(&claims());
+        let (header, rest) = token.split_once('.').unwrap();
+        let (payload, signature) = rest.split_once('.').unwrap();
+        let mut bytes = URL_SAFE_NO_PAD.decode(signature).unwrap();
+        bytes[7] ^= 1;
+        let flipped = format!("{header}.{payload}.{}", URL_SAFE_NO_PAD.encode(&bytes));
+        assert_eq!(refusal(&verifier, &flipped).await, "invalid token signature", "{key:?}");
+        let other_payload =
+            URL_SAFE_NO_PAD.encode(json!({"sub": "mallory", "exp": unix_now() + 600}).to_string());
+        let swapped = format!("{header}.{other_payload}.{signature}");
+        assert_eq!(refusal(&verifier, &swapped).await, "invalid token signature", "{key:?}");
+        let truncated = format!("{header}.{payload}.{}", URL_SAFE_NO_PAD.encode(&bytes[..8]));
+        assert_eq!(refusal(&verifier, &truncated).await, "invalid token signature", "{key:?}");
+    }
+}
+
+#[tokio::test]
 async fn alg_none_and_hmac_with_a_public_key_are_refused() {
     let verifier = verifier();
     let none = raw_token(&json!({"alg": "none", "typ": "JWT"}), &claims(), b"");
