@@ -7,7 +7,7 @@
 mod docs;
 mod js;
 mod latency;
-mod receiver;
+pub mod receiver;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -22,6 +22,7 @@
 //!   state, range-checked settings, secrets in config errors and trace logs, private files, JSON nesting;
 //! - `files_sync`, `files_resume`: the `livestore files` CLI end to end (propagation, external S3, `kill -9` during
 //!   transfers, bad input, a resumed multipart upload that sends only the missing parts);
+//! - `readme`: the README's Authentication examples (JWKS config, JS client snippet, hooks config) run as written;
 //! - `cookie_login`: a browser signed in by session cookie through the connect hook (gallery, both transports, files);
 //! - `fuzz_regressions`: saved fuzz inputs (seeds and crashers) replayed in process and against the server;
 //! - `events_out`: committed events to `[hooks] events_url` with a receiver served by the test (signatures, dedup
@@ -51,6 +52,7 @@ mod lifecycle;
 mod multinode;
 mod policy;
 mod protocol;
+mod readme;
 #[allow(dead_code)]
 mod resilient;
 mod security;

@@ -168,6 +168,19 @@ pub fn server_with_config(config: &str, env: &[(&str, &str)]) -> (TestServer, te
     (TestServer::start_with_env(&all_env), dir)
 }
 
+/// The code block after `<!-- tested: {name} -->` in `file` (relative to the repository root): documentation whose
+/// examples the tests run.
+pub fn doc_snippet(file: &str, name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{file}: {error}"));
+    let marker = format!("<!-- tested: {name} -->");
+    let start = text.find(&marker).unwrap_or_else(|| panic!("{file} has no {marker}"));
+    let mut lines =
+        text[start + marker.len()..].lines().skip_while(|line| !line.starts_with("```"));
+    lines.next();
+    lines.take_while(|line| !line.starts_with("```")).collect::<Vec<_>>().join("\n")
+}
+
 /// The sync URL's `payload` parameter for a token (JSON, encodeURIComponent'ed, then query-encoded).
 pub fn payload_param(token: &str) -> String {
     let escape = |text: &str| -> String {

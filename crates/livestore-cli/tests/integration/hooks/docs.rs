@@ -1,7 +1,6 @@
 //! The hook receivers docs/hooks.md shows (Node and Python) run for real: the server calls them, and they refuse
 //! a forged signature and a replayed or stale call.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,13 +12,7 @@ use crate::support::*;
 
 /// The code block that follows `<!-- tested: {name} -->` in docs/hooks.md.
 fn snippet(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/hooks.md");
-    let text = std::fs::read_to_string(path).unwrap();
-    let marker = format!("<!-- tested: {name} -->");
-    let after = &text[text.find(&marker).unwrap_or_else(|| panic!("no {marker}")) + marker.len()..];
-    let mut lines = after.lines().skip_while(|line| !line.starts_with("```"));
-    lines.next();
-    lines.take_while(|line| !line.starts_with("```")).collect::<Vec<_>>().join("\n")
+    doc_snippet("docs/hooks.md", name)
 }
 
 /// A receiver process, killed when dropped.
