@@ -6,7 +6,8 @@
 //! - [`event`]: the local form of an event (composite sequence numbers, encoded args as JSON text) and the
 //!   equality sync uses to recognise a client's own echoed events;
 //! - [`event_def`]: metadata of an event definition (name, synced or client-only, derived, deprecated);
-//! - [`sync_state`]: the `SyncState` value and `merge` (local push, upstream advance, upstream rebase).
+//! - [`sync_state`]: the `SyncState` value and `merge` (local push, upstream advance, upstream rebase);
+//! - [`store_id`]: `sanitizeStoreId`, the store prefix of file paths and object keys.
 //!
 //! It deliberately does no IO: no SQLite, no sockets, no tokio, no clock, no randomness. The store
 //! (`livestore-client`) persists events and applies the merge results; the sync driver moves bytes.
@@ -38,6 +39,7 @@ pub mod error;
 pub mod event;
 pub mod event_def;
 pub mod seq_num;
+pub mod store_id;
 pub mod sync_state;
 
 pub use error::CoreError;

@@ -16,8 +16,10 @@ use rusty_s3::{Bucket, Credentials, Method, UrlStyle};
 use url::Url;
 
 use crate::config::ExternalS3Config;
-use crate::signer::ApiError;
-use crate::store::{S3Error, Store};
+use crate::store::Store;
+
+mod error;
+pub(crate) use self::error::{BackendError, Operation};
 
 /// Lifetime of the presigned URLs the signer uses for its own calls.
 const SERVER_SIDE_TTL_SECONDS: u64 = 60;
@@ -143,24 +145,19 @@ impl Backend {
         &self,
         origin: Option<RequestOrigin<'_>>,
         spec: SignSpec<'_>,
-    ) -> Result<Url, ApiError> {
+    ) -> Result<Url, BackendError> {
         let (bucket, credentials, region) = match self {
             Self::Embedded { fixed_bucket: Some(bucket), credentials, region, .. } => {
                 (std::borrow::Cow::Borrowed(bucket), credentials, region)
             }
             Self::Embedded { fixed_bucket: None, bucket_name, credentials, region, .. } => {
-                let origin = origin.ok_or_else(|| {
-                    ApiError::internal(
-                        "cannot build object URLs: no Host header and no files.public_url",
-                    )
-                })?;
+                let origin = origin.ok_or_else(|| BackendError::NoPublicOrigin)?;
                 let scheme = if origin.https { "https" } else { "http" };
-                let base: Url = format!("{scheme}://{}/", origin.host).parse().map_err(|_| {
-                    ApiError::bad_request("Invalid request: Host header is not a valid host")
-                })?;
-                let bucket = embedded_bucket(&base, bucket_name, region).map_err(|_| {
-                    ApiError::bad_request("Invalid request: Host header is not a valid host")
-                })?;
+                let base: Url = format!("{scheme}://{}/", origin.host)
+                    .parse()
+                    .map_err(|_| BackendError::InvalidHost)?;
+                let bucket = embedded_bucket(&base, bucket_name, region)
+                    .map_err(|_| BackendError::InvalidHost)?;
                 (std::borrow::Cow::Owned(bucket), credentials, region)
             }
             Self::External { bucket, credentials, region, .. } => {
@@ -168,7 +165,7 @@ impl Backend {
             }
         };
         let timestamp = jiff::Timestamp::from_second(spec.signed_at)
-            .map_err(|_| ApiError::internal("system clock is out of range"))?;
+            .map_err(|_| BackendError::ClockOutOfRange)?;
         Ok(rusty_s3::signing::sign(
             &timestamp,
             spec.method,
@@ -197,36 +194,36 @@ impl Backend {
     }
 
     /// Deletes `key`; a missing object is not an error.
-    pub(crate) async fn delete(&self, key: &str) -> Result<(), ApiError> {
+    pub(crate) async fn delete(&self, key: &str) -> Result<(), BackendError> {
         match self {
             Self::Embedded { store, .. } => store.delete(key).await.map(drop).map_err(|error| {
                 tracing::error!(%error, "embedded delete failed");
-                ApiError::internal("Delete failed")
+                BackendError::OperationFailed(Operation::Delete)
             }),
             Self::External { http, .. } => {
                 let url = self.server_side_url(Method::Delete, Some(key), &[], &[])?;
                 let response = http.delete(url).send().await.map_err(|error| {
                     tracing::warn!(%error, "external delete failed");
-                    ApiError::internal("Delete failed")
+                    BackendError::OperationFailed(Operation::Delete)
                 })?;
                 let status = response.status();
                 if status.is_success() || status == reqwest::StatusCode::NOT_FOUND {
                     Ok(())
                 } else {
                     tracing::warn!(%status, "external delete refused");
-                    Err(ApiError::internal("Delete failed"))
+                    Err(BackendError::OperationFailed(Operation::Delete))
                 }
             }
         }
     }
 
     /// The object's size and checksums, `None` when absent.
-    pub(crate) async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, ApiError> {
+    pub(crate) async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, BackendError> {
         match self {
             Self::Embedded { store, .. } => {
                 let meta = store.stat(key).await.map_err(|error| {
                     tracing::error!(%error, "embedded stat failed");
-                    ApiError::internal("Existence check failed")
+                    BackendError::OperationFailed(Operation::ExistenceCheck)
                 })?;
                 Ok(meta.map(|meta| ObjectInfo {
                     size: meta.size,
@@ -243,7 +240,7 @@ impl Backend {
                     .header("x-amz-checksum-mode", "ENABLED")
                     .send()
                     .await
-                    .map_err(|error| upstream_failure("existence check", &error))?;
+                    .map_err(|error| upstream_failure(Operation::ExistenceCheck, &error))?;
                 match response.status() {
                     reqwest::StatusCode::NOT_FOUND => Ok(None),
                     status if status.is_success() => {
@@ -271,7 +268,7 @@ impl Backend {
                             content_type: header("content-type"),
                         }))
                     }
-                    status => Err(upstream_status("existence check", status)),
+                    status => Err(upstream_status(Operation::ExistenceCheck, status)),
                 }
             }
         }
@@ -281,14 +278,14 @@ impl Backend {
         &self,
         key: &str,
         content_type: Option<&str>,
-    ) -> Result<String, ApiError> {
+    ) -> Result<String, BackendError> {
         match self {
             Self::Embedded { store, .. } => store
                 .create_multipart(key, content_type.unwrap_or("application/octet-stream"))
                 .await
                 .map_err(|error| {
                     tracing::error!(%error, "embedded multipart create failed");
-                    ApiError::internal("Multipart create failed")
+                    BackendError::OperationFailed(Operation::MultipartCreate)
                 }),
             Self::External { http, .. } => {
                 let headers: Vec<(&str, &str)> =
@@ -302,13 +299,9 @@ impl Backend {
                 let response = request
                     .send()
                     .await
-                    .map_err(|error| upstream_failure("multipart create", &error))?;
-                let body = success_text(response, "multipart create").await?;
-                crate::store::xml_element(&body, "UploadId").ok_or_else(|| {
-                    ApiError::bad_gateway(
-                        "Multipart create failed: the object store sent no UploadId",
-                    )
-                })
+                    .map_err(|error| upstream_failure(Operation::MultipartCreate, &error))?;
+                let body = success_text(response, Operation::MultipartCreate).await?;
+                crate::store::xml_element(&body, "UploadId").ok_or_else(|| BackendError::NoUploadId)
             }
         }
     }
@@ -319,7 +312,7 @@ impl Backend {
         key: &str,
         upload_id: &str,
         parts: &[(u32, String)],
-    ) -> Result<String, ApiError> {
+    ) -> Result<String, BackendError> {
         match self {
             Self::Embedded { store, .. } => {
                 let parts = parts
@@ -332,7 +325,7 @@ impl Backend {
                 let meta = store
                     .complete_multipart(key, upload_id, parts)
                     .await
-                    .map_err(ApiError::from_s3)?;
+                    .map_err(BackendError::Store)?;
                 Ok(meta.etag)
             }
             Self::External { http, .. } => {
@@ -352,13 +345,11 @@ impl Backend {
                     .body(body)
                     .send()
                     .await
-                    .map_err(|error| upstream_failure("multipart complete", &error))?;
-                let text = success_text(response, "multipart complete").await?;
+                    .map_err(|error| upstream_failure(Operation::MultipartComplete, &error))?;
+                let text = success_text(response, Operation::MultipartComplete).await?;
                 // S3 can answer 200 with an <Error> body when assembly fails late.
                 if let Some(code) = crate::store::xml_element(&text, "Code") {
-                    return Err(ApiError::bad_request(format!(
-                        "Invalid request: multipart complete failed: {code}"
-                    )));
+                    return Err(BackendError::CompleteFailed { code });
                 }
                 let etag = crate::store::xml_element(&text, "ETag").unwrap_or_default();
                 Ok(etag.replace("&quot;", "").trim_matches('"').to_owned())
@@ -366,10 +357,14 @@ impl Backend {
         }
     }
 
-    pub(crate) async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), ApiError> {
+    pub(crate) async fn abort_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), BackendError> {
         match self {
             Self::Embedded { store, .. } => {
-                store.abort_multipart(key, upload_id).await.map_err(ApiError::from_s3)
+                store.abort_multipart(key, upload_id).await.map_err(BackendError::Store)
             }
             Self::External { http, .. } => {
                 let url = self.server_side_url(
@@ -382,8 +377,8 @@ impl Backend {
                     .delete(url)
                     .send()
                     .await
-                    .map_err(|error| upstream_failure("multipart abort", &error))?;
-                success_text(response, "multipart abort").await.map(drop)
+                    .map_err(|error| upstream_failure(Operation::MultipartAbort, &error))?;
+                success_text(response, Operation::MultipartAbort).await.map(drop)
             }
         }
     }
@@ -392,10 +387,10 @@ impl Backend {
         &self,
         key: &str,
         upload_id: &str,
-    ) -> Result<Vec<PartSummary>, ApiError> {
+    ) -> Result<Vec<PartSummary>, BackendError> {
         match self {
             Self::Embedded { store, .. } => {
-                let parts = store.list_parts(key, upload_id).await.map_err(ApiError::from_s3)?;
+                let parts = store.list_parts(key, upload_id).await.map_err(BackendError::Store)?;
                 Ok(parts
                     .into_iter()
                     .map(|part| PartSummary {
@@ -412,8 +407,8 @@ impl Backend {
                     .get(url)
                     .send()
                     .await
-                    .map_err(|error| upstream_failure("list parts", &error))?;
-                let text = success_text(response, "list parts").await?;
+                    .map_err(|error| upstream_failure(Operation::ListParts, &error))?;
+                let text = success_text(response, Operation::ListParts).await?;
                 Ok(crate::store::xml_elements(&text, "Part")
                     .into_iter()
                     .filter_map(|part| {
@@ -440,9 +435,9 @@ impl Backend {
         key: Option<&str>,
         headers: &[(&str, &str)],
         query: &[(&str, &str)],
-    ) -> Result<Url, ApiError> {
+    ) -> Result<Url, BackendError> {
         let Self::External { bucket, credentials, region, .. } = self else {
-            return Err(ApiError::internal("server-side URLs are only for external stores"));
+            return Err(BackendError::NotExternal);
         };
         let url = match key {
             Some(key) => bucket.object_url(key),
@@ -471,38 +466,29 @@ fn embedded_bucket(base: &Url, bucket_name: &str, region: &str) -> Result<Bucket
         .map_err(|error| error.to_string())
 }
 
-fn upstream_failure(operation: &str, error: &reqwest::Error) -> ApiError {
-    tracing::warn!(%error, operation, "object store unreachable");
-    ApiError::bad_gateway(format!("Object store unreachable during {operation}"))
+fn upstream_failure(operation: Operation, error: &reqwest::Error) -> BackendError {
+    tracing::warn!(%error, %operation, "object store unreachable");
+    BackendError::Unreachable(operation)
 }
 
-fn upstream_status(operation: &str, status: reqwest::StatusCode) -> ApiError {
-    tracing::warn!(%status, operation, "object store refused");
+fn upstream_status(operation: Operation, status: reqwest::StatusCode) -> BackendError {
+    tracing::warn!(%status, %operation, "object store refused");
     match status {
-        reqwest::StatusCode::NOT_FOUND => {
-            ApiError::not_found(format!("Not found: {operation} (no such upload or object)"))
-        }
-        status if status.is_client_error() => ApiError::bad_request(format!(
-            "Invalid request: object store refused {operation} ({status})"
-        )),
-        _ => ApiError::bad_gateway(format!("Object store failed during {operation} ({status})")),
+        reqwest::StatusCode::NOT_FOUND => BackendError::NotFound(operation),
+        status if status.is_client_error() => BackendError::Refused { operation, status },
+        status => BackendError::UpstreamFailed { operation, status },
     }
 }
 
-async fn success_text(response: reqwest::Response, operation: &str) -> Result<String, ApiError> {
+async fn success_text(
+    response: reqwest::Response,
+    operation: Operation,
+) -> Result<String, BackendError> {
     let status = response.status();
     if !status.is_success() {
         return Err(upstream_status(operation, status));
     }
     response.text().await.map_err(|error| upstream_failure(operation, &error))
-}
-
-impl ApiError {
-    /// Maps an embedded-store refusal to the signer's JSON error.
-    pub(crate) fn from_s3(error: S3Error) -> Self {
-        let S3Error { status, code, message } = error;
-        Self::new(status, format!("{code}: {message}"))
-    }
 }
 
 #[cfg(test)]

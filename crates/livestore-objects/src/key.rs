@@ -99,23 +99,10 @@ impl fmt::Display for ObjectKey {
     }
 }
 
-/// livestore-filesync's `sanitizeStoreId`: every character outside
-/// `[A-Za-z0-9._-]` becomes `_`. Keys carry the *sanitized* store id, so a
-/// [`TokenAuthority`](crate::TokenAuthority) that knows raw store ids should
-/// compare `sanitize_store_id(allowed) == store_id`. (Distinct raw ids can
-/// share a sanitized form, e.g. `a b` and `a_b`; that is upstream's layout.)
-pub fn sanitize_store_id(store_id: &str) -> String {
-    store_id
-        .chars()
-        .map(|character| {
-            if character.is_ascii_alphanumeric() || matches!(character, '.' | '_' | '-') {
-                character
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
+/// livestore-filesync's `sanitizeStoreId` (shared with the file engine). Keys carry the *sanitized* store id, so a
+/// [`TokenAuthority`](crate::TokenAuthority) that knows raw store ids should compare
+/// `sanitize_store_id(allowed) == store_id`.
+pub use livestore_core::store_id::sanitize_store_id;
 
 #[cfg(test)]
 mod tests {
@@ -153,11 +140,5 @@ mod tests {
         assert_eq!(ObjectKey::parse(&long), Err(KeyError::TooLong(MAX_KEY_BYTES + 2)));
         let exactly = format!("s/{}", "a".repeat(MAX_KEY_BYTES - 2));
         assert!(ObjectKey::parse(&exactly).is_ok());
-    }
-
-    #[test]
-    fn sanitizes_like_filesync() {
-        assert_eq!(sanitize_store_id("my-store_1.x"), "my-store_1.x");
-        assert_eq!(sanitize_store_id("user@example.com/ü b"), "user_example.com___b");
     }
 }

@@ -22,7 +22,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 
 use crate::auth::TokenAuthority;
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendError};
+use crate::store::S3Error;
 
 /// Shared by every signer handler.
 pub(crate) struct SignerState {
@@ -68,6 +69,50 @@ impl ApiError {
 
     pub(crate) fn bad_gateway(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_GATEWAY, message)
+    }
+}
+
+/// The one mapping of object-store failures to the signer's answers.
+impl From<BackendError> for ApiError {
+    fn from(error: BackendError) -> Self {
+        match error {
+            BackendError::NoPublicOrigin => {
+                Self::internal("cannot build object URLs: no Host header and no files.public_url")
+            }
+            BackendError::InvalidHost => {
+                Self::bad_request("Invalid request: Host header is not a valid host")
+            }
+            BackendError::ClockOutOfRange => Self::internal("system clock is out of range"),
+            BackendError::NotExternal => {
+                Self::internal("server-side URLs are only for external stores")
+            }
+            BackendError::OperationFailed(operation) => {
+                let operation = operation.to_string();
+                let (first, rest) = operation.split_at(1);
+                Self::internal(format!("{}{rest} failed", first.to_uppercase()))
+            }
+            BackendError::Store(S3Error { status, code, message }) => {
+                Self::new(status, format!("{code}: {message}"))
+            }
+            BackendError::Unreachable(operation) => {
+                Self::bad_gateway(format!("Object store unreachable during {operation}"))
+            }
+            BackendError::NotFound(operation) => {
+                Self::not_found(format!("Not found: {operation} (no such upload or object)"))
+            }
+            BackendError::Refused { operation, status } => Self::bad_request(format!(
+                "Invalid request: object store refused {operation} ({status})"
+            )),
+            BackendError::UpstreamFailed { operation, status } => {
+                Self::bad_gateway(format!("Object store failed during {operation} ({status})"))
+            }
+            BackendError::NoUploadId => {
+                Self::bad_gateway("Multipart create failed: the object store sent no UploadId")
+            }
+            BackendError::CompleteFailed { code } => {
+                Self::bad_request(format!("Invalid request: multipart complete failed: {code}"))
+            }
+        }
     }
 }
 

@@ -36,7 +36,7 @@ pub enum ProtoError {
         source: serde_json::Error,
     },
     /// A `storeId` does not match `^[a-zA-Z0-9_-]+$` or is too long.
-    #[error("invalid storeId {0:?}: must match ^[a-zA-Z0-9_-]+$ and be at most {max} bytes", max = crate::url::MAX_STORE_ID_BYTES)]
+    #[error("invalid storeId {0:?}: must match ^[a-zA-Z0-9_-]+$ and be at most {max} bytes", max = crate::MAX_STORE_ID_BYTES)]
     InvalidStoreId(String),
     /// The `payload` query parameter is not double-encoded JSON.
     #[error("invalid payload parameter: {0}")]

@@ -41,5 +41,8 @@ pub mod pull_chunk;
 pub mod rpc;
 pub mod url;
 
+/// The longest `storeId` we accept. The reference places no limit; we bound it so ids stay usable as keys.
+pub const MAX_STORE_ID_BYTES: usize = 256;
+
 pub use error::ProtoError;
 pub use event::{EncodedEvent, SeqNum};

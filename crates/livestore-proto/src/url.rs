@@ -5,8 +5,7 @@ use serde_json::value::RawValue;
 
 use crate::error::ProtoError;
 
-/// The longest `storeId` we accept. The reference places no limit; we bound it so ids stay usable as keys.
-pub const MAX_STORE_ID_BYTES: usize = 256;
+pub use crate::MAX_STORE_ID_BYTES;
 
 /// Which transport a sync request uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

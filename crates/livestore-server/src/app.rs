@@ -1,4 +1,4 @@
-//! The HTTP surface: routes, the sync endpoint's request checks, and the shared application state.
+//! The HTTP surface: routes and the sync endpoint's request checks.
 //!
 //! The sync endpoint answers on any path whose query carries `storeId` and `transport`, as the reference worker
 //! does. Everything it checks (store id, transport, payload, credentials) is checked before a WebSocket upgrade, so
@@ -12,54 +12,20 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, FromRequestParts, Query, Request, State, WebSocketUpgrade};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use livestore_proto::url::{Transport, decode_url_payload, validate_store_id};
 use serde_json::value::RawValue;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower_http::cors::{Any, CorsLayer};
 
-use crate::auth::{AuthRejection, Authenticator, ConnectContext};
+use crate::auth::ConnectContext;
 use crate::body_guard::{BodyGuard, guard_bodies};
-use crate::budget::MemoryBudget;
-use crate::config::Limits;
 use crate::hooks::TransportKind;
+use crate::http_error::HttpError;
 use crate::http_server::ConnectionWatch;
-use crate::hub::Hubs;
-use crate::metrics::Metrics;
 use crate::origin::{OriginPolicy, guard_origins};
-use crate::static_site::StaticSite;
-use crate::storage::EventStorage;
-
-/// What every handler shares.
-#[derive(Clone)]
-pub(crate) struct AppState {
-    pub(crate) storage: Arc<dyn EventStorage>,
-    pub(crate) hubs: Arc<Hubs>,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) auth: Arc<Authenticator>,
-    pub(crate) limits: Limits,
-    /// Bytes held on behalf of clients (bodies, messages, pushes, queued frames).
-    pub(crate) budget: Arc<MemoryBudget>,
-    /// Backlog read slots shared by every pull (`pull::BACKLOG_READ_SLOTS`).
-    pub(crate) read_slots: Arc<tokio::sync::Semaphore>,
-    /// The connect hook decides by cookies (`hooks.forward_headers` has `cookie`).
-    pub(crate) cookie_sessions: bool,
-    /// `hooks.fail_open`: a push or pull hook that cannot decide lets the request through.
-    pub(crate) hooks_fail_open: bool,
-    /// Browser origins allowed besides loopback ones (no auth) or instead of any (with auth, when non-empty).
-    pub(crate) allowed_origins: Arc<[String]>,
-    /// Cancelled when the server shuts down; every socket then closes with 1012.
-    pub(crate) shutdown: CancellationToken,
-    /// Tracks WebSocket sessions so shutdown can wait for their close frames.
-    pub(crate) sessions: TaskTracker,
-    /// `--static-dir`: answers GET and HEAD requests that are not for the sync endpoint or another route.
-    pub(crate) static_site: Option<Arc<StaticSite>>,
-    /// The file services, whose embedded store's counts `/metrics` reports.
-    pub(crate) files: livestore_objects::FileServices,
-}
+use crate::state::AppState;
 
 /// The text `GET /` answers with, as the reference worker does.
 const INFO_TEXT: &str = "Info: Sync backend endpoint for @livestore/sync-cf (livestore-rs).";
@@ -118,20 +84,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-fn plain(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message.into()).into_response()
-}
-
-pub(crate) fn rejection_response(rejection: &AuthRejection) -> Response {
-    let status = StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-    plain(status, rejection.message.clone())
-}
-
 async fn sync_endpoint(State(state): State<AppState>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
     let (method, uri, headers) = (parts.method.clone(), parts.uri.clone(), parts.headers.clone());
     let Ok(Query(query)) = Query::<HashMap<String, String>>::try_from_uri(&uri) else {
-        return plain(StatusCode::BAD_REQUEST, "malformed query string");
+        return HttpError::MalformedQuery.into_response();
     };
     let (Some(store_id), Some(transport)) = (query.get("storeId"), query.get("transport")) else {
         if let Some(site) = &state.static_site
@@ -140,26 +97,23 @@ async fn sync_endpoint(State(state): State<AppState>, request: Request) -> Respo
             return site.serve(&method, uri.path(), uri.query(), &headers).await;
         }
         return if method == Method::GET && uri.path() == "/" {
-            plain(StatusCode::OK, INFO_TEXT)
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], INFO_TEXT).into_response()
         } else {
-            plain(
-                StatusCode::BAD_REQUEST,
-                "Invalid path: the sync endpoint needs ?storeId=...&transport=ws|http",
-            )
+            HttpError::NotSyncRequest.into_response()
         };
     };
     if let Err(error) = validate_store_id(store_id) {
-        return plain(StatusCode::BAD_REQUEST, error.to_string());
+        return HttpError::InvalidParameter(error).into_response();
     }
     let transport = match Transport::parse(transport) {
         Ok(transport) => transport,
-        Err(error) => return plain(StatusCode::BAD_REQUEST, error.to_string()),
+        Err(error) => return HttpError::InvalidParameter(error).into_response(),
     };
     let url_payload: Option<Box<RawValue>> =
         match query.get("payload").map(|value| decode_url_payload(value)) {
             None => None,
             Some(Ok(payload)) => Some(payload),
-            Some(Err(error)) => return plain(StatusCode::BAD_REQUEST, error.to_string()),
+            Some(Err(error)) => return HttpError::InvalidParameter(error).into_response(),
         };
     let kind = match transport {
         Transport::WebSocket => TransportKind::Ws,
@@ -182,22 +136,19 @@ async fn sync_endpoint(State(state): State<AppState>, request: Request) -> Respo
                 TransportKind::Ws => "refused WebSocket connection",
                 TransportKind::Http | TransportKind::Signer => "refused HTTP-transport request",
             };
-            tracing::info!(store_id, status = rejection.status(), "{what}");
+            tracing::info!(store_id, kind = ?rejection.kind, "{what}");
             if kind == TransportKind::Http {
                 state.metrics.http_requests.inc();
             }
             state.metrics.connect_refused(rejection.kind);
-            return rejection_response(&rejection);
+            return HttpError::Auth(rejection).into_response();
         }
     };
     match transport {
         Transport::WebSocket => {
             let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &state).await;
             let Ok(upgrade) = upgrade else {
-                return plain(
-                    StatusCode::UPGRADE_REQUIRED,
-                    "transport=ws needs a WebSocket upgrade request",
-                );
+                return HttpError::UpgradeRequired.into_response();
             };
             let max_message_bytes = state.limits.max_message_bytes;
             let connection = crate::ws::Connection {
@@ -219,7 +170,7 @@ async fn sync_endpoint(State(state): State<AppState>, request: Request) -> Respo
         }
         Transport::Http => {
             if method != Method::POST {
-                return plain(StatusCode::METHOD_NOT_ALLOWED, "transport=http expects POST");
+                return HttpError::MethodNotAllowed.into_response();
             }
             crate::http_transport::handle(state, store_id.clone(), identity, body).await
         }

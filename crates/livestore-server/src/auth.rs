@@ -15,29 +15,20 @@ mod signature;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, header};
 use serde_json::value::RawValue;
 
 use crate::config::{AuthConfig, StoreAccess, TokenEntry};
 use crate::hooks::{ConnectDecision, ConnectRequest, SyncHooks, TransportKind};
-
-/// Why a request was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectionKind {
-    /// 401: missing or invalid credentials.
-    Unauthorized,
-    /// 403: a valid credential that may not use this store, or the connect hook said no.
-    Forbidden,
-    /// 503: the connect hook could not decide (unreachable, too slow, a garbled answer); the client retries.
-    Unavailable,
-}
+pub use crate::identity::{Identity, IdentitySource};
+pub(crate) use crate::identity::{time_until, unix_now};
+pub use crate::kinds::RejectionKind;
 
 /// A refusal with a message safe to show the client (it never contains the token).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthRejection {
-    /// 401, 403 or 503.
+    /// Unauthorized, forbidden, or undecided (`http_error` maps each to its status).
     pub kind: RejectionKind,
     /// What is wrong.
     pub message: String,
@@ -51,43 +42,6 @@ impl AuthRejection {
     pub(crate) fn forbidden(message: impl Into<String>) -> Self {
         AuthRejection { kind: RejectionKind::Forbidden, message: message.into() }
     }
-
-    /// The HTTP status.
-    pub fn status(&self) -> u16 {
-        match self.kind {
-            RejectionKind::Unauthorized => 401,
-            RejectionKind::Forbidden => 403,
-            RejectionKind::Unavailable => 503,
-        }
-    }
-}
-
-/// Where an identity comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum IdentitySource {
-    /// No auth configured: everyone is anonymous.
-    #[default]
-    Anonymous,
-    /// A static token from the configuration.
-    StaticToken,
-    /// A verified JWT.
-    Jwt,
-    /// The connect hook vouched for it.
-    ConnectHook,
-}
-
-/// Who a connection or request is.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Identity {
-    /// The subject: a JWT's `sub`, or what the connect hook said.
-    pub subject: Option<String>,
-    /// Verified claims: a JWT's, or the connect hook's.
-    pub claims: serde_json::Map<String, serde_json::Value>,
-    /// The first Unix second at which it is no longer valid; `None` if it does not expire. An open WebSocket stops
-    /// serving at this instant.
-    pub expires_at: Option<u64>,
-    /// Where it comes from.
-    pub source: IdentitySource,
 }
 
 /// What a connection or request presents, to [`Authenticator::admit`].
@@ -326,18 +280,6 @@ fn merge(
         expires_at,
         source: IdentitySource::ConnectHook,
     }
-}
-
-/// Seconds since the Unix epoch, for comparing with an [`Identity`]'s expiry.
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
-}
-
-/// How long until the Unix second `expires_at` begins (zero if it has).
-pub(crate) fn time_until(expires_at: u64) -> std::time::Duration {
-    (UNIX_EPOCH + std::time::Duration::from_secs(expires_at))
-        .duration_since(SystemTime::now())
-        .unwrap_or_default()
 }
 
 /// The bearer token of an `Authorization` header, if any: the scheme is matched case-insensitively (RFC 9110

@@ -17,13 +17,14 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper::body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::budget::{MemoryBudget, Reservation};
+use crate::http_error::{HttpError, Surface};
 use crate::metrics::{LimitHit, Metrics, ShedResource};
 
 /// What a streamed upload holds in memory at most while it is written to disk (a few 1 MiB chunks).
@@ -56,7 +57,7 @@ pub(crate) async fn guard_bodies(
         hint.upper().unwrap_or(guard.max_buffered_bytes).min(guard.max_buffered_bytes)
     };
     let Some(reservation) = guard.budget.try_reserve(bytes, ShedResource::RequestBody) else {
-        return overloaded(request.uri().path());
+        return HttpError::OverBudget(Surface::of(request.uri().path())).into_response();
     };
     let timing = if streamed { Timing::Idle(guard.timeout) } else { Timing::Total };
     let (parts, body) = request.into_parts();
@@ -68,32 +69,6 @@ pub(crate) async fn guard_bodies(
         _reservation: reservation,
     };
     next.run(Request::from_parts(parts, Body::new(body))).await
-}
-
-/// 503 in the format of the route: S3's `SlowDown` under `/s3`, the signer's JSON under `/api`, text elsewhere.
-fn overloaded(path: &str) -> Response {
-    const MESSAGE: &str = "the server is at its memory budget; retry shortly";
-    let (content_type, body) = if path.starts_with("/s3/") || path == "/s3" {
-        (
-            "application/xml",
-            format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>{MESSAGE}</Message></Error>"
-            ),
-        )
-    } else if path.starts_with("/api/") {
-        ("application/json", serde_json::json!({ "error": MESSAGE }).to_string())
-    } else {
-        ("text/plain; charset=utf-8", MESSAGE.to_owned())
-    };
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [
-            (header::RETRY_AFTER, HeaderValue::from_static("1")),
-            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-        ],
-        body,
-    )
-        .into_response()
 }
 
 /// How a body's deadline moves.

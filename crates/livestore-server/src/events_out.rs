@@ -7,7 +7,7 @@
 //!
 //! How it works:
 //! - **After the commit, never before, never in the way.** Storage backends announce durable heads to a commit
-//!   feed (`feed`) after the commit; the delivery reads only committed events, on its own tasks, so a push is never
+//!   feed (`commit_feed`) after the commit; the delivery reads only committed events, on its own tasks, so a push is never
 //!   delayed by it.
 //! - **Durable cursors.** Per subscriber and store, a cursor row (`storage::cursors`) records what was acknowledged
 //!   and the end of the batch being sent. `step` commits the end before sending and the cursor after the
@@ -24,7 +24,6 @@ pub(crate) mod backoff;
 pub(crate) mod batch;
 pub mod channel;
 mod engine;
-pub(crate) mod feed;
 mod schedule;
 mod step;
 pub(crate) mod webhook;
@@ -38,8 +37,9 @@ use tokio_util::task::TaskTracker;
 use self::backoff::{DEFAULT_RETRY_INITIAL, RetryPolicy};
 pub use self::batch::{BATCH_MAX_BYTES, BATCH_MAX_EVENTS, EventBatch};
 pub use self::channel::{ChannelSink, Delivery, EventStream, event_channel};
-use self::feed::CommitFeed;
+use crate::commit_feed::CommitFeed;
 use crate::error::ServerError;
+pub(crate) use crate::kinds::FailureKind;
 use crate::metrics::Metrics;
 use crate::storage::EventStorage;
 use crate::storage::cursors::CursorStore;
@@ -106,22 +106,6 @@ pub enum DeliveryError {
     /// The sink's consumer is gone (an [`EventStream`] was dropped).
     #[error("the consumer of the events is gone")]
     Closed,
-}
-
-/// Kinds of failed attempts, as counted in `livestore_events_out_failures_total{kind}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum FailureKind {
-    Timeout,
-    Unreachable,
-    Transport,
-    Redirect,
-    Status,
-    Refused,
-    Closed,
-    /// Reading the events or writing the cursor failed.
-    Storage,
-    /// The cursor row held another value than this node expected.
-    Moved,
 }
 
 impl FailureKind {

@@ -25,7 +25,8 @@ use std::net::SocketAddr;
 
 use serde_json::value::RawValue;
 
-use crate::auth::Identity;
+pub use crate::identity::Identity;
+pub use crate::kinds::HookKind;
 
 /// How a client reached the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -138,30 +139,6 @@ pub enum HookError {
         /// What is wrong with the answer.
         reason: String,
     },
-}
-
-/// Which hook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HookKind {
-    /// `connect_url`.
-    Connect,
-    /// `push_url`.
-    Push,
-    /// `pull_url`.
-    Pull,
-    /// `events_url`.
-    Events,
-}
-
-impl std::fmt::Display for HookKind {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(match self {
-            HookKind::Connect => "connect",
-            HookKind::Push => "push",
-            HookKind::Pull => "pull",
-            HookKind::Events => "events",
-        })
-    }
 }
 
 /// The application's decisions; see the module docs. Implementations must be cheap to share and safe to call

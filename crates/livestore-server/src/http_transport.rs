@@ -11,7 +11,7 @@
 //! are never live; the client polls.
 
 use axum::body::{Body, Bytes};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
@@ -21,11 +21,12 @@ use livestore_proto::frame::{ClientMessage, decode_client_message};
 use livestore_proto::rpc::RpcCall;
 use tokio::sync::mpsc;
 
-use crate::app::AppState;
-use crate::auth::Identity;
+use crate::http_error::HttpError;
+use crate::identity::Identity;
 use crate::metrics::{LimitHit, RejectReason};
 use crate::outbox::{CloseSignal, Outbound, Outbox};
 use crate::pull::{PullJob, run_pull};
+use crate::state::AppState;
 
 /// Frames and bytes an HTTP pull may have queued ahead of the response stream: two pages, so the next one is ready
 /// when the socket takes the current one.
@@ -43,18 +44,17 @@ pub(crate) async fn handle(
     state.metrics.http_requests.inc();
     let bytes = match read_body(&state, body).await {
         Ok(bytes) => bytes,
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     let Ok(text) = std::str::from_utf8(&bytes) else {
-        return (StatusCode::BAD_REQUEST, "request body is not UTF-8").into_response();
+        return HttpError::BodyNotUtf8.into_response();
     };
     let (request_id, call) = match decode_client_message(text) {
         Ok(ClientMessage::Request { id, call }) => (id.as_str().to_owned(), call),
         Ok(_) => {
-            return (StatusCode::BAD_REQUEST, "the HTTP transport expects one Request message")
-                .into_response();
+            return HttpError::NotOneRequest.into_response();
         }
-        Err(error) => return (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
+        Err(error) => return HttpError::MalformedMessage(error).into_response(),
     };
     let call = match call {
         Ok(call) => call,
@@ -122,25 +122,19 @@ pub(crate) async fn handle(
     }
 }
 
-/// Reads the whole body within the size limit; a refusal is the response to send (413, 408, 400).
-async fn read_body(state: &AppState, body: Body) -> Result<Bytes, Response> {
+/// Reads the whole body within the size limit and the body timeout.
+async fn read_body(state: &AppState, body: Body) -> Result<Bytes, HttpError> {
     let limit = state.limits.max_message_bytes;
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {
             state.metrics.limit_hit(LimitHit::BodyTooLarge);
-            let message = format!("request body exceeds {limit} bytes");
-            Err((StatusCode::PAYLOAD_TOO_LARGE, message).into_response())
+            Err(HttpError::BodyTooLarge { limit })
         }
-        Err(error) if crate::body_guard::is_body_timeout(error.as_ref()) => Err((
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "request body did not arrive within {} s",
-                state.limits.body_read_timeout_seconds
-            ),
-        )
-            .into_response()),
-        Err(_) => Err((StatusCode::BAD_REQUEST, "request body ended early").into_response()),
+        Err(error) if crate::body_guard::is_body_timeout(error.as_ref()) => {
+            Err(HttpError::BodyTimeout { seconds: state.limits.body_read_timeout_seconds })
+        }
+        Err(_) => Err(HttpError::BodyEndedEarly),
     }
 }
 

@@ -20,48 +20,16 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use livestore_proto::page::{Page, StoredEventRef, paginate};
+use livestore_proto::page::{StoredEventRef, paginate};
 
-use crate::budget::{MemoryBudget, Reservation};
-use crate::events_out::feed::CommitFeed;
+use crate::budget::MemoryBudget;
+use crate::commit_feed::CommitFeed;
 use crate::metrics::{LimitHit, Metrics};
-use crate::outbox::{CloseReason, CloseSignal, Outbound, Outbox};
-use crate::storage::StoredEvent;
+use crate::outbox::{CloseReason, CloseSignal, LiveBatch, Outbound, Outbox};
+use crate::stored::StoredEvent;
 
 /// How many published batches may wait for a subscriber that is still sending its backlog.
 pub(crate) const BACKLOG_BUFFER_BATCHES: usize = 4096;
-
-/// One accepted push, paginated once and shared by every subscriber.
-#[derive(Debug)]
-pub(crate) struct LiveBatch {
-    pub(crate) first_seq_num: u64,
-    pub(crate) last_seq_num: u64,
-    pub(crate) pages: Vec<Page>,
-    /// The pages' JSON bytes: what each connection's byte bound counts for this batch.
-    pub(crate) bytes: usize,
-    _reservation: Option<Reservation>,
-}
-
-impl LiveBatch {
-    fn new(
-        first_seq_num: u64,
-        last_seq_num: u64,
-        pages: Vec<Page>,
-        budget: &Arc<MemoryBudget>,
-    ) -> Self {
-        let bytes = pages.iter().map(|page| page.json.len()).sum();
-        // Committed events cannot be refused: the reservation may take the budget over its limit, which sheds the
-        // next optional work (new bodies, backlog pages) instead.
-        let reservation = budget.force_reserve(bytes as u64);
-        LiveBatch { first_seq_num, last_seq_num, pages, bytes, _reservation: Some(reservation) }
-    }
-
-    /// A batch of `bytes` bytes without pages, for tests of queues and ordering.
-    #[cfg(test)]
-    pub(crate) fn for_test(first_seq_num: u64, last_seq_num: u64, bytes: usize) -> Self {
-        LiveBatch { first_seq_num, last_seq_num, pages: Vec::new(), bytes, _reservation: None }
-    }
-}
 
 /// All hubs of this process, by store id.
 #[derive(Debug)]

@@ -191,12 +191,12 @@ impl HookOutcome {
     }
 }
 
-fn hook_label(hook: crate::hooks::HookKind) -> &'static str {
+fn hook_label(hook: crate::kinds::HookKind) -> &'static str {
     match hook {
-        crate::hooks::HookKind::Connect => "connect",
-        crate::hooks::HookKind::Push => "push",
-        crate::hooks::HookKind::Pull => "pull",
-        crate::hooks::HookKind::Events => "events",
+        crate::kinds::HookKind::Connect => "connect",
+        crate::kinds::HookKind::Push => "push",
+        crate::kinds::HookKind::Pull => "pull",
+        crate::kinds::HookKind::Events => "events",
     }
 }
 
@@ -443,23 +443,23 @@ impl Metrics {
     }
 
     /// Counts a connection or HTTP request refused by the authenticator or the connect hook.
-    pub(crate) fn connect_refused(&self, kind: crate::auth::RejectionKind) {
+    pub(crate) fn connect_refused(&self, kind: crate::kinds::RejectionKind) {
         let reason = match kind {
-            crate::auth::RejectionKind::Unauthorized => "unauthorized",
-            crate::auth::RejectionKind::Forbidden => "forbidden",
-            crate::auth::RejectionKind::Unavailable => "unavailable",
+            crate::kinds::RejectionKind::Unauthorized => "unauthorized",
+            crate::kinds::RejectionKind::Forbidden => "forbidden",
+            crate::kinds::RejectionKind::Unavailable => "unavailable",
         };
         self.connects_refused.get_or_create(&RejectLabels { reason }).inc();
     }
 
     /// Counts a hook call (or a cached decision) by how it ended.
-    pub(crate) fn hook_call(&self, hook: crate::hooks::HookKind, outcome: HookOutcome) {
+    pub(crate) fn hook_call(&self, hook: crate::kinds::HookKind, outcome: HookOutcome) {
         let labels = HookCallLabels { hook: hook_label(hook), outcome: outcome.label() };
         self.hook_calls.get_or_create(&labels).inc();
     }
 
     /// Records how long a hook call took to decide (or fail).
-    pub(crate) fn hook_latency(&self, hook: crate::hooks::HookKind, elapsed: std::time::Duration) {
+    pub(crate) fn hook_latency(&self, hook: crate::kinds::HookKind, elapsed: std::time::Duration) {
         let labels = HookLabels { hook: hook_label(hook) };
         self.hook_seconds.get_or_create(&labels).observe(elapsed.as_secs_f64());
     }

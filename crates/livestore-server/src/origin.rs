@@ -22,10 +22,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::http_error::HttpError;
 use crate::metrics::{LimitHit, Metrics};
 
 /// The policy, built once from the configuration.
@@ -101,23 +102,13 @@ pub(crate) async fn guard_origins(
             response
         }
         Err(refusal) => {
-            let (limit, message) = match refusal {
-                Refusal::Host => (
-                    LimitHit::Host,
-                    "Host is not a loopback name: without authentication this server answers only requests for \
-                     localhost or a loopback address (DNS rebinding protection)",
-                ),
-                Refusal::Origin => (
-                    LimitHit::Origin,
-                    "this origin may not call this server: without authentication only loopback origins and \
-                     cors.allowed_origins may; with authentication, cors.allowed_origins when set (and, when \
-                     sessions are cookies, the server's own origin)",
-                ),
+            let (limit, error) = match refusal {
+                Refusal::Host => (LimitHit::Host, HttpError::HostRefused),
+                Refusal::Origin => (LimitHit::Origin, HttpError::OriginRefused),
             };
             policy.metrics.limit_hit(limit);
             tracing::debug!(?refusal, "refused a request by its Host or Origin");
-            (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message)
-                .into_response()
+            error.into_response()
         }
     }
 }

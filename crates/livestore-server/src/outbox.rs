@@ -15,10 +15,10 @@
 
 use std::sync::Arc;
 
+use livestore_proto::page::Page;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::budget::{MemoryBudget, Reservation};
-use crate::hub::LiveBatch;
 use crate::metrics::ShedResource;
 
 /// Why the server closes a WebSocket, with the close code each reason gets.
@@ -262,6 +262,38 @@ impl Outbox {
     /// Permits for `bytes`: a frame larger than the whole bound takes all of it and goes alone.
     fn permits(&self, bytes: usize) -> u32 {
         u32::try_from(bytes.clamp(1, self.max_bytes)).unwrap_or(u32::MAX)
+    }
+}
+
+/// One accepted push, paginated once and shared by every subscriber.
+#[derive(Debug)]
+pub(crate) struct LiveBatch {
+    pub(crate) first_seq_num: u64,
+    pub(crate) last_seq_num: u64,
+    pub(crate) pages: Vec<Page>,
+    /// The pages' JSON bytes: what each connection's byte bound counts for this batch.
+    pub(crate) bytes: usize,
+    _reservation: Option<Reservation>,
+}
+
+impl LiveBatch {
+    pub(crate) fn new(
+        first_seq_num: u64,
+        last_seq_num: u64,
+        pages: Vec<Page>,
+        budget: &Arc<MemoryBudget>,
+    ) -> Self {
+        let bytes = pages.iter().map(|page| page.json.len()).sum();
+        // Committed events cannot be refused: the reservation may take the budget over its limit, which sheds the
+        // next optional work (new bodies, backlog pages) instead.
+        let reservation = budget.force_reserve(bytes as u64);
+        LiveBatch { first_seq_num, last_seq_num, pages, bytes, _reservation: Some(reservation) }
+    }
+
+    /// A batch of `bytes` bytes without pages, for tests of queues and ordering.
+    #[cfg(test)]
+    pub(crate) fn for_test(first_seq_num: u64, last_seq_num: u64, bytes: usize) -> Self {
+        LiveBatch { first_seq_num, last_seq_num, pages: Vec::new(), bytes, _reservation: None }
     }
 }
 

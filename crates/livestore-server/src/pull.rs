@@ -230,9 +230,9 @@ async fn fail(job: &PullJob, message: &str) {
 
 /// Asks the pull hook about a pull as it starts, if there is one.
 pub(crate) async fn ask_pull_hook(
-    state: &crate::app::AppState,
+    state: &crate::state::AppState,
     store_id: &str,
-    identity: &crate::auth::Identity,
+    identity: &crate::identity::Identity,
     cursor: Option<u64>,
     live: bool,
 ) -> Verdict {

@@ -1,5 +1,6 @@
 //! Turning a push's outcome into its `Exit` frame, and asking the push hook, for both transports.
 
+use livestore_proto::admission::Admission;
 use livestore_proto::encode;
 
 use crate::error::ServerError;
@@ -14,14 +15,24 @@ pub(crate) fn push_reply(
     metrics: &Metrics,
 ) -> String {
     match result {
-        Ok(AppendOutcome::Appended { .. } | AppendOutcome::Empty) => {
+        Ok(AppendOutcome::Appended { .. } | AppendOutcome::Unchanged(Admission::Empty)) => {
             encode::exit_success_value(request_id, encode::PUSH_ACK_VALUE)
         }
-        Ok(AppendOutcome::ServerAhead { head, provided_parent }) => {
+        Ok(AppendOutcome::Unchanged(Admission::ServerAhead { head, provided_parent })) => {
             metrics.push_rejected(RejectReason::ServerAhead);
             encode::exit_fail(request_id, &encode::server_ahead_error(head, provided_parent))
         }
-        Ok(AppendOutcome::BackendIdMismatch { expected, received }) => {
+        Ok(AppendOutcome::Unchanged(Admission::Accept)) => {
+            // A backend that admitted a batch without appending it would lose it if we acknowledged: refuse, so the
+            // client keeps the batch and retries.
+            metrics.push_rejected(RejectReason::StorageError);
+            tracing::error!("storage admitted a push but did not append it; the client will retry");
+            encode::exit_fail(
+                request_id,
+                &encode::unknown_error("storage error: the batch was not appended"),
+            )
+        }
+        Ok(AppendOutcome::Unchanged(Admission::BackendIdMismatch { expected, received })) => {
             metrics.push_rejected(RejectReason::BackendIdMismatch);
             encode::exit_fail(request_id, &encode::backend_id_mismatch_error(&expected, &received))
         }
@@ -39,9 +50,9 @@ pub(crate) fn push_reply(
 /// Asks the push hook about a batch, if there is one. Empty batches are not asked about: the reference server
 /// acknowledges them before its `onPush` runs.
 pub(crate) async fn ask_push_hook(
-    state: &crate::app::AppState,
+    state: &crate::state::AppState,
     store_id: &str,
-    identity: &crate::auth::Identity,
+    identity: &crate::identity::Identity,
     batch: &[livestore_proto::event::EncodedEvent],
 ) -> Verdict {
     let hooks = state.auth.hooks();

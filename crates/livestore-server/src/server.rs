@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::{AppState, app};
+use crate::app::app;
 use crate::auth::Authenticator;
 use crate::budget::MemoryBudget;
 use crate::config::ServerConfig;
@@ -25,9 +24,11 @@ use crate::events_out::{
 };
 use crate::hooks::http::HttpHooks;
 use crate::hooks::{NoHooks, SyncHooks};
+use crate::http_error::HttpError;
 use crate::http_server::ConnectionSettings;
 use crate::hub::Hubs;
 use crate::metrics::Metrics;
+use crate::state::AppState;
 use crate::static_site::StaticSite;
 use crate::storage::{self, EventStorage};
 
@@ -298,12 +299,7 @@ async fn refuse_while_unavailable(
         && (uri.path() == "/healthz"
             || uri.query().is_some_and(|query| query.contains("storeId=")));
     if refused {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "1")],
-            "the database is unavailable; try another node or retry shortly",
-        )
-            .into_response();
+        return HttpError::StorageUnavailable.into_response();
     }
     next.run(request).await
 }

@@ -23,6 +23,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::io::AsyncReadExt;
 
+use crate::http_error::HttpError;
+
 /// Bytes read from disk per body chunk.
 const CHUNK: usize = 64 * 1024;
 
@@ -271,8 +273,7 @@ fn stream_body(file: tokio::fs::File) -> Body {
 }
 
 fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "Not found")
-        .into_response()
+    HttpError::NotFound.into_response()
 }
 
 fn redirect(location: &str) -> Response {

@@ -9,30 +9,20 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use livestore_proto::admission::Admission;
 use livestore_proto::rpc::PushArgs;
 
 use crate::config::ServerConfig;
 use crate::error::ServerError;
 use crate::hub::Hubs;
 use crate::metrics::Metrics;
+pub use crate::stored::{NO_UPPER_BOUND, ReadLimit, StoreLog, StoredEvent};
 
 pub(crate) mod cursors;
 pub mod postgres;
 pub mod sqlite;
 
-/// The highest sequence number a read may name as its upper bound (storage keeps them in signed 64-bit columns).
-pub(crate) const NO_UPPER_BOUND: u64 = i64::MAX as u64;
-
-/// A store's identity as the log sees it.
-#[derive(Debug, Clone)]
-pub struct StoreLog {
-    /// Random id of this log's lifetime; a new one means the log was reset or lost.
-    pub backend_id: Arc<str>,
-    /// The last committed global sequence number (0 when empty).
-    pub head: u64,
-}
-
-/// What happened to a push.
+/// What happened to a push: appended and durable, or the log unchanged for the reason admission gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppendOutcome {
     /// The batch is durable; the head is now `head`.
@@ -40,50 +30,19 @@ pub enum AppendOutcome {
         /// The new head.
         head: u64,
     },
-    /// The batch was empty.
-    Empty,
-    /// The batch's first parent is not the head.
-    ServerAhead {
-        /// The head at admission.
-        head: u64,
-        /// The batch's first parent.
-        provided_parent: u64,
-    },
-    /// The push names another backendId.
-    BackendIdMismatch {
-        /// This log's id.
-        expected: String,
-        /// The client's.
-        received: String,
-    },
+    /// Nothing was appended: [`Admission::Empty`], [`Admission::ServerAhead`] or
+    /// [`Admission::BackendIdMismatch`] (never [`Admission::Accept`]; see [`AppendOutcome::from_admission`]).
+    Unchanged(Admission),
 }
 
-/// One stored event as read back for a pull.
-#[derive(Debug, Clone)]
-pub struct StoredEvent {
-    /// Its global sequence number.
-    pub seq_num: u64,
-    /// The event's compact JSON as first accepted.
-    pub encoded_json: String,
-    /// When it was accepted (ISO-8601).
-    pub created_at: String,
-}
-
-/// How much one read may return: at most `events` events, and no event after the one that reaches `bytes` of
-/// encoded JSON (that one is included, so a read always makes progress). The byte bound keeps a backlog read of
-/// large events from holding tens of megabytes for a client that may never read them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadLimit {
-    /// Most events returned.
-    pub events: usize,
-    /// Encoded bytes after which no further event is returned.
-    pub bytes: usize,
-}
-
-impl ReadLimit {
-    /// At most `events` events, whatever their size.
-    pub fn events(events: usize) -> Self {
-        ReadLimit { events, bytes: usize::MAX }
+impl AppendOutcome {
+    /// The outcome of a push that admission did not accept; `None` for [`Admission::Accept`], which the backend
+    /// answers with [`AppendOutcome::Appended`] once the batch is durable.
+    pub fn from_admission(admission: Admission) -> Option<Self> {
+        match admission {
+            Admission::Accept => None,
+            refused => Some(AppendOutcome::Unchanged(refused)),
+        }
     }
 }
 

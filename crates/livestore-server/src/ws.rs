@@ -43,7 +43,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use self::ack_order::{AckOrder, PushesInFlight};
-use crate::app::AppState;
 use crate::auth::{Authenticator, Identity, time_until, unix_now};
 use crate::budget::Reservation;
 use crate::error::ServerError;
@@ -52,6 +51,7 @@ use crate::http_server::{ConnectionWatch, IoFailure};
 use crate::metrics::{LimitHit, RejectReason, ShedResource};
 use crate::outbox::{CloseReason, CloseSignal, Outbound, Outbox};
 use crate::pull::{PullJob, run_pull};
+use crate::state::AppState;
 use crate::storage::AppendOutcome;
 
 /// What a submitted push holds until its reply is written: its slot and bytes on the connection, its memory budget.

@@ -247,7 +247,12 @@ async fn stalled_authenticated_bodies_time_out_within_the_memory_budget() {
     // 11 more of them; the others get 503 at once.
     let signer_head = post_head(port, "/api/v1/sign/upload", &bearer, 60_000);
     let signer = tokio::spawn(stalled_request(port, signer_head, 59_999, Duration::from_secs(15)));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reserved =
+        |text: &str| metric_value(text, "livestore_memory_reserved_bytes").unwrap_or(0.0);
+    wait_for_metrics(&server, "reservation for the signer body", Duration::from_secs(10), |text| {
+        reserved(text) >= 60_000.0
+    })
+    .await;
     const BODIES: usize = 40;
     let body = 4 * MIB;
     let mut attacks = Vec::new();
@@ -260,7 +265,14 @@ async fn stalled_authenticated_bodies_time_out_within_the_memory_budget() {
             Duration::from_secs(15),
         )));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every body is either held (4 MiB reserved) or already refused (shed) before the probe measures.
+    wait_for_metrics(&server, "every body held or refused", Duration::from_secs(10), |text| {
+        let shed = metric_value(text, "livestore_load_shed_total{resource=\"request_body\"}")
+            .unwrap_or(0.0);
+        let held = ((reserved(text) - 60_000.0) / body as f64).floor();
+        shed + held >= BODIES as f64
+    })
+    .await;
     let probe_latency = probe(&server, "during").await;
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
     let mut slowest_timeout = Duration::ZERO;

@@ -3,6 +3,7 @@
 //! directory, and unsafe configs refuse to start.
 
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -42,8 +43,8 @@ async fn restart_keeps_events_and_backend_id_and_sigterm_closes_with_1012() {
 
 /// Found by the chaos test (a server that never exited after SIGTERM): graceful shutdown waited for every open
 /// request, so a client that stopped in the middle of a request body kept the process alive indefinitely.
-#[test]
-fn sigterm_exits_while_a_client_holds_a_request_body_half_sent() {
+#[tokio::test]
+async fn sigterm_exits_while_a_client_holds_a_request_body_half_sent() {
     use std::io::{Read, Write};
     let mut server = TestServer::start();
     let mut stalled = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
@@ -53,8 +54,10 @@ fn sigterm_exits_while_a_client_holds_a_request_body_half_sent() {
               content-length: 100\r\n\r\n{\"key\":",
         )
         .unwrap();
-    // The request is being served (its body read) before the signal arrives.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The request is being served (its body reserved and read) before the signal arrives.
+    let serving = |text: &str| metric_value(text, "livestore_memory_reserved_bytes") >= Some(100.0);
+    wait_for_metrics(&server, "the half-sent body in flight", Duration::from_secs(10), serving)
+        .await;
     let started = std::time::Instant::now();
     server.stop();
     let took = started.elapsed();

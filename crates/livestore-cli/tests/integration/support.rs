@@ -205,6 +205,30 @@ pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
         .and_then(|value| value.parse().ok())
 }
 
+/// The server's `/metrics` text.
+pub async fn scrape(server: &TestServer) -> String {
+    let url = format!("{}/metrics", server.http_url());
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// Polls `/metrics` until `condition` holds and returns that text; fails naming `what` after `timeout`.
+pub async fn wait_for_metrics(
+    server: &TestServer,
+    what: &str,
+    timeout: Duration,
+    condition: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let text = scrape(server).await;
+        if condition(&text) {
+            return text;
+        }
+        assert!(std::time::Instant::now() < deadline, "no {what} within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill9();

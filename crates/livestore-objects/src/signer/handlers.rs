@@ -25,7 +25,7 @@ use super::wire::{
 };
 use super::{ApiError, SignerState};
 use crate::auth::{AuthRejection, Caller, bearer_token};
-use crate::backend::{RequestOrigin, SignSpec};
+use crate::backend::{BackendError, ObjectInfo, RequestOrigin, SignSpec};
 use crate::key::ObjectKey;
 use crate::store::{MAX_PUT_BYTES, MIN_PART_BYTES};
 
@@ -106,17 +106,16 @@ pub(super) async fn sign_uploads(
         .map(|(_, entry)| entry.as_ref().ok().map(|(key, _)| key.as_str().to_owned()))
         .collect();
     let backend = &state.backend;
-    let heads: Vec<Result<Option<crate::backend::ObjectInfo>, ApiError>> =
-        futures_util::stream::iter(keys)
-            .map(|key| async move {
-                match key {
-                    Some(key) => backend.head(&key).await,
-                    None => Ok(None),
-                }
-            })
-            .buffered(BATCH_HEAD_CONCURRENCY)
-            .collect()
-            .await;
+    let heads: Vec<Result<Option<ObjectInfo>, BackendError>> = futures_util::stream::iter(keys)
+        .map(|key| async move {
+            match key {
+                Some(key) => backend.head(&key).await,
+                None => Ok(None),
+            }
+        })
+        .buffered(BATCH_HEAD_CONCURRENCY)
+        .collect()
+        .await;
     let mut results = Vec::with_capacity(checked.len());
     for ((raw_key, entry), head) in checked.into_iter().zip(heads) {
         let refused = |error: ApiError| SignUploadsEntry {

@@ -73,8 +73,8 @@ fn payload(token: &str) -> Box<RawValue> {
     RawValue::from_string(serde_json::json!({ "authToken": token }).to_string()).unwrap()
 }
 
-fn status(result: Result<Identity, AuthRejection>) -> u16 {
-    result.unwrap_err().status()
+fn status(result: Result<Identity, AuthRejection>) -> RejectionKind {
+    result.unwrap_err().kind
 }
 
 #[tokio::test]
@@ -84,11 +84,17 @@ async fn static_tokens() {
     let identity = admit(&auth, "z", Some(&payload("all-token")), &none).await.unwrap();
     assert_eq!((identity.source, identity.expires_at), (IdentitySource::StaticToken, None));
     assert!(admit(&auth, "a", None, &bearer("a-token")).await.is_ok());
-    assert_eq!(status(admit(&auth, "b", Some(&payload("a-token")), &none).await), 403);
-    assert_eq!(status(admit(&auth, "a", Some(&payload("wrong")), &none).await), 401);
-    assert_eq!(status(admit(&auth, "a", None, &none).await), 401);
+    assert_eq!(
+        status(admit(&auth, "b", Some(&payload("a-token")), &none).await),
+        RejectionKind::Forbidden
+    );
+    assert_eq!(
+        status(admit(&auth, "a", Some(&payload("wrong")), &none).await),
+        RejectionKind::Unauthorized
+    );
+    assert_eq!(status(admit(&auth, "a", None, &none).await), RejectionKind::Unauthorized);
     assert!(auth.authenticate_token("a-token").await.is_ok());
-    assert_eq!(status(auth.authenticate_token("wrong").await), 401);
+    assert_eq!(status(auth.authenticate_token("wrong").await), RejectionKind::Unauthorized);
 }
 
 #[tokio::test]
@@ -100,20 +106,23 @@ async fn jwts() {
     let identity = auth.authorize_token("b", &good).await.unwrap();
     assert_eq!(identity.expires_at, Some(now + 60 + JWT_LEEWAY_SECONDS + 1));
     assert_eq!((identity.subject.as_deref(), identity.source), (Some("ann"), IdentitySource::Jwt));
-    assert_eq!(status(auth.authorize_token("c", &good).await), 403);
+    assert_eq!(status(auth.authorize_token("c", &good).await), RejectionKind::Forbidden);
     let expired = jwt(&serde_json::json!({ "exp": now - 600, "storeIds": "*" }), SECRET);
     let rejection = auth.authorize_token("a", &expired).await.unwrap_err();
-    assert_eq!((rejection.status(), rejection.message.as_str()), (401, "token expired"));
+    assert_eq!(
+        (rejection.kind, rejection.message.as_str()),
+        (RejectionKind::Unauthorized, "token expired")
+    );
     let forged =
         jwt(&serde_json::json!({ "exp": now + 60, "storeIds": "*" }), "another-secret-123456");
-    assert_eq!(status(auth.authorize_token("a", &forged).await), 401);
+    assert_eq!(status(auth.authorize_token("a", &forged).await), RejectionKind::Unauthorized);
     let no_exp = jwt(&serde_json::json!({ "storeIds": "*" }), SECRET);
-    assert_eq!(status(auth.authorize_token("a", &no_exp).await), 401);
+    assert_eq!(status(auth.authorize_token("a", &no_exp).await), RejectionKind::Unauthorized);
     let no_claim = jwt(&serde_json::json!({ "exp": now + 60 }), SECRET);
     let rejection = auth.authorize_token("a", &no_claim).await.unwrap_err();
     assert_eq!(
-        (rejection.status(), rejection.message.as_str()),
-        (403, "token has no \"storeIds\" claim listing store ids")
+        (rejection.kind, rejection.message.as_str()),
+        (RejectionKind::Forbidden, "token has no \"storeIds\" claim listing store ids")
     );
 }
 
@@ -141,7 +150,7 @@ async fn nbf_crit_duplicates_and_size_are_refused() {
     let plain = raw_jwt(r#"{"alg":"HS256","typ":"JWT"}"#, &claims, SECRET);
     assert!(auth.authorize_token("b", &plain).await.is_ok(), "the hand-signed form is accepted");
     let none = raw_jwt(r#"{"alg":"none","typ":"JWT"}"#, &claims, SECRET);
-    assert_eq!(status(auth.authorize_token("a", &none).await), 401);
+    assert_eq!(status(auth.authorize_token("a", &none).await), RejectionKind::Unauthorized);
     let huge = jwt(
         &serde_json::json!({ "exp": now + 600, "storeIds": "*", "pad": "x".repeat(10_000) }),
         SECRET,
@@ -191,7 +200,7 @@ impl SyncHooks for CookieHook {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if self.fail {
             return Err(crate::hooks::HookError::Failed {
-                hook: crate::hooks::HookKind::Connect,
+                hook: crate::kinds::HookKind::Connect,
                 reason: "connection refused".into(),
             });
         }
@@ -225,10 +234,16 @@ async fn the_connect_hook_decides_after_the_credential() {
     let mut stranger = HeaderMap::new();
     stranger.insert(header::COOKIE, "session=eve".parse().unwrap());
     let rejection = admit(&auth, "any", None, &stranger).await.unwrap_err();
-    assert_eq!((rejection.status(), rejection.message.as_str()), (403, "not logged in"));
+    assert_eq!(
+        (rejection.kind, rejection.message.as_str()),
+        (RejectionKind::Forbidden, "not logged in")
+    );
     // A wrong credential is refused before the hook is asked; a good one's expiry and the hook's combine.
     let calls = hook.calls.load(std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(status(admit(&auth, "a", Some(&payload("wrong")), &cookie).await), 401);
+    assert_eq!(
+        status(admit(&auth, "a", Some(&payload("wrong")), &cookie).await),
+        RejectionKind::Unauthorized
+    );
     assert_eq!(hook.calls.load(std::sync::atomic::Ordering::SeqCst), calls);
     let short = jwt(&serde_json::json!({ "exp": unix_now() + 10, "storeIds": "*" }), SECRET);
     let identity = admit(&auth, "a", Some(&payload(&short)), &cookie).await.unwrap();
@@ -239,7 +254,7 @@ async fn the_connect_hook_decides_after_the_credential() {
 async fn a_failing_connect_hook_refuses_unless_told_to_fail_open() {
     let (closed, _) = with_hook(true, false);
     let rejection = admit(&closed, "s", None, &HeaderMap::new()).await.unwrap_err();
-    assert_eq!(rejection.status(), 503);
+    assert_eq!(rejection.kind, RejectionKind::Unavailable);
     let (open, _) = with_hook(true, true);
     assert!(admit(&open, "s", None, &HeaderMap::new()).await.is_ok());
 }

@@ -23,10 +23,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::feed::Inbox;
 use super::schedule::{Finished, Schedule};
 use super::step::{StepContext, StepOutcome, step};
 use super::{DeliverySettings, Deps, FailureKind, Subscriber};
+use crate::commit_feed::Inbox;
 use crate::error::ServerError;
 use crate::storage::cursors::{Lease, ScanPage};
 

@@ -172,7 +172,7 @@ impl SyncHooks for HttpHooks {
             }
         }
         if let (Some(cache), Some(key)) = (&self.cache, key) {
-            cache.insert(key, decision.clone(), Instant::now(), crate::auth::unix_now());
+            cache.insert(key, decision.clone(), Instant::now(), crate::identity::unix_now());
         }
         Ok(decision)
     }

@@ -77,7 +77,7 @@ impl Metrics {
     }
 
     /// A delivery attempt failed.
-    pub(crate) fn delivery_failed(&self, subscriber: &str, kind: crate::events_out::FailureKind) {
+    pub(crate) fn delivery_failed(&self, subscriber: &str, kind: crate::kinds::FailureKind) {
         let labels =
             DeliveryFailureLabels { subscriber: subscriber.to_owned(), kind: kind.label() };
         self.events_out.failures.get_or_create(&labels).inc();

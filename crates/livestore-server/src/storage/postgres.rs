@@ -49,9 +49,9 @@ use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::commit_feed::CommitFeed;
 use crate::config::DatabaseUrl;
 use crate::error::ServerError;
-use crate::events_out::feed::CommitFeed;
 use crate::hub::Hubs;
 use crate::metrics::Metrics;
 use crate::storage::cursors::CursorStore;

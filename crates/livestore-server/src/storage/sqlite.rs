@@ -23,7 +23,7 @@ mod cursors;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use livestore_proto::admission::{Admission, admit};
+use livestore_proto::admission::admit;
 use livestore_proto::rpc::PushArgs;
 use rand::Rng;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -453,20 +453,13 @@ fn apply_command(
                 return Effect::Failed { error, reply: Reply::Append(reply) };
             }
             let state = stores.get_mut(&store_id).expect("loaded above");
-            match admit(state.head, &state.backend_id, &push) {
-                Admission::Empty => Effect::Refused { outcome: AppendOutcome::Empty, reply },
-                Admission::ServerAhead { head, provided_parent } => Effect::Refused {
-                    outcome: AppendOutcome::ServerAhead { head, provided_parent },
-                    reply,
-                },
-                Admission::BackendIdMismatch { expected, received } => Effect::Refused {
-                    outcome: AppendOutcome::BackendIdMismatch { expected, received },
-                    reply,
-                },
-                Admission::Accept => match insert_events(transaction, state, &push, created_at) {
-                    Ok(events) => Effect::Appended { store_id, events, reply },
-                    Err(error) => Effect::Failed { error, reply: Reply::Append(reply) },
-                },
+            let admission = admit(state.head, &state.backend_id, &push);
+            if let Some(outcome) = AppendOutcome::from_admission(admission) {
+                return Effect::Refused { outcome, reply };
+            }
+            match insert_events(transaction, state, &push, created_at) {
+                Ok(events) => Effect::Appended { store_id, events, reply },
+                Err(error) => Effect::Failed { error, reply: Reply::Append(reply) },
             }
         }
         WriterCommand::Cursor { command, reply } => {

@@ -120,7 +120,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::hub::LiveBatch;
+    use crate::outbox::LiveBatch;
 
     fn live(first: u64, last: u64) -> Outbound {
         Outbound::Live {

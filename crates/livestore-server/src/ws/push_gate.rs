@@ -16,8 +16,8 @@ use livestore_proto::rpc::PushArgs;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::{PendingPush, PushHold, PushOutcome};
-use crate::app::AppState;
-use crate::auth::Identity;
+use crate::identity::Identity;
+use crate::state::AppState;
 
 /// A push waiting for the hook: what the reader checked and registered.
 pub(super) struct GatedPush {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use futures_util::future::join_all;
+use livestore_proto::admission::Admission;
 use livestore_proto::rpc::PushArgs;
 use livestore_server::storage::{AppendOutcome, EventStorage, ReadLimit};
 use serde_json::{Value, json};
@@ -103,22 +104,22 @@ async fn pushes_are_admitted_on_the_head_only(backend: &Backend) {
     );
     assert_eq!(
         storage.append("admit", push("admit", 0, 1, None)).await.unwrap(),
-        AppendOutcome::ServerAhead { head: 3, provided_parent: 0 }
+        AppendOutcome::Unchanged(Admission::ServerAhead { head: 3, provided_parent: 0 })
     );
     assert_eq!(
         storage.append("admit", push("admit", 5, 1, None)).await.unwrap(),
-        AppendOutcome::ServerAhead { head: 3, provided_parent: 5 }
+        AppendOutcome::Unchanged(Admission::ServerAhead { head: 3, provided_parent: 5 })
     );
     assert_eq!(
         storage.append("admit", push_batch("admit", Vec::new(), None)).await.unwrap(),
-        AppendOutcome::Empty
+        AppendOutcome::Unchanged(Admission::Empty)
     );
     assert_eq!(
         storage.append("admit", push("admit", 3, 1, Some("another-backend"))).await.unwrap(),
-        AppendOutcome::BackendIdMismatch {
+        AppendOutcome::Unchanged(Admission::BackendIdMismatch {
             expected: backend_id.clone(),
             received: "another-backend".into()
-        }
+        })
     );
     assert_eq!(
         storage.append("admit", push("admit", 3, 2, Some(&backend_id))).await.unwrap(),
@@ -161,7 +162,10 @@ async fn exactly_one_of_concurrent_pushes_with_one_parent_wins(backend: &Backend
         .count();
     let refusals = outcomes
         .iter()
-        .filter(|outcome| **outcome == AppendOutcome::ServerAhead { head: 7, provided_parent: 4 })
+        .filter(|outcome| {
+            **outcome
+                == AppendOutcome::Unchanged(Admission::ServerAhead { head: 7, provided_parent: 4 })
+        })
         .count();
     assert_eq!((wins, refusals), (1, 7), "{outcomes:?}");
     assert_eq!(all_seq_nums(&storage, "race").await, (1..=7).collect::<Vec<u64>>());

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use futures_util::{SinkExt, StreamExt};
+use livestore_proto::admission::Admission;
 use livestore_server::storage::AppendOutcome;
 use livestore_server::{Server, ServerConfig, ServerError};
 use serde_json::{Value, json};
@@ -38,7 +39,11 @@ async fn pushes_through_two_nodes_are_serialized_per_store() {
         let refusals = outcomes
             .iter()
             .filter(|outcome| {
-                **outcome == AppendOutcome::ServerAhead { head: head + 2, provided_parent: head }
+                **outcome
+                    == AppendOutcome::Unchanged(Admission::ServerAhead {
+                        head: head + 2,
+                        provided_parent: head,
+                    })
             })
             .count();
         assert_eq!((wins, refusals), (1, 7), "round {round}: {outcomes:?}");

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::config::Secret;
+use crate::kinds::RejectionKind;
 
 const ISSUER: &str = "https://idp.example.com/";
 const AUDIENCE: &str = "livestore";
@@ -38,7 +39,7 @@ fn claims() -> Value {
 
 async fn refusal(verifier: &JwtVerifier, token: &str) -> String {
     let rejection = verifier.verify(token).await.unwrap_err();
-    assert_eq!(rejection.status(), 401, "{}", rejection.message);
+    assert_eq!(rejection.kind, RejectionKind::Unauthorized, "{}", rejection.message);
     rejection.message
 }
 

@@ -137,7 +137,7 @@ mod tests {
     use serde_json::value::RawValue;
 
     use super::*;
-    use crate::auth::Identity;
+    use crate::identity::Identity;
 
     fn request(store: &str, payload: Option<&str>, cookie: Option<&str>) -> ConnectRequest {
         let mut headers = BTreeMap::new();

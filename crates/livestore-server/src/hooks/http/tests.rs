@@ -14,9 +14,9 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::auth::Identity;
 use crate::config::Secret;
 use crate::hooks::TransportKind;
+use crate::identity::Identity;
 
 const SECRET: &str = "hook-secret-for-unit-tests-0123456789";
 

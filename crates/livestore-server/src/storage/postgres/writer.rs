@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use livestore_proto::admission::{Admission, admit};
+use livestore_proto::admission::admit;
 use livestore_proto::rpc::PushArgs;
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, Statement};
@@ -151,15 +151,10 @@ impl Writer {
                 rollback(client).await;
                 return Err(ServerError::StorageUnavailable);
             };
-            let decision = match admit(*head, &row.backend_id, push) {
-                Admission::Empty => Decision::Refused(AppendOutcome::Empty),
-                Admission::ServerAhead { head, provided_parent } => {
-                    Decision::Refused(AppendOutcome::ServerAhead { head, provided_parent })
-                }
-                Admission::BackendIdMismatch { expected, received } => {
-                    Decision::Refused(AppendOutcome::BackendIdMismatch { expected, received })
-                }
-                Admission::Accept => {
+            let decision = match AppendOutcome::from_admission(admit(*head, &row.backend_id, push))
+            {
+                Some(refused) => Decision::Refused(refused),
+                None => {
                     let mut events = Vec::with_capacity(push.batch.len());
                     for event in &push.batch {
                         let encoded_json = event.to_json();

@@ -3,8 +3,8 @@
 use serde_json::json;
 
 use super::*;
-use crate::auth::Identity;
 use crate::hooks::TransportKind;
+use crate::identity::Identity;
 
 #[test]
 fn the_signature_is_hex_hmac_sha256_of_the_body() {
