@@ -357,6 +357,20 @@ impl WsClient {
         }
     }
 
+    /// Waits for the next `Pong`; any other frame before it fails the test. Frames are handled in order, so the
+    /// `Pong` proves everything sent before its `Ping` was handled.
+    pub async fn pong(&mut self) {
+        let text = tokio::time::timeout(FRAME_TIMEOUT, self.socket.next())
+            .await
+            .expect("a Pong within the timeout");
+        match text {
+            Some(Ok(Message::Text(text))) => {
+                assert!(text.contains(r#""_tag":"Pong""#), "expected a Pong, got {text}")
+            }
+            other => panic!("expected a Pong, got {other:?}"),
+        }
+    }
+
     pub async fn frame(&mut self) -> Value {
         match self.receive().await {
             Received::Frame(value) => value,
