@@ -287,7 +287,7 @@ impl Engine {
         schedule.hashes_moving.clear();
         schedule.deletes_running.clear();
         schedule.upload_slots = 0;
-        let mut state = self.state;
+        let state = self.state;
         // What the stopped engine was doing is no longer running.
         self.snapshot.send_modify(|snapshot| snapshot.transfers.clear());
         state

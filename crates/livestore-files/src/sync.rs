@@ -136,7 +136,7 @@ pub(crate) struct Inner {
 /// Whether the engine runs.
 enum Lifecycle {
     /// Not running; the state the last run left (failures, online, priorities) waits for the next start.
-    Stopped(EngineState),
+    Stopped(Box<EngineState>),
     /// Being stopped by `stop` (the state comes back when the task ends).
     Stopping,
     Running {
@@ -169,7 +169,7 @@ impl FileSync {
             inner: Arc::new(Inner {
                 ctx: Arc::new(ctx),
                 snapshot: Arc::new(watch::Sender::new(Snapshot::default())),
-                lifecycle: Mutex::new(Lifecycle::Stopped(EngineState::default())),
+                lifecycle: Mutex::new(Lifecycle::Stopped(Box::default())),
                 disposed: AtomicBool::new(false),
             }),
         })
@@ -469,7 +469,7 @@ impl FileSync {
                 *lifecycle = running;
                 return Ok(());
             }
-            Lifecycle::Stopped(state) => state,
+            Lifecycle::Stopped(state) => *state,
             // A stop in progress keeps the state it gets back; this run starts fresh.
             Lifecycle::Stopping => EngineState::default(),
         };
@@ -491,7 +491,7 @@ impl FileSync {
         let subscription = match subscription {
             Ok(subscription) => subscription,
             Err(error) => {
-                *lifecycle = Lifecycle::Stopped(state);
+                *lifecycle = Lifecycle::Stopped(Box::new(state));
                 return Err(error.into());
             }
         };
@@ -527,7 +527,7 @@ impl FileSync {
         drop(subscription);
         let mut lifecycle = self.inner.lifecycle.lock().expect("lifecycle lock");
         if matches!(*lifecycle, Lifecycle::Stopping) {
-            *lifecycle = Lifecycle::Stopped(state);
+            *lifecycle = Lifecycle::Stopped(Box::new(state));
         }
     }
 

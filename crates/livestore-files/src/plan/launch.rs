@@ -56,8 +56,10 @@ pub(crate) fn launch(
     limits: &Limits,
     now: Instant,
 ) -> LaunchPlan {
-    let mut plan = LaunchPlan::default();
-    plan.downloads = pick_downloads(work, schedule, limits.max_downloads, now);
+    let mut plan = LaunchPlan {
+        downloads: pick_downloads(work, schedule, limits.max_downloads, now),
+        ..LaunchPlan::default()
+    };
     pick_uploads(work, schedule, limits, now, &mut plan);
     for key in &work.deletes {
         if schedule.deletes_running.len() >= limits.max_deletes {
@@ -283,8 +285,10 @@ mod tests {
     #[test]
     fn deletes_start_within_their_limit_unless_waiting_for_a_retry() {
         let now = Instant::now();
-        let mut work = WorkLists::default();
-        work.deletes = vec!["k1".into(), "k2".into(), "k3".into()];
+        let mut work = WorkLists {
+            deletes: vec!["k1".into(), "k2".into(), "k3".into()],
+            ..WorkLists::default()
+        };
         let mut schedule = Schedule::default();
         schedule.delete_failures.insert(
             "k1".into(),
