@@ -102,6 +102,13 @@ pub(crate) struct EngineState {
     engine_error: Option<String>,
 }
 
+impl EngineState {
+    /// Makes every failed transfer and remote delete eligible at `now`.
+    pub(crate) fn retry_all(&mut self, now: Instant) {
+        self.schedule.retry_all(now);
+    }
+}
+
 impl Default for EngineState {
     fn default() -> Self {
         EngineState {

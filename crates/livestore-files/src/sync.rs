@@ -457,7 +457,15 @@ impl FileSync {
 
     /// Retries every failed transfer now instead of waiting for its backoff.
     pub fn retry_errors(&self) {
-        self.send(Command::RetryNow);
+        let mut lifecycle = self.inner.lifecycle.lock().expect("lifecycle lock");
+        match &mut *lifecycle {
+            Lifecycle::Running { commands, .. } => {
+                let _ = commands.send(Command::RetryNow);
+            }
+            // Kept for the next start.
+            Lifecycle::Stopped(state) => state.retry_all(std::time::Instant::now()),
+            Lifecycle::Stopping => {}
+        }
     }
 
     /// Starts the transfer engine on the current tokio runtime. Idempotent.

@@ -73,15 +73,48 @@ pub(crate) fn reconcile(
     local_only: bool,
     stored_deletes: &[String],
 ) -> ReconcilePlan {
-    let mut plan = ReconcilePlan::default();
-    let mut upload_hashes = BTreeSet::new();
-    let mut download_hashes = BTreeSet::new();
-    let mut queued_deletes = Vec::new();
+    let mut reconciler = Reconciler {
+        local,
+        schedule,
+        local_only,
+        plan: ReconcilePlan::default(),
+        upload_hashes: BTreeSet::new(),
+        download_hashes: BTreeSet::new(),
+        queued_deletes: Vec::new(),
+    };
     for row in rows {
         if row.deleted_at.is_some() {
-            deleted_row(row, local, schedule, local_only, &mut plan, &mut queued_deletes);
-            continue;
+            reconciler.deleted_row(row);
+        } else {
+            reconciler.active_row(row);
         }
+    }
+    let Reconciler { mut plan, queued_deletes, .. } = reconciler;
+    if !local_only {
+        plan.work.deletes = stored_deletes.to_vec();
+        for key in queued_deletes {
+            if !plan.work.deletes.contains(&key) {
+                plan.work.deletes.push(key);
+            }
+        }
+    }
+    plan
+}
+
+/// One reconcile in progress: its inputs and what it decided so far.
+struct Reconciler<'a> {
+    local: &'a LocalView,
+    schedule: &'a Schedule,
+    local_only: bool,
+    plan: ReconcilePlan,
+    /// Content already queued in this reconcile (one transfer per content).
+    upload_hashes: BTreeSet<ContentHash>,
+    download_hashes: BTreeSet<ContentHash>,
+    queued_deletes: Vec<String>,
+}
+
+impl Reconciler<'_> {
+    fn active_row(&mut self, row: &FileRow) {
         let Ok(hash) = row.content_hash.parse::<ContentHash>() else {
             let desired = LocalFileState {
                 file_id: row.id.clone(),
@@ -94,19 +127,10 @@ pub(crate) fn reconcile(
                     row.content_hash
                 ),
             };
-            write_if_changed(&mut plan.writes, row.state.as_ref(), desired);
-            continue;
+            write_if_changed(&mut self.plan.writes, row.state.as_ref(), desired);
+            return;
         };
-        let size = local.present.get(&hash).copied();
-        let keep = |current: Option<&TransferStatus>, kind: TransferKind| match current {
-            Some(TransferStatus::Error) => TransferStatus::Error,
-            Some(TransferStatus::InProgress)
-                if schedule.running.contains_key(&(kind, row.id.clone())) =>
-            {
-                TransferStatus::InProgress
-            }
-            _ => TransferStatus::Queued,
-        };
+        let size = self.local.present.get(&hash).copied();
         let job = |key: &str| Job {
             file_id: row.id.clone(),
             hash,
@@ -114,35 +138,36 @@ pub(crate) fn reconcile(
             key: key.to_owned(),
             size,
         };
-        let (local_hash, download, upload) = if local_only {
+        let state = row.state.as_ref();
+        let (local_hash, download, upload) = if self.local_only {
             if size.is_none() {
-                remove_state(&mut plan.writes, row);
-                continue;
+                remove_state(&mut self.plan.writes, row);
+                return;
             }
             (hash.to_string(), TransferStatus::Done, TransferStatus::Done)
         } else if size.is_some() && row.remote_key.is_empty() {
-            if upload_hashes.insert(hash) {
-                plan.work.uploads.push_back(job(""));
+            if self.upload_hashes.insert(hash) {
+                self.plan.work.uploads.push_back(job(""));
             }
-            let upload = keep(row.state.as_ref().map(LocalFileState::upload), TransferKind::Upload);
+            let upload = self.keep(row, state.map(LocalFileState::upload), TransferKind::Upload);
             (hash.to_string(), TransferStatus::Done, upload)
         } else if size.is_some() {
             (hash.to_string(), TransferStatus::Done, TransferStatus::Done)
         } else if !row.remote_key.is_empty() {
-            if download_hashes.insert(hash) {
-                plan.work.downloads.push_back(job(&row.remote_key));
+            if self.download_hashes.insert(hash) {
+                self.plan.work.downloads.push_back(job(&row.remote_key));
             }
             let download =
-                keep(row.state.as_ref().map(LocalFileState::download), TransferKind::Download);
+                self.keep(row, state.map(LocalFileState::download), TransferKind::Download);
             (String::new(), download, TransferStatus::Done)
         } else {
             // Another client has the bytes and has not uploaded them yet: nothing to do here.
-            plan.work.awaiting_remote.insert(row.id.clone());
-            remove_state(&mut plan.writes, row);
-            continue;
+            self.plan.work.awaiting_remote.insert(row.id.clone());
+            remove_state(&mut self.plan.writes, row);
+            return;
         };
         let failed = download == TransferStatus::Error || upload == TransferStatus::Error;
-        let last_sync_error = match &row.state {
+        let last_sync_error = match state {
             Some(state) if failed => state.last_sync_error.clone(),
             _ => String::new(),
         };
@@ -154,51 +179,54 @@ pub(crate) fn reconcile(
             upload_status: upload,
             last_sync_error,
         };
-        write_if_changed(&mut plan.writes, row.state.as_ref(), desired);
+        write_if_changed(&mut self.plan.writes, state, desired);
     }
-    if !local_only {
-        plan.work.deletes = stored_deletes.to_vec();
-        for key in queued_deletes {
-            if !plan.work.deletes.contains(&key) {
-                plan.work.deletes.push(key);
+
+    /// The status of a direction with work: `error` stays (with its message), `inProgress` stays while its
+    /// transfer really runs, anything else waits as `queued`.
+    fn keep(
+        &self,
+        row: &FileRow,
+        current: Option<&TransferStatus>,
+        kind: TransferKind,
+    ) -> TransferStatus {
+        match current {
+            Some(TransferStatus::Error) => TransferStatus::Error,
+            Some(TransferStatus::InProgress)
+                if self.schedule.running.contains_key(&(kind, row.id.clone())) =>
+            {
+                TransferStatus::InProgress
             }
+            _ => TransferStatus::Queued,
         }
     }
-    plan
-}
 
-fn deleted_row(
-    row: &FileRow,
-    local: &LocalView,
-    schedule: &Schedule,
-    local_only: bool,
-    plan: &mut ReconcilePlan,
-    queued_deletes: &mut Vec<String>,
-) {
-    // Deleted elsewhere, and this device held the file settled: queue the remote delete too (it checks references
-    // again when it runs, and deleting a missing object succeeds). The deleting device queues one only if it knew
-    // the row's `remoteKey`; when its delete raced the upload's `v1.FileUpdated`, it did not, and without this the
-    // object would be left behind for good.
-    if let Some(state) = &row.state
-        && state.upload_status == TransferStatus::Done
-        && !row.remote_key.is_empty()
-        && !local_only
-        && !row.object_in_use
-    {
-        plan.writes.push(StateWrite::QueueRemoteDelete { key: row.remote_key.clone() });
-        queued_deletes.push(row.remote_key.clone());
+    fn deleted_row(&mut self, row: &FileRow) {
+        // Deleted elsewhere, and this device held the file settled: queue the remote delete too (it checks
+        // references again when it runs, and deleting a missing object succeeds). The deleting device queues one
+        // only if it knew the row's `remoteKey`; when its delete raced the upload's `v1.FileUpdated`, it did not,
+        // and without this the object would be left behind for good.
+        if let Some(state) = &row.state
+            && state.upload_status == TransferStatus::Done
+            && !row.remote_key.is_empty()
+            && !self.local_only
+            && !row.object_in_use
+        {
+            self.plan.writes.push(StateWrite::QueueRemoteDelete { key: row.remote_key.clone() });
+            self.queued_deletes.push(row.remote_key.clone());
+        }
+        // Remove the local copy unless an active row shares it, a transfer still reads it or a save holds it.
+        if let Ok(hash) = row.content_hash.parse::<ContentHash>()
+            && !self.schedule.hashes_moving.contains(&hash)
+            && !row.content_in_use
+            && !self.local.pinned.contains(&hash)
+            && !self.plan.local_deletes.contains(&hash)
+        {
+            self.plan.local_deletes.push(hash);
+        }
+        self.plan.writes.push(StateWrite::Remove { file_id: row.id.clone() });
+        self.plan.forget.push(row.id.clone());
     }
-    // Remove the local copy unless an active row shares it, a transfer still reads it or a save holds it.
-    if let Ok(hash) = row.content_hash.parse::<ContentHash>()
-        && !schedule.hashes_moving.contains(&hash)
-        && !row.content_in_use
-        && !local.pinned.contains(&hash)
-        && !plan.local_deletes.contains(&hash)
-    {
-        plan.local_deletes.push(hash);
-    }
-    plan.writes.push(StateWrite::Remove { file_id: row.id.clone() });
-    plan.forget.push(row.id.clone());
 }
 
 fn remove_state(writes: &mut Vec<StateWrite>, row: &FileRow) {
