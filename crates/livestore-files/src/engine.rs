@@ -224,6 +224,8 @@ struct Engine {
     reconcile_cost: Duration,
     next_progress: Instant,
     evict_due: bool,
+    /// When the list of running transfers was last published (see `status`).
+    transfers_published_at: Instant,
     tasks: tokio::task::JoinSet<()>,
 }
 
@@ -253,6 +255,7 @@ impl Engine {
             last_reconcile: None,
             reconcile_cost: Duration::ZERO,
             next_progress: now,
+            transfers_published_at: now,
             tasks: tokio::task::JoinSet::new(),
         }
     }
