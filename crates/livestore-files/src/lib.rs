@@ -30,10 +30,13 @@
 //! assert_eq!(files.list_files().unwrap().len(), 1);
 //! ```
 
+mod context;
 mod engine;
 pub mod error;
 pub mod layout;
 pub mod local;
+mod options;
+mod plan;
 pub mod remote;
 pub mod schema;
 pub mod serve;

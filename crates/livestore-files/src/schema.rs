@@ -88,10 +88,10 @@ pub struct LocalFileStateUpsert {
     pub path: String,
     /// SHA-256 of the bytes on this device, `""` when there are none.
     pub local_hash: String,
-    /// A [`TransferStatus`] as text.
-    pub download_status: String,
-    /// A [`TransferStatus`] as text.
-    pub upload_status: String,
+    /// Download direction status (stored as its filesync text).
+    pub download_status: TransferStatus,
+    /// Upload direction status (stored as its filesync text).
+    pub upload_status: TransferStatus,
     /// Why the last attempt failed, `""` if it did not.
     pub last_sync_error: String,
 }
@@ -158,8 +158,11 @@ impl Event for FileRemoteDeleteDone {
 }
 
 /// The transfer status values of `@livestore-filesync` (`TransferStatusSchema`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+///
+/// Stored and sent as exactly the strings of filesync (`"pending"`, `"queued"`, `"inProgress"`, `"done"`,
+/// `"error"`). Text this version does not know (written by a newer client) is kept as [`TransferStatus::Other`],
+/// so reading and writing such a row back loses nothing; the engine treats it like `pending` (work may remain).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TransferStatus {
     /// Needs a transfer, not yet handed to the queue.
     Pending,
@@ -171,33 +174,37 @@ pub enum TransferStatus {
     Done,
     /// The last attempt failed; `lastSyncError` says why. It is retried.
     Error,
+    /// Text this version does not know, kept as written.
+    Other(String),
 }
 
 impl TransferStatus {
     /// The text stored in `localFileState`.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             TransferStatus::Pending => "pending",
             TransferStatus::Queued => "queued",
             TransferStatus::InProgress => "inProgress",
             TransferStatus::Done => "done",
             TransferStatus::Error => "error",
+            TransferStatus::Other(text) => text,
         }
     }
 
-    /// Parses the stored text; unknown text (written by a newer client) counts as `pending`.
+    /// Parses the stored text; unknown text becomes [`TransferStatus::Other`].
     pub fn parse(text: &str) -> TransferStatus {
         match text {
+            "pending" => TransferStatus::Pending,
             "queued" => TransferStatus::Queued,
             "inProgress" => TransferStatus::InProgress,
             "done" => TransferStatus::Done,
             "error" => TransferStatus::Error,
-            _ => TransferStatus::Pending,
+            other => TransferStatus::Other(other.to_owned()),
         }
     }
 
-    /// Whether work remains in this direction.
-    pub fn is_pending_work(self) -> bool {
+    /// Whether work remains in this direction (anything but `done`, unknown text included).
+    pub fn is_pending_work(&self) -> bool {
         !matches!(self, TransferStatus::Done)
     }
 }
@@ -205,6 +212,20 @@ impl TransferStatus {
 impl std::fmt::Display for TransferStatus {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str(self.as_str())
+    }
+}
+
+impl Serialize for TransferStatus {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for TransferStatus {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<TransferStatus, D::Error> {
+        // Borrowed or owned: rows may hand over either.
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(TransferStatus::parse(&text))
     }
 }
 
@@ -247,10 +268,10 @@ pub struct LocalFileState {
     pub path: String,
     /// SHA-256 of the local bytes, `""` when there are none.
     pub local_hash: String,
-    /// Download direction status.
-    pub download_status: String,
-    /// Upload direction status.
-    pub upload_status: String,
+    /// Download direction status (stored as its filesync text).
+    pub download_status: TransferStatus,
+    /// Upload direction status (stored as its filesync text).
+    pub upload_status: TransferStatus,
     /// Last failure, `""` when none.
     pub last_sync_error: String,
 }
@@ -268,14 +289,14 @@ impl LocalFileState {
         }
     }
 
-    /// The upload status, parsed.
-    pub fn upload(&self) -> TransferStatus {
-        TransferStatus::parse(&self.upload_status)
+    /// The upload status.
+    pub fn upload(&self) -> &TransferStatus {
+        &self.upload_status
     }
 
-    /// The download status, parsed.
-    pub fn download(&self) -> TransferStatus {
-        TransferStatus::parse(&self.download_status)
+    /// The download status.
+    pub fn download(&self) -> &TransferStatus {
+        &self.download_status
     }
 }
 
@@ -383,8 +404,8 @@ pub fn add_to(builder: SchemaBuilder) -> SchemaBuilder {
                     .set("fileId", &event.file_id)
                     .set("path", &event.path)
                     .set("localHash", &event.local_hash)
-                    .set("downloadStatus", &event.download_status)
-                    .set("uploadStatus", &event.upload_status)
+                    .set("downloadStatus", event.download_status.as_str())
+                    .set("uploadStatus", event.upload_status.as_str())
                     .set("lastSyncError", &event.last_sync_error),
             ])
         })
@@ -477,5 +498,26 @@ mod tests {
         .unwrap();
         assert_eq!(null.metadata_json, Some(None));
         assert_eq!(serde_json::to_string(&LocalFileStateClear {}).unwrap(), "{}");
+    }
+
+    #[test]
+    fn statuses_keep_filesync_text_and_unknown_text_survives() {
+        for (status, text) in [
+            (TransferStatus::Pending, "pending"),
+            (TransferStatus::Queued, "queued"),
+            (TransferStatus::InProgress, "inProgress"),
+            (TransferStatus::Done, "done"),
+            (TransferStatus::Error, "error"),
+        ] {
+            assert_eq!(serde_json::to_string(&status).unwrap(), format!("\"{text}\""));
+            assert_eq!(TransferStatus::parse(text), status);
+        }
+        let upsert: LocalFileStateUpsert = serde_json::from_str(
+            r#"{"fileId":"f","path":"p","localHash":"","downloadStatus":"paused","uploadStatus":"done","lastSyncError":""}"#,
+        )
+        .unwrap();
+        assert_eq!(upsert.download_status, TransferStatus::Other("paused".into()));
+        assert!(upsert.download_status.is_pending_work());
+        assert!(serde_json::to_string(&upsert).unwrap().contains(r#""downloadStatus":"paused""#));
     }
 }

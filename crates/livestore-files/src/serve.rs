@@ -18,8 +18,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
+use crate::context::active_rows_with_hash;
 use crate::layout::{ContentHash, FILES_ROOT, sanitize_store_id};
-use crate::sync::{FileSync, active_rows_with_hash};
+use crate::sync::FileSync;
 
 /// The router: `/livestore-filesync-files/{store}/{hash}` (GET and HEAD).
 pub fn router(files: FileSync) -> Router {
@@ -37,15 +38,15 @@ async fn serve_file(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    if store != sanitize_store_id(&files.inner.store_id) {
+    if store != sanitize_store_id(&files.inner.ctx.store_id) {
         return text(StatusCode::NOT_FOUND, "File not found");
     }
     let Ok(hash) = hash.parse::<ContentHash>() else {
         return text(StatusCode::NOT_FOUND, "File not found");
     };
     let range = headers.get(header::RANGE).and_then(|value| value.to_str().ok()).map(str::to_owned);
-    if let Some(size) = files.inner.local.size(&hash) {
-        files.inner.local.touch(&hash);
+    if let Some(size) = files.inner.ctx.local.size(&hash) {
+        files.inner.ctx.local.touch(&hash);
         return serve_local(&files, hash, size, range.as_deref(), method == Method::HEAD);
     }
     serve_remote(&files, hash, range.as_deref(), method == Method::HEAD).await
@@ -58,7 +59,7 @@ fn serve_local(
     range: Option<&str>,
     head: bool,
 ) -> Response {
-    let mime = files.inner.local.mime_type(&hash);
+    let mime = files.inner.ctx.local.mime_type(&hash);
     let (status, start, length) = match range.map(|range| parse_range(range, size)) {
         None => (StatusCode::OK, 0, size),
         Some(Some((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
@@ -71,10 +72,13 @@ fn serve_local(
     let mut response = if head || length == 0 {
         Response::new(Body::empty())
     } else {
-        let receiver =
-            crate::stream::read_file_chunks(files.inner.local.content_path(&hash), start, length);
+        let receiver = crate::stream::read_file_chunks(
+            files.inner.ctx.local.content_path(&hash),
+            start,
+            length,
+        );
         let verify = status == StatusCode::OK;
-        let local = files.inner.local.clone();
+        let local = files.inner.ctx.local.clone();
         let stream = futures_util::stream::unfold(
             (receiver, Sha256::new(), 0u64, false),
             move |(mut receiver, mut hasher, mut sent, done)| {
@@ -135,10 +139,10 @@ async fn serve_remote(
     range: Option<&str>,
     head: bool,
 ) -> Response {
-    let Some(remote) = files.inner.remote.clone() else {
+    let Some(remote) = files.inner.ctx.remote.clone() else {
         return text(StatusCode::NOT_FOUND, "File not found");
     };
-    let rows = match active_rows_with_hash(&files.inner.store, &hash.to_string()) {
+    let rows = match active_rows_with_hash(&files.inner.ctx.store, &hash.to_string()) {
         Ok(rows) => rows,
         Err(error) => return text(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string()),
     };

@@ -2,23 +2,26 @@
 //! verifying the bytes is `crate::transfer`'s job.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use super::{Engine, Job};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Command, Engine};
+use crate::context::{Context, active_rows_with_hash};
 use crate::error::FilesError;
 use crate::layout::ContentHash;
-use crate::schema::{FileRecord, LocalFileState};
-use crate::sync::{Inner, active_rows_with_hash};
+use crate::plan::Job;
+use crate::schema::{FileRecord, LocalFileState, TransferStatus};
 use crate::transfer::{self, TransferContext};
 
 impl Engine {
     pub(super) fn download_succeeded(&mut self, job: &Job) -> Result<(), FilesError> {
-        for row in active_rows_with_hash(&self.inner.store, &job.hash.to_string())? {
+        for row in active_rows_with_hash(&self.ctx.store, &job.hash.to_string())? {
             if row.remote_key.is_empty() {
                 // Another client's row with the same content, not uploaded yet: now that the bytes are here, it
                 // needs an upload, which a reconcile of that row finds.
-                self.inner.changed_files.lock().expect("changed files lock").insert(row.id);
+                self.changed.insert(row.id);
                 continue;
             }
             self.queue_write(
@@ -26,8 +29,8 @@ impl Engine {
                     file_id: row.id.clone(),
                     path: row.path.clone(),
                     local_hash: job.hash.to_string(),
-                    download_status: "done".to_owned(),
-                    upload_status: "done".to_owned(),
+                    download_status: TransferStatus::Done,
+                    upload_status: TransferStatus::Done,
                     last_sync_error: String::new(),
                 }
                 .to_event(),
@@ -38,38 +41,52 @@ impl Engine {
 }
 
 /// Downloads one file right away, outside the queue (for `get_file`), sharing the per-content exclusivity with
-/// the engine: if the engine is already downloading the same content, waits for it instead.
+/// the engine (when it runs, `engine` reaches it): if the engine is already moving the same content, waits for it
+/// instead.
 pub(crate) async fn download_now(
-    inner: &Arc<Inner>,
+    ctx: &Arc<Context>,
+    engine: Option<mpsc::UnboundedSender<Command>>,
     row: &FileRecord,
     hash: ContentHash,
 ) -> Result<(), FilesError> {
-    let Some(remote) = inner.remote.clone() else { return Err(FilesError::LocalOnly) };
-    loop {
-        {
-            let mut runtime = inner.runtime.lock().expect("runtime lock");
-            if !runtime.hashes_inflight.contains(&hash) {
-                runtime.hashes_inflight.insert(hash);
+    let Some(remote) = ctx.remote.clone() else { return Err(FilesError::LocalOnly) };
+    let mut claimed = false;
+    while let Some(engine) = &engine {
+        let (reply, answer) = oneshot::channel();
+        if engine.send(Command::ClaimContent { hash, reply }).is_err() {
+            break;
+        }
+        match answer.await {
+            Ok(true) => {
+                claimed = true;
                 break;
             }
+            Ok(false) => {}
+            // The engine stopped: nothing else moves the content.
+            Err(_) => break,
         }
-        if inner.local.contains(&hash) {
+        if ctx.local.contains(&hash) {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let ctx = TransferContext {
+    let transfer_ctx = TransferContext {
         remote,
-        local: inner.local.clone(),
-        store_id: inner.store_id.clone(),
-        multipart_threshold: inner.options.multipart_threshold,
-        part_size: inner.options.part_size,
+        local: ctx.local.clone(),
+        store_id: ctx.store_id.clone(),
+        multipart_threshold: ctx.options.multipart_threshold,
+        part_size: ctx.options.part_size,
         loaded: Arc::new(AtomicU64::new(0)),
         total: Arc::new(AtomicU64::new(0)),
     };
-    let result = transfer::download(&ctx, hash, &row.remote_key).await;
-    inner.runtime.lock().expect("runtime lock").hashes_inflight.remove(&hash);
-    inner.dirty.store(true, Ordering::SeqCst);
-    inner.wake.notify_one();
+    let result = transfer::download(&transfer_ctx, hash, &row.remote_key).await;
+    if let Some(engine) = engine {
+        // Also when not claimed: the engine should look at the rows with this content again.
+        let _ = engine.send(if claimed {
+            Command::ReleaseContent { hash }
+        } else {
+            Command::StoreChanged
+        });
+    }
     result
 }

@@ -9,14 +9,15 @@
 //! After an upload, every active row with the content gets `remoteKey` (or, when every such row went away
 //! meanwhile, the object is queued for deletion). Moving the bytes is `crate::transfer`'s job.
 
-use super::{Completion, Engine, Job};
+use super::{Completion, Engine};
+use crate::context::{active_rows_with_hash, key_referenced};
 use crate::error::{FilesError, RemoteError};
 use crate::layout::{remote_key_for_path, stored_path};
 use crate::local::now_ms;
+use crate::plan::Job;
 use crate::remote::{BatchSigned, SignerClient, UploadToSign};
-use crate::schema::{FileUpdated, LocalFileState};
+use crate::schema::{FileUpdated, LocalFileState, TransferStatus};
 use crate::status::TransferKind;
-use crate::sync::{active_rows_with_hash, key_referenced};
 use crate::transfer::{self, TransferContext, Uploaded};
 
 /// One file of an upload group.
@@ -121,19 +122,14 @@ impl Engine {
         job: &Job,
         uploaded: &Uploaded,
     ) -> Result<(), FilesError> {
-        self.inner
-            .runtime
-            .lock()
-            .expect("runtime lock")
-            .failures
-            .remove(&(TransferKind::Upload, job.file_id.clone()));
+        self.state.schedule.failures.remove(&(TransferKind::Upload, job.file_id.clone()));
         let hash = job.hash.to_string();
-        let rows = active_rows_with_hash(&self.inner.store, &hash)?;
+        let rows = active_rows_with_hash(&self.ctx.store, &hash)?;
         let now = now_ms();
         let mut used = false;
         for row in rows {
             if remote_key_for_path(&row.path) != uploaded.key
-                && row.path != stored_path(&self.inner.store_id, &job.hash)
+                && row.path != stored_path(&self.ctx.store_id, &job.hash)
             {
                 continue;
             }
@@ -162,22 +158,21 @@ impl Engine {
                     file_id: row.id.clone(),
                     path: row.path.clone(),
                     local_hash: hash.clone(),
-                    download_status: "done".to_owned(),
-                    upload_status: "done".to_owned(),
+                    download_status: TransferStatus::Done,
+                    upload_status: TransferStatus::Done,
                     last_sync_error: String::new(),
                 }
                 .to_event(),
             );
         }
-        if !used && !key_referenced(&self.inner.store, &uploaded.key, None)? {
+        if !used && !key_referenced(&self.ctx.store, &uploaded.key, None)? {
             // Deleted while it was uploading: do not leave an orphan object behind.
             self.queue_write(&crate::schema::FileRemoteDeleteQueued {
                 key: uploaded.key.clone(),
                 queued_at: now,
             });
-            let mut runtime = self.inner.runtime.lock().expect("runtime lock");
-            if !runtime.work.deletes.contains(&uploaded.key) {
-                runtime.work.deletes.push(uploaded.key.clone());
+            if !self.state.work.deletes.contains(&uploaded.key) {
+                self.state.work.deletes.push(uploaded.key.clone());
             }
         }
         Ok(())
