@@ -64,19 +64,8 @@ impl FromStr for ContentHash {
     }
 }
 
-/// `sanitizeStoreId`: every character outside `[A-Za-z0-9._-]` becomes `_`.
-pub fn sanitize_store_id(store_id: &str) -> String {
-    store_id
-        .chars()
-        .map(|character| {
-            if character.is_ascii_alphanumeric() || matches!(character, '.' | '_' | '-') {
-                character
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
+/// `sanitizeStoreId` (shared with the signer's key checks, so both sides agree on a store's prefix).
+pub use livestore_core::store_id::sanitize_store_id;
 
 /// `makeStoredPath`: `livestore-filesync-files/<sanitized store id>/<hash>`.
 pub fn stored_path(store_id: &str, hash: &ContentHash) -> String {
