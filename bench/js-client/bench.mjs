@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// The Rust client's benchmark workloads (crates/livestore-client/src/bin/client-bench) on the JavaScript reference
-// client: @livestore/adapter-node 0.4.0 with the TodoMVC schema (tests/js/todo-schema.mjs), syncing through
+// The Rust client's benchmark workloads (crates/livestore-client-tools/src/bin/client-bench) on the JavaScript
+// reference client: @livestore/adapter-node 0.4.0 with the TodoMVC schema (tests/js/todo-schema.mjs), syncing through
 // @livestore/sync-cf's WebSocket transport. Prints one JSON object per workload on stdout, in the same shape as
 // client-bench ("client": "livestore-js"); progress and LiveStore's own logging go to stderr.
 //

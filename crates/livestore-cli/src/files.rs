@@ -357,7 +357,7 @@ async fn sync(resolved: &Resolved, files: &FileSync, timeout: Duration) -> anyho
                     "events not synced{}",
                     driver_report
                         .last_error
-                        .as_deref()
+                        .as_ref()
                         .map(|error| format!(" ({error})"))
                         .unwrap_or_default()
                 ));

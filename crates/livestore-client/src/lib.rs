@@ -5,7 +5,8 @@
 //! - [`schema`]: event definitions (serde payloads), tables, materializers, client documents;
 //! - [`store`]: [`Store`] with `open`, `commit`, `query`, `subscribe`, `sync_status`, `rebuild`, `shutdown`;
 //! - [`subscription`]: subscription handles and async streams;
-//! - [`sync`]: the tokio WebSocket driver that pushes, pulls, rebases and reconnects;
+//! - [`sync`]: the WebSocket sync driver that pushes, pulls, rebases and reconnects: sans-IO state machines
+//!   (`sync::machine`, `sync::reconnect`) behind a thin tokio adapter;
 //! - [`todo`]: the TodoMVC schema shared with the JavaScript example;
 //! - `db` (private): the eventlog and state databases, undo log and queries.
 //!

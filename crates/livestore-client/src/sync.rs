@@ -2,10 +2,17 @@
 //!
 //! One connection at a time. Per connection the driver sends a live `Pull` from the store's cursor, applies
 //! every page through [`Store::apply_upstream`] (advance, confirm or rebase), and pushes pending synced events in
-//! batches of at most [`MAX_PUSH_EVENTS`], pipelining batches until the server answers `ServerAheadError`; then it
-//! waits for the next pulled page (which carries the events it was behind on) and pushes the rebased events.
+//! batches of at most [`MAX_PUSH_EVENTS`], one push in flight; after a `ServerAheadError` it waits for the next
+//! pulled page (which carries the events it was behind on) and pushes the rebased events.
 //!
-//! Everything that can wake the loop is one closed [`Event`] enum. Failures never strand pending events:
+//! The decisions are sans-IO state machines; the tokio code only moves bytes and time:
+//! - [`machine`]: one connection (pull, pushes, acks, pings, silence, the watchdog, the `backendId` policy), fed
+//!   [`machine::Input`]s with the current time, calling the store through [`machine::SyncStore`];
+//! - [`reconnect`]: after a connection ends, reconnect after a jittered backoff, at once, or stop;
+//! - [`reason`]: why a connection ended, as enums ([`EndReason`], [`StallReason`], [`StopReason`]);
+//! - `connection` (private): the adapter that opens the socket, feeds the machine and performs its outputs.
+//!
+//! Failures never strand pending events:
 //! - a dropped or silent connection (no frame for [`DriverOptions::silence_timeout`]) reconnects with jittered
 //!   exponential backoff (1 s doubling to 30 s), re-pulls from the cursor and re-pushes everything pending;
 //! - a watchdog reconnects when a push got no answer, when a `ServerAheadError` was not followed by a pulled page,
@@ -15,11 +22,16 @@
 //! A `backendId` mismatch follows [`BackendIdPolicy`].
 
 mod connection;
+pub mod machine;
+pub mod reason;
+pub mod reconnect;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use livestore_proto::client as wire;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::watch;
@@ -27,6 +39,10 @@ use tokio::sync::watch;
 use crate::error::StoreError;
 use crate::store::Store;
 use connection::connection;
+pub use reason::{
+    ConnectionEnd, EndReason, ErrorSource, StallReason, StopReason, TransportFailure,
+};
+use reconnect::Reconnect;
 
 /// At most this many events per push request (sync-cf's `MAX_PUSH_EVENTS_PER_REQUEST`).
 pub const MAX_PUSH_EVENTS: usize = 100;
@@ -96,10 +112,12 @@ pub struct DriverState {
     pub caught_up: bool,
     /// Connections made so far.
     pub connections: u64,
-    /// The last error, if any.
-    pub last_error: Option<String>,
+    /// Why the last connection ended, if one did (`Display` gives the sentence for humans; serialized as it).
+    pub last_error: Option<EndReason>,
     /// Set when the driver stopped for good (backend-id policy `shutdown`/`ignore`, or `stop`).
     pub stopped: bool,
+    /// Why the driver stopped, once it has (serialized as a sentence).
+    pub stop_reason: Option<StopReason>,
 }
 
 /// A running driver; dropping it stops the driver.
@@ -140,65 +158,66 @@ pub fn start(store: Store, options: DriverOptions) -> SyncHandle {
     SyncHandle { stop: stop_sender, state: state_receiver, task: Some(task) }
 }
 
-/// How a connection ended.
-enum ConnectionEnd {
-    /// Reconnect after a backoff.
-    Retry(String),
-    /// Reconnect at once (the backoff resets): the connection made progress.
-    RetrySoon(String),
-    /// Stop the driver.
-    Stop,
-}
-
 async fn run(
     store: Store,
     options: DriverOptions,
     mut stop: watch::Receiver<bool>,
     state: watch::Sender<DriverState>,
 ) {
-    let mut backoff = options.min_backoff;
-    let payload_json = options.sync_payload.as_ref().map(serde_json::Value::to_string);
-    let payload_raw =
-        payload_json.as_deref().and_then(|json| RawValue::from_string(json.to_owned()).ok());
-    let url = wire::sync_url(&options.url, store.store_id(), payload_json.as_deref());
-    loop {
-        if *stop.borrow() || store.is_shut_down() {
-            break;
+    let mut reconnect = Reconnect::new(options.min_backoff, options.max_backoff);
+    // Jitter only has to differ between clients; the machine takes any RNG, a simulator passes a seeded one.
+    let mut rng = SmallRng::from_os_rng();
+    let config = machine_config(&options);
+    let url = wire::sync_url(&options.url, store.store_id(), payload_json(&options).as_deref());
+    let stop_reason = loop {
+        if *stop.borrow() {
+            break StopReason::Requested;
+        }
+        if store.is_shut_down() {
+            break StopReason::Store(ErrorSource::new(StoreError::Shutdown));
         }
         state.send_modify(|state| state.connections += 1);
-        let end =
-            connection(&store, &options, &url, payload_raw.as_deref(), &mut stop, &state).await;
+        let end = connection(&store, config.clone(), &url, &mut stop, &state).await;
         store.shared.connected.store(false, Ordering::Relaxed);
         state.send_modify(|state| {
             state.connected = false;
             state.caught_up = false;
         });
-        let delay = match end {
-            ConnectionEnd::Stop => break,
-            ConnectionEnd::RetrySoon(reason) => {
-                tracing::info!(target: "livestore_client::_events::reconnect", %reason, "reconnecting");
-                state.send_modify(|state| state.last_error = Some(reason));
-                backoff = options.min_backoff;
-                Duration::from_millis(50)
-            }
-            ConnectionEnd::Retry(reason) => {
-                tracing::info!(target: "livestore_client::_events::reconnect", %reason, delay_ms = backoff.as_millis() as u64, "reconnecting after backoff");
-                state.send_modify(|state| state.last_error = Some(reason));
-                let delay = jitter(backoff);
-                backoff = (backoff * 2).min(options.max_backoff);
-                delay
-            }
+        let reason = match end {
+            ConnectionEnd::Stop(reason) => break reason,
+            ConnectionEnd::Retry(reason) => reason,
         };
+        let delay = reconnect.delay_after(&reason, &mut rng);
+        tracing::info!(target: "livestore_client::_events::reconnect", %reason, delay_ms = delay.as_millis() as u64, "reconnecting");
+        state.send_modify(|state| state.last_error = Some(reason));
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = stop.changed() => break,
+            _ = stop.changed() => break StopReason::Requested,
         }
-    }
+    };
     store.shared.connected.store(false, Ordering::Relaxed);
     state.send_modify(|state| {
         state.connected = false;
         state.stopped = true;
+        state.stop_reason = Some(stop_reason);
     });
+}
+
+/// The per-connection machine's configuration from the driver's options.
+fn machine_config(options: &DriverOptions) -> machine::Config {
+    let sync_payload = payload_json(options).and_then(|json| RawValue::from_string(json).ok());
+    machine::Config {
+        ping_interval: options.ping_interval,
+        silence_timeout: options.silence_timeout,
+        stall_timeout: options.stall_timeout,
+        connect_timeout: options.connect_timeout,
+        backend_id_policy: options.backend_id_policy,
+        sync_payload,
+    }
+}
+
+fn payload_json(options: &DriverOptions) -> Option<String> {
+    options.sync_payload.as_ref().map(serde_json::Value::to_string)
 }
 
 /// `wss://` connections build their TLS configuration from rustls' process-wide crypto provider, which rustls
@@ -209,13 +228,6 @@ fn install_crypto_provider() {
         // An error means another thread installed one first, which is just as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
-}
-
-/// ±25 % jitter so many clients do not reconnect in lockstep.
-fn jitter(delay: Duration) -> Duration {
-    use rand::Rng;
-    let factor = rand::rng().random_range(0.75..1.25);
-    delay.mul_f64(factor)
 }
 
 /// Connects, pushes everything pending and pulls until caught up, or gives up after `timeout`.

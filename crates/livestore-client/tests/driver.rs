@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use livestore_client::schema::Query;
-use livestore_client::sync::{self, DriverOptions};
+use livestore_client::sync::{self, DriverOptions, EndReason, StallReason, TransportFailure};
 use livestore_client::todo::{self, Todo, TodoCreated};
 use livestore_client::{Storage, Store, StoreOptions};
 use livestore_proto::encode;
@@ -339,10 +339,11 @@ async fn watchdog_detects_stalled_pushes_missing_echoes_and_empty_server_ahead_a
     let seen = Arc::clone(&errors);
     let watcher = tokio::spawn(async move {
         while states.changed().await.is_ok() {
-            if let Some(error) = states.borrow_and_update().last_error.clone() {
+            if let Some(EndReason::Stalled(reason)) = states.borrow_and_update().last_error.clone()
+            {
                 let mut seen = seen.lock().unwrap();
-                if seen.last() != Some(&error) {
-                    seen.push(error);
+                if seen.last() != Some(&reason) {
+                    seen.push(reason);
                 }
             }
         }
@@ -356,14 +357,11 @@ async fn watchdog_detects_stalled_pushes_missing_echoes_and_empty_server_ahead_a
     assert_eq!(server.log().len(), 2, "our event was appended exactly once");
     let errors = errors.lock().unwrap().clone();
     for reason in [
-        "server ahead but no events were pulled",
-        "push got no answer",
-        "accepted events were not echoed by the pull",
+        StallReason::ServerAheadWithoutPage,
+        StallReason::PushUnanswered,
+        StallReason::AcceptedNotEchoed,
     ] {
-        assert!(
-            errors.iter().any(|error| error == reason),
-            "watchdog never reported {reason:?}: {errors:?}"
-        );
+        assert!(errors.contains(&reason), "watchdog never reported {reason:?}: {errors:?}");
     }
     handle.stop().await;
     watcher.abort();
@@ -400,6 +398,8 @@ async fn wss_urls_attempt_tls() {
     })
     .await
     .expect("the driver reports the failed connection");
+    assert!(matches!(error, EndReason::Transport(TransportFailure::ConnectFailed(_))), "{error:?}");
+    let error = error.to_string();
     assert!(error.starts_with("connect failed"), "{error}");
     assert!(!error.contains("TLS support not compiled"), "{error}");
     // The connect failed in the handshake, not before it (a refused connection fails the same way): the first

@@ -3,10 +3,11 @@
 //! `todo` CLI and a real JavaScript LiveStore 0.4.0 client (tests/js/driver.mjs): concurrent and offline commits,
 //! server restarts and a backend reset.
 //!
-//! The server binary is built on demand (`cargo build -p livestore-cli`); the reference worker installs its pinned
-//! npm packages on first use. The JavaScript client needs `tests/js/node_modules` (`npm ci` in tests/js, which
-//! `scripts/test` runs); without it a test fails, unless `LIVESTORE_ALLOW_MISSING_JS=1` lets it check the Rust
-//! clients alone.
+//! The server and `todo` binaries are built on demand (`cargo build -p livestore-cli -p livestore-client-tools`;
+//! `todo` lives in another package, so cargo does not build it for this crate's tests); the reference worker
+//! installs its pinned npm packages on first use. The JavaScript client needs `tests/js/node_modules` (`npm ci` in
+//! tests/js, which `scripts/test` runs); without it a test fails, unless `LIVESTORE_ALLOW_MISSING_JS=1` lets it
+//! check the Rust clients alone.
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::TcpListener;
@@ -23,16 +24,29 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
+/// Builds the `livestore` server and the `todo` CLI once per test process.
+fn build_binaries() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "livestore-cli", "--bin", "livestore"])
+            .args(["-p", "livestore-client-tools", "--bin", "todo"])
+            .current_dir(workspace_root())
+            .status()
+            .unwrap();
+        assert!(status.success(), "building livestore-cli and livestore-client-tools failed");
+    });
+}
+
 fn server_binary() -> PathBuf {
-    let root = workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .args(["build", "-q", "-p", "livestore-cli", "--bin", "livestore"])
-        .current_dir(&root)
-        .status()
-        .unwrap();
-    assert!(status.success(), "building livestore-cli failed");
+    build_binaries();
     target_dir().join("debug/livestore")
+}
+
+fn todo_binary() -> PathBuf {
+    build_binaries();
+    target_dir().join("debug/todo")
 }
 
 /// Cargo's target directory for this workspace.
@@ -92,7 +106,7 @@ impl Drop for Server {
 
 /// Runs the `todo` binary; returns (exit success, stdout).
 fn todo_cli(data_dir: &Path, store: &str, url: &str, args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_todo"))
+    let output = Command::new(todo_binary())
         .args(["--store", store, "--server", url, "--data-dir"])
         .arg(data_dir)
         // A default timeout unless the caller gives one (clap refuses the flag twice).
