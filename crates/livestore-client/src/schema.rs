@@ -56,8 +56,18 @@ impl fmt::Display for MaterializerError {
 
 /// Read access to current state and the event being materialized.
 pub struct MaterializeContext<'a> {
-    pub(crate) conn: &'a rusqlite::Connection,
+    pub(crate) state: &'a dyn StateQuery,
     pub(crate) event: &'a LocalEvent,
+}
+
+/// Runs a query against current state for a materializer. The database layer implements it (`db::query`), so the
+/// schema names no database code.
+pub(crate) trait StateQuery {
+    /// The query's rows, each a JSON object of column to value.
+    fn query_json(
+        &self,
+        query: &Query,
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, StoreError>;
 }
 
 impl fmt::Debug for MaterializeContext<'_> {
@@ -74,7 +84,13 @@ impl MaterializeContext<'_> {
 
     /// Runs a read-only query against the state as it is before this event's writes.
     pub fn query<T: DeserializeOwned>(&self, query: &Query) -> Result<Vec<T>, StoreError> {
-        crate::db::query::query_typed(self.conn, query)
+        self.state
+            .query_json(query)?
+            .into_iter()
+            .map(|row| {
+                serde_json::from_value(serde_json::Value::Object(row)).map_err(StoreError::Decode)
+            })
+            .collect()
     }
 }
 

@@ -36,7 +36,7 @@ use crate::schema::{DocumentDefaultId, DocumentSetArgs, Event, Query, Schema};
 use crate::store::batch::in_transaction;
 use crate::store::rebuild::StateLocation;
 use crate::subscription::{
-    RowsCallback, SubscriptionEntry, SubscriptionHandle, SubscriptionStream,
+    RowsCallback, SubscriptionEntry, SubscriptionHandle, SubscriptionStream, Unsubscribe,
 };
 
 pub use upstream::{ApplyOutcome, UpstreamEvent};
@@ -387,7 +387,8 @@ impl Store {
             (id, rows)
         };
         callback(&rows);
-        Ok(SubscriptionHandle { store: Arc::downgrade(&self.shared), id })
+        let store = Arc::downgrade(&self.shared);
+        Ok(SubscriptionHandle { store: store as std::sync::Weak<dyn Unsubscribe>, id })
     }
 
     /// Subscribes with rows decoded into `T`.
@@ -529,8 +530,10 @@ impl Shared {
         }
         Ok(core)
     }
+}
 
-    pub(crate) fn unsubscribe(&self, id: u64) {
+impl Unsubscribe for Shared {
+    fn unsubscribe(&self, id: u64) {
         let mut core = self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         core.subscriptions.remove(&id);
     }

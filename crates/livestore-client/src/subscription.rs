@@ -36,10 +36,16 @@ impl fmt::Debug for SubscriptionEntry {
     }
 }
 
+/// What a dropped handle tells: implemented by the store, so this module names no store type.
+pub(crate) trait Unsubscribe: Send + Sync {
+    /// Ends subscription `id`.
+    fn unsubscribe(&self, id: u64);
+}
+
 /// Keeps a subscription alive; dropping it unsubscribes.
 #[must_use = "dropping the handle ends the subscription"]
 pub struct SubscriptionHandle {
-    pub(crate) store: Weak<crate::store::Shared>,
+    pub(crate) store: Weak<dyn Unsubscribe>,
     pub(crate) id: u64,
 }
 

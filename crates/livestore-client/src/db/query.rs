@@ -39,14 +39,6 @@ pub(crate) fn query_rows(conn: &Connection, query: &Query) -> Result<Vec<Row>, S
     Ok(result)
 }
 
-/// Runs a query and decodes each row into `T`.
-pub(crate) fn query_typed<T: DeserializeOwned>(
-    conn: &Connection,
-    query: &Query,
-) -> Result<Vec<T>, StoreError> {
-    rows_to_typed(query_rows(conn, query)?)
-}
-
 /// Decodes rows into `T`.
 pub(crate) fn rows_to_typed<T: DeserializeOwned>(rows: Vec<Row>) -> Result<Vec<T>, StoreError> {
     rows.into_iter()
@@ -79,4 +71,10 @@ pub(crate) fn tables_read(
     prepared?;
     let tables = seen.lock().map(|tables| tables.clone()).unwrap_or_default();
     Ok(tables)
+}
+
+impl crate::schema::StateQuery for Connection {
+    fn query_json(&self, query: &Query) -> Result<Vec<Row>, StoreError> {
+        query_rows(self, query)
+    }
 }

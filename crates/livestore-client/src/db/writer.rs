@@ -103,7 +103,7 @@ impl<'c> Writer<'c> {
         if let Some(message) = &definition.meta.deprecated {
             tracing::warn!(target: "livestore_client::_events::deprecated", event = %event.name, "{message}");
         }
-        let ctx = MaterializeContext { conn: self.conn, event };
+        let ctx = MaterializeContext { state: self.conn, event };
         let writes = materializer(&event.args_json, &ctx).map_err(|failure| match failure {
             MaterializeFailure::InvalidArgs(source) => {
                 StoreError::InvalidArgs { event: event.name.to_string(), source }
