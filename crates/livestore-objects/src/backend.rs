@@ -151,7 +151,7 @@ impl Backend {
                 (std::borrow::Cow::Borrowed(bucket), credentials, region)
             }
             Self::Embedded { fixed_bucket: None, bucket_name, credentials, region, .. } => {
-                let origin = origin.ok_or_else(|| BackendError::NoPublicOrigin)?;
+                let origin = origin.ok_or(BackendError::NoPublicOrigin)?;
                 let scheme = if origin.https { "https" } else { "http" };
                 let base: Url = format!("{scheme}://{}/", origin.host)
                     .parse()
@@ -301,7 +301,7 @@ impl Backend {
                     .await
                     .map_err(|error| upstream_failure(Operation::MultipartCreate, &error))?;
                 let body = success_text(response, Operation::MultipartCreate).await?;
-                crate::store::xml_element(&body, "UploadId").ok_or_else(|| BackendError::NoUploadId)
+                crate::store::xml_element(&body, "UploadId").ok_or(BackendError::NoUploadId)
             }
         }
     }
