@@ -94,7 +94,12 @@ fn single(seed: u64, options: &RunOptions, shrink_attempts: usize) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("steps {}, simulated {:.1} s", report.steps, report.virtual_time.as_secs_f64());
+    println!(
+        "steps {}, simulated {:.1} s, {} events in the server log",
+        report.steps,
+        report.virtual_time.as_secs_f64(),
+        report.server_events
+    );
     println!("fault hits: {}", format_hits(&report.hits));
     println!("trace {}", report.trace);
     match report.violation {

@@ -239,6 +239,13 @@ impl Network {
             .collect()
     }
 
+    /// Slow readers catch up (the faults stopped): no connection has extra latency any more.
+    pub fn clear_slowness(&mut self) {
+        for conn in self.conns.values_mut() {
+            conn.slow_extra = Duration::ZERO;
+        }
+    }
+
     /// Whether any frame is in flight anywhere.
     pub fn idle(&self) -> bool {
         self.conns.values().all(|conn| conn.pipes.iter().all(|pipe| pipe.queue.is_empty()))

@@ -58,6 +58,8 @@ pub struct RunReport {
     pub virtual_time: Duration,
     /// Fault and workload hit counters.
     pub hits: Hits,
+    /// Events in the server log at the end.
+    pub server_events: usize,
     /// The first violation, if any.
     pub violation: Option<Violation>,
 }
@@ -155,6 +157,7 @@ pub fn run_plan(seed: u64, plan: &Plan, options: &RunOptions) -> Result<RunRepor
         virtual_time: sim.world.now(),
         trace: sim.trace.finish(),
         hits: sim.hits,
+        server_events: sim.server.log().len(),
         violation: result.err(),
     })
 }
@@ -295,6 +298,8 @@ impl Sim<'_> {
             self.server.start();
         }
         self.server.disarm_storage_error();
+        // Two slow readers whose pings overlap would otherwise keep a frame in flight forever.
+        self.net.clear_slowness();
         for client in 0..self.clients.len() {
             if self.net.is_partitioned(client) {
                 self.heal(client)?;
