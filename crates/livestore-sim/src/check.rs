@@ -10,13 +10,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::time::Duration;
 
-use livestore_client::{EventSeqNum, Store};
+use livestore_client::{EventSeqNum, LocalEvent, Store};
 
 use crate::client::SimClient;
 use crate::error::{Invariant, Violation};
 use crate::net::AckNote;
 use crate::schema::todos_rows;
-use crate::server::Server;
+use crate::server::{LoggedEvent, Server};
 
 /// What the checks remember between steps.
 #[derive(Debug)]
@@ -150,6 +150,20 @@ impl Checker {
         Ok(())
     }
 
+    /// The client's synced prefix equals the server log's (checked when a connection ends and at restart:
+    /// it reads the whole eventlog, too slow for every step).
+    pub fn synced_prefix(
+        &self,
+        now: Duration,
+        client: &SimClient,
+        server: &Server,
+    ) -> Result<(), Violation> {
+        match &client.store {
+            Some(store) => synced_prefix(now, client.index, store, server),
+            None => Ok(()),
+        }
+    }
+
     /// The quiescence checks, for every client.
     pub fn at_quiescence(
         &self,
@@ -225,20 +239,69 @@ impl Checker {
 fn converged(now: Duration, index: usize, store: &Store, server: &Server) -> Result<(), Violation> {
     let events = store.events().map_err(|error| Violation::store(index, now, "events", &error))?;
     let log = server.log();
-    let differ = |position: usize, detail: String| {
-        Violation::new(
+    let mismatch = if events.len() != log.len() {
+        Some((
+            events.len().min(log.len()) + 1,
+            format!("{} events locally, {} on the server", events.len(), log.len()),
+        ))
+    } else {
+        first_difference(&events, log)
+    };
+    match mismatch {
+        None => Ok(()),
+        Some((position, detail)) => Err(Violation::new(
             Invariant::Converged,
             now,
             format!("client {index} differs from the server at position {position}: {detail}"),
-        )
-    };
-    if events.len() != log.len() {
-        return Err(differ(
-            events.len().min(log.len()) + 1,
-            format!("{} events locally, {} on the server", events.len(), log.len()),
-        ));
+        )),
     }
-    for (position, (local, remote)) in events.iter().zip(log).enumerate() {
+}
+
+/// The events of `local` that the server confirmed (up to the upstream head) equal the server log's prefix.
+fn synced_prefix(
+    now: Duration,
+    index: usize,
+    store: &Store,
+    server: &Server,
+) -> Result<(), Violation> {
+    let store_error = |doing: &str, error| Violation::store(index, now, doing, &error);
+    let (upstream, backend) =
+        store.upstream_cursor().map_err(|error| store_error("upstream_cursor", error))?;
+    if backend.as_deref() != Some(server.backend_id()) {
+        // Synced with a log the server lost: the client resets when it next connects.
+        return Ok(());
+    }
+    let events = store.events().map_err(|error| store_error("events", error))?;
+    let confirmed: Vec<LocalEvent> =
+        events.into_iter().take_while(|event| event.seq_num.global <= upstream).collect();
+    let log = server.log();
+    let mismatch = if confirmed.len() as u64 != upstream || log.len() < confirmed.len() {
+        Some((
+            confirmed.len() + 1,
+            format!(
+                "{} confirmed events locally for upstream head e{upstream}, {} on the server",
+                confirmed.len(),
+                log.len()
+            ),
+        ))
+    } else {
+        first_difference(&confirmed, &log[..confirmed.len()])
+    };
+    match mismatch {
+        None => Ok(()),
+        Some((position, detail)) => Err(Violation::new(
+            Invariant::SyncedPrefix,
+            now,
+            format!(
+                "client {index}'s synced prefix differs from the server at position {position}: {detail}"
+            ),
+        )),
+    }
+}
+
+/// The first position (1-based) where two equally long runs of events differ, and how.
+fn first_difference(local: &[LocalEvent], log: &[LoggedEvent]) -> Option<(usize, String)> {
+    local.iter().zip(log).enumerate().find_map(|(position, (local, remote))| {
         let remote = &remote.encoded;
         let remote_args = remote.args.as_ref().map_or("{}", |args| args.get());
         let same = local.seq_num.global == remote.seq_num.0
@@ -247,8 +310,8 @@ fn converged(now: Duration, index: usize, store: &Store, server: &Server) -> Res
             && *local.args_json == *remote_args
             && *local.client_id == remote.client_id
             && *local.session_id == remote.session_id;
-        if !same {
-            return Err(differ(
+        (!same).then(|| {
+            (
                 position + 1,
                 format!(
                     "local {} {} {} vs server {}",
@@ -257,10 +320,9 @@ fn converged(now: Duration, index: usize, store: &Store, server: &Server) -> Res
                     local.args_json,
                     remote.to_json()
                 ),
-            ));
-        }
-    }
-    Ok(())
+            )
+        })
+    })
 }
 
 /// The materialized `todos` equal a rebuild from the eventlog; returns the rows.

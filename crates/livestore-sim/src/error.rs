@@ -32,6 +32,8 @@ pub enum Invariant {
     AckedIsDurable,
     /// A client's upstream head is not ahead of its local head.
     UpstreamNotAheadOfLocal,
+    /// A client's events up to its upstream head equal the server log's prefix.
+    SyncedPrefix,
     /// A client adopts a new `backendId` only when the server lost its log, and only the server's current one.
     BackendIdStable,
     /// A store call failed, or the sync driver stopped (with the `reset` policy it never should).

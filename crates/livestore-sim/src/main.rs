@@ -173,8 +173,12 @@ fn many(args: &Args, options: &RunOptions) -> ExitCode {
 }
 
 /// Splits the seeds over `jobs` child processes of this binary and collects their JSON lines.
+///
+/// Each child writes to its own file (not a pipe: reading one child's pipe to the end while another fills its
+/// own would run them one after the other).
 fn run_children(args: &Args, jobs: usize) -> Vec<SeedResult> {
     let exe = std::env::current_exe().expect("the running binary has a path");
+    let out_dir = tempfile::tempdir().expect("a temporary directory for the children's output");
     let per_job = args.seeds.div_ceil(jobs as u64);
     let mut children = Vec::new();
     for job in 0..jobs as u64 {
@@ -183,25 +187,27 @@ fn run_children(args: &Args, jobs: usize) -> Vec<SeedResult> {
         if count == 0 {
             continue;
         }
+        let path = out_dir.path().join(format!("job-{job}.jsonl"));
+        let file = std::fs::File::create(&path).expect("creating a child's output file");
         let mut command = Command::new(&exe);
         command.args(["--child", "--start", &start.to_string(), "--seeds", &count.to_string()]);
         if let Some(mutant) = args.mutant {
             command.args(["--mutant", mutant.name()]);
         }
         let child =
-            command.stdout(Stdio::piped()).spawn().expect("spawning a child of this binary");
-        children.push((start, count, child));
+            command.stdout(Stdio::from(file)).spawn().expect("spawning a child of this binary");
+        children.push((start, count, path, child));
     }
     let mut results = Vec::new();
-    for (start, count, mut child) in children {
-        let stdout = child.stdout.take().expect("stdout is piped");
+    for (start, count, path, mut child) in children {
+        let _ = child.wait();
         let mut seen = BTreeMap::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let file = std::fs::File::open(&path).expect("a child's output file");
+        for line in BufReader::new(file).lines().map_while(Result::ok) {
             if let Some(result) = from_json(&line) {
                 seen.insert(result.seed, result);
             }
         }
-        let _ = child.wait();
         for seed in start..start + count {
             // A child that died mid-seed (a panic in the client, say) leaves its seed unreported: a failure.
             results.push(seen.remove(&seed).unwrap_or_else(|| SeedResult {

@@ -262,6 +262,7 @@ impl Sim<'_> {
         if let Some(conn) = state.conn.take() {
             self.send(conn, Direction::ToServer, PipeItem::Close);
         }
+        self.checker.synced_prefix(now, &self.clients[client], &self.server)?;
         let reason = match end {
             ConnectionEnd::Retry(reason) => reason,
             ConnectionEnd::Stop(reason) => {

@@ -184,6 +184,7 @@ impl Sim<'_> {
             .map_err(|error| Violation::store(client, now, "reopen", &error))?;
         self.clients[client].reconnect_pending = false;
         self.checker.after_client_step(now, &self.clients[client], &self.server)?;
+        self.checker.synced_prefix(now, &self.clients[client], &self.server)?;
         self.connect(client);
         Ok(())
     }
