@@ -28,7 +28,7 @@ use crate::net::{AckNote, ConnId, PipeItem};
 use crate::schema::op_tag;
 
 /// How long a mutant's deferred append takes to land.
-pub const DEFERRED_APPEND_DELAY: Duration = Duration::from_millis(30);
+pub const DEFERRED_APPEND_DELAY: Duration = Duration::from_millis(250);
 
 /// One event of the log.
 #[derive(Debug, Clone)]
