@@ -1,0 +1,65 @@
+//! Deliberate bugs in the *model server* (never in the real client), to prove the invariants catch them.
+//!
+//! Each mutant breaks one promise the real server keeps (`crates/livestore-server`); the simulator must report a
+//! violation within a bounded number of seeds for each (`tests/sim.rs`). They are chosen with the hidden
+//! `--mutant NAME` flag of the binary.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A deliberate server bug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mutant {
+    /// Accept a push without checking its first parent against the head.
+    NoParentCheck,
+    /// Acknowledge a push before its events are appended (the append lands a little later, or never).
+    AckBeforeAppend,
+    /// Fan a push out to other subscribers before its events are appended.
+    FanoutBeforeAppend,
+    /// Leave out the first event of a backlog that starts after a cursor.
+    BacklogSkipsEvent,
+}
+
+impl Mutant {
+    /// Every mutant.
+    pub const ALL: [Mutant; 4] = [
+        Mutant::NoParentCheck,
+        Mutant::AckBeforeAppend,
+        Mutant::FanoutBeforeAppend,
+        Mutant::BacklogSkipsEvent,
+    ];
+
+    /// The flag value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutant::NoParentCheck => "no-parent-check",
+            Mutant::AckBeforeAppend => "ack-before-append",
+            Mutant::FanoutBeforeAppend => "fanout-before-append",
+            Mutant::BacklogSkipsEvent => "backlog-skips-event",
+        }
+    }
+}
+
+impl fmt::Display for Mutant {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
+
+/// An unknown mutant name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown mutant {0:?}; known: no-parent-check, ack-before-append, fanout-before-append, backlog-skips-event"
+)]
+pub struct UnknownMutant(pub String);
+
+impl FromStr for Mutant {
+    type Err = UnknownMutant;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Mutant::ALL
+            .into_iter()
+            .find(|mutant| mutant.name() == text)
+            .ok_or_else(|| UnknownMutant(text.to_owned()))
+    }
+}
