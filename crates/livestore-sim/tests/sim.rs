@@ -30,6 +30,23 @@ fn fixed_seeds_pass() {
     }
 }
 
+/// Seeds that once failed, each with what it found. They run on every `cargo test`.
+const REGRESSION_SEEDS: [(u64, &str); 1] = [(
+    6589,
+    "the simulator's own liveness bug: two slowed connections always had a ping or pong in flight, so quiescence \
+     was never seen; slow readers now end when the faults stop",
+)];
+
+#[test]
+fn regression_seeds_pass() {
+    let _serial = serial();
+    let options = RunOptions::default();
+    for (seed, found) in REGRESSION_SEEDS {
+        let report = run_seed(seed, &options).expect("the run starts");
+        assert!(report.violation.is_none(), "seed {seed} ({found}): {}", report.violation.unwrap());
+    }
+}
+
 #[test]
 fn the_same_seed_gives_the_same_trace() {
     let _serial = serial();
