@@ -67,6 +67,9 @@ pub enum StoreError {
     /// A query's rows could not be decoded into the requested type.
     #[error("query result does not match the requested type: {0}")]
     Decode(#[source] serde_json::Error),
+    /// `Op::parse` was given an operator it does not know; no filter was built, so nothing ran.
+    #[error("unknown SQL operator {0:?}")]
+    UnknownOperator(String),
     /// A client document name is not in the schema.
     #[error("unknown client document {0:?}")]
     UnknownDocument(String),

@@ -2,8 +2,9 @@
 //! compatible servers (our `livestore serve` or the reference Cloudflare worker).
 //!
 //! Modules:
-//! - [`schema`]: event definitions (serde payloads), tables, materializers, client documents;
-//! - [`store`]: [`Store`] with `open`, `commit`, `query`, `subscribe`, `sync_status`, `rebuild`, `shutdown`;
+//! - [`schema`]: event definitions (serde payloads), tables, materializers, client documents, and the query and
+//!   write builders with typed filters (`schema::Op`);
+//! - [`store`]: [`Store`] with `open`, `commit`, `query` (`query_first`, `query_count`, `query_exists`), `subscribe`, `sync_status`, `rebuild`, `shutdown`;
 //! - [`subscription`]: subscription handles and async streams;
 //! - [`sync`]: the WebSocket sync driver that pushes, pulls, rebases and reconnects: sans-IO state machines
 //!   (`sync::machine`, `sync::reconnect`) behind a thin tokio adapter;
@@ -14,7 +15,7 @@
 //! from `livestore-proto`.
 //!
 //! ```
-//! use livestore_client::schema::Query;
+//! use livestore_client::schema::{Op, Query};
 //! use livestore_client::store::{Store, StoreOptions};
 //! use livestore_client::todo::{self, Todo, TodoCreated};
 //! use livestore_client::Storage;
@@ -24,6 +25,10 @@
 //! let todos: Vec<Todo> = store.query(&Query::select("todos").order_by("id")).unwrap();
 //! assert_eq!(todos[0].text, "write docs");
 //! assert!(!todos[0].completed);
+//! let open = Query::select("todos").where_eq("completed", false).where_op("id", Op::is_in(["t1", "t2"]));
+//! assert_eq!(store.query_count(&open).unwrap(), 1);
+//! let first: Option<Todo> = store.query_first(&open).unwrap();
+//! assert_eq!(first.map(|todo| todo.id), Some("t1".to_owned()));
 //! assert_eq!(store.sync_status().unwrap().pending_count, 1);
 //! ```
 

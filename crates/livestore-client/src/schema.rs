@@ -6,6 +6,8 @@
 //! because the same events are re-materialized on rebuild and after a rebase: no clocks or randomness in here.
 
 pub mod datetime;
+pub mod filter;
+pub mod query;
 pub mod table;
 pub mod write;
 
@@ -19,8 +21,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::StoreError;
+pub use filter::{ColumnRef, Filter, Op};
+pub use query::Query;
 pub use table::{Column, ColumnType, Index, Table};
-pub use write::{Query, Write};
+pub use write::Write;
 
 /// A typed event payload. The encoded form (what `serde` writes) is what travels and is stored.
 ///
@@ -91,6 +95,26 @@ impl MaterializeContext<'_> {
                 serde_json::from_value(serde_json::Value::Object(row)).map_err(StoreError::Decode)
             })
             .collect()
+    }
+
+    /// Like [`query`](Self::query) with `LIMIT 1`: the first row, or `None`.
+    pub fn query_first<T: DeserializeOwned>(&self, query: &Query) -> Result<Option<T>, StoreError> {
+        Ok(self.query(&query.clone().first())?.pop())
+    }
+
+    /// How many rows a query returns, in the state before this event's writes.
+    pub fn query_count(&self, query: &Query) -> Result<u64, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Count {
+            count: u64,
+        }
+        let counts: Vec<Count> = self.query(&query.clone().count())?;
+        Ok(counts.first().map_or(0, |row| row.count))
+    }
+
+    /// Whether a query returns any row, in the state before this event's writes.
+    pub fn query_exists(&self, query: &Query) -> Result<bool, StoreError> {
+        Ok(self.query_count(&query.clone().limit(1))? > 0)
     }
 }
 

@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 
 use crate::db::changes::ChangedTables;
 use crate::db::open::{Durability, Storage};
-use crate::db::query::{Row, query_rows, rows_to_typed, tables_read};
+use crate::db::query::{Row, query_rows, rows_to_typed, scalar_u64, tables_read};
 use crate::db::undo::{self, UndoLog};
 use crate::db::writer::Writer;
 use crate::db::{eventlog, state};
@@ -358,6 +358,23 @@ impl Store {
     /// Runs a query and decodes each row into `T`.
     pub fn query<T: DeserializeOwned>(&self, query: &Query) -> Result<Vec<T>, StoreError> {
         rows_to_typed(self.query_rows(query)?)
+    }
+
+    /// Runs a query with `LIMIT 1` and decodes its row into `T`, or `None` when there is none.
+    pub fn query_first<T: DeserializeOwned>(&self, query: &Query) -> Result<Option<T>, StoreError> {
+        Ok(self.query(&query.clone().first())?.pop())
+    }
+
+    /// How many rows a query returns (`SELECT COUNT(*)`, paging included).
+    pub fn query_count(&self, query: &Query) -> Result<u64, StoreError> {
+        let rows = self.query_rows(&query.clone().count())?;
+        scalar_u64(&rows, "count")
+    }
+
+    /// Whether a query returns any row (`SELECT EXISTS`).
+    pub fn query_exists(&self, query: &Query) -> Result<bool, StoreError> {
+        let rows = self.query_rows(&query.clone().exists())?;
+        Ok(scalar_u64(&rows, "exists")? != 0)
     }
 
     /// Subscribes a callback to a query's rows: called now with the current rows, then after every commit batch

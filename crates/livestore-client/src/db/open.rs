@@ -9,6 +9,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::error::StoreError;
@@ -288,6 +289,12 @@ fn init_eventlog_pragmas(
         durability.synchronous()
     ))
     .map_err(|source| corrupt(path, source))?;
+    // SQLite by default reads a double-quoted name that matches no column as a string literal, so a misspelt
+    // column in a filter (`"compelted" = 1`) would compare a constant and silently match nothing. Identifiers are
+    // always double-quoted here (`schema::filter`), so turn the fallback off: an unknown column is an error.
+    for setting in [DbConfig::SQLITE_DBCONFIG_DQS_DML, DbConfig::SQLITE_DBCONFIG_DQS_DDL] {
+        conn.set_db_config(setting, false).map_err(|source| corrupt(path, source))?;
+    }
     crate::db::eventlog::create_tables(conn).map_err(|source| corrupt(path, source))?;
     Ok(())
 }

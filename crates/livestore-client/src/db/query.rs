@@ -1,4 +1,5 @@
-//! Running queries: rows as JSON objects, rows decoded into serde types, and the set of tables a query reads.
+//! Running queries: rows as JSON objects, rows decoded into serde types, scalar results of `count`/`exists`, and
+//! the set of tables a query reads.
 //!
 //! Which tables a query reads is asked of SQLite itself: the statement is prepared once under an authorizer that
 //! records every `SQLITE_READ`, so views, joins and subqueries are covered without parsing SQL here.
@@ -46,6 +47,12 @@ pub(crate) fn rows_to_typed<T: DeserializeOwned>(rows: Vec<Row>) -> Result<Vec<T
             serde_json::from_value(serde_json::Value::Object(row)).map_err(StoreError::Decode)
         })
         .collect()
+}
+
+/// The one integer column of a `count()` or `exists()` query's single row.
+pub(crate) fn scalar_u64(rows: &[Row], column: &str) -> Result<u64, StoreError> {
+    let value = rows.first().and_then(|row| row.get(column)).cloned().unwrap_or_default();
+    serde_json::from_value(value).map_err(StoreError::Decode)
 }
 
 /// The state tables a query reads (names without schema), found by preparing it under an authorizer.

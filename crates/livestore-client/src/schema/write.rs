@@ -1,19 +1,12 @@
-//! What materializers return and what queries send: SQL with bound parameters, built by small typed builders.
+//! What materializers return: [`Write`], SQL with bound parameters built by a small typed builder.
 //!
-//! [`Write`] covers insert, update, delete and upsert plus raw SQL; [`Query`] covers `SELECT` with equality
-//! filters, ordering and limits plus raw SQL. Both compile to text and parameters at the call site; values are
-//! never spliced into SQL text.
+//! It covers insert, update, delete and upsert plus raw SQL, and compiles to text and parameters at the call site;
+//! values are never spliced into SQL text. `UPDATE`/`DELETE` conditions are the same [`Filter`]s reads use
+//! (`schema::filter`), so a write's `WHERE` cannot lie either. Reads are `schema::query`; executing writes is
+//! `db::writer`'s job.
 
-use crate::schema::table::quote_ident;
+use super::filter::{ColumnRef, Filter, Op, push_ident, push_where, where_params};
 use crate::value::SqlValue;
-
-/// A comparison in a `WHERE` clause.
-#[derive(Debug, Clone, PartialEq)]
-struct Filter {
-    column: String,
-    operator: &'static str,
-    value: Option<SqlValue>,
-}
 
 /// What an insert does when the primary key already exists.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,20 +78,20 @@ impl Write {
         self
     }
 
-    /// Adds `column = value` to the `WHERE` clause (`IS NULL` for a null value).
-    pub fn where_eq(self, column: impl Into<String>, value: impl Into<SqlValue>) -> Self {
-        self.where_op(column, "=", value)
+    /// Adds a condition to the `WHERE` clause of an update or delete (`AND`ed with the others).
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filters.push(filter);
+        self
     }
 
-    /// Adds `column <op> value` (`=`, `!=`, `<`, `<=`, `>`, `>=`, `LIKE`) to the `WHERE` clause.
-    pub fn where_op(
-        mut self,
-        column: impl Into<String>,
-        operator: &'static str,
-        value: impl Into<SqlValue>,
-    ) -> Self {
-        self.filters.push(make_filter(column.into(), operator, value.into()));
-        self
+    /// Adds `column = value` to the `WHERE` clause (`IS NULL` for a null value).
+    pub fn where_eq(self, column: impl Into<ColumnRef>, value: impl Into<SqlValue>) -> Self {
+        self.filter(Filter::new(column, Op::Eq(value.into())))
+    }
+
+    /// Adds `column <op>` to the `WHERE` clause.
+    pub fn where_op(self, column: impl Into<ColumnRef>, op: Op) -> Self {
+        self.filter(Filter::new(column, op))
     }
 
     /// On a duplicate key, keep the existing row.
@@ -208,166 +201,8 @@ impl Write {
             WriteKind::Update | WriteKind::Delete => self.filters.as_slice(),
             WriteKind::Insert { .. } | WriteKind::Raw { .. } => &[],
         };
-        raw.iter()
-            .chain(values.iter().map(|(_, value)| value))
-            .chain(filters.iter().filter_map(filter_param))
+        raw.iter().chain(values.iter().map(|(_, value)| value)).chain(where_params(filters))
     }
-}
-
-/// A read: SQL with parameters, built from a typed `SELECT` builder or given raw.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Query {
-    table: Option<String>,
-    raw: Option<(String, Vec<SqlValue>)>,
-    columns: Vec<String>,
-    filters: Vec<Filter>,
-    order_by: Vec<(String, bool)>,
-    limit: Option<u64>,
-}
-
-impl Query {
-    /// `SELECT * FROM table`, refined with the builder methods.
-    pub fn select(table: impl Into<String>) -> Self {
-        Query {
-            table: Some(table.into()),
-            raw: None,
-            columns: vec![],
-            filters: vec![],
-            order_by: vec![],
-            limit: None,
-        }
-    }
-
-    /// Raw SQL with positional parameters.
-    pub fn sql(sql: impl Into<String>, params: impl IntoIterator<Item = SqlValue>) -> Self {
-        Query {
-            table: None,
-            raw: Some((sql.into(), params.into_iter().collect())),
-            columns: vec![],
-            filters: vec![],
-            order_by: vec![],
-            limit: None,
-        }
-    }
-
-    /// Restricts the selected columns.
-    pub fn columns(mut self, columns: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        self.columns = columns.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Adds `column = value` (`IS NULL` for a null value).
-    pub fn where_eq(self, column: impl Into<String>, value: impl Into<SqlValue>) -> Self {
-        self.where_op(column, "=", value)
-    }
-
-    /// Adds `column <op> value`.
-    pub fn where_op(
-        mut self,
-        column: impl Into<String>,
-        operator: &'static str,
-        value: impl Into<SqlValue>,
-    ) -> Self {
-        self.filters.push(make_filter(column.into(), operator, value.into()));
-        self
-    }
-
-    /// Orders by a column, ascending.
-    pub fn order_by(mut self, column: impl Into<String>) -> Self {
-        self.order_by.push((column.into(), true));
-        self
-    }
-
-    /// Orders by a column, descending.
-    pub fn order_by_desc(mut self, column: impl Into<String>) -> Self {
-        self.order_by.push((column.into(), false));
-        self
-    }
-
-    /// Returns at most `limit` rows.
-    pub fn limit(mut self, limit: u64) -> Self {
-        self.limit = Some(limit);
-        self
-    }
-
-    /// The SQL text and its parameters.
-    pub fn compile(&self) -> (String, Vec<SqlValue>) {
-        if let Some((sql, params)) = &self.raw {
-            return (sql.clone(), params.clone());
-        }
-        let table = quote_ident(self.table.as_deref().unwrap_or_default());
-        let columns = if self.columns.is_empty() {
-            "*".to_owned()
-        } else {
-            self.columns.iter().map(|column| quote_ident(column)).collect::<Vec<_>>().join(", ")
-        };
-        let mut sql = format!("SELECT {columns} FROM {table}");
-        push_where(&mut sql, &self.filters);
-        let params = self.filters.iter().filter_map(filter_param).cloned().collect();
-        if !self.order_by.is_empty() {
-            let order: Vec<String> = self
-                .order_by
-                .iter()
-                .map(|(column, ascending)| {
-                    format!("{} {}", quote_ident(column), if *ascending { "ASC" } else { "DESC" })
-                })
-                .collect();
-            sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
-        }
-        if let Some(limit) = self.limit {
-            sql.push_str(&format!(" LIMIT {limit}"));
-        }
-        (sql, params)
-    }
-}
-
-fn make_filter(column: String, operator: &'static str, value: SqlValue) -> Filter {
-    const OPERATORS: [&str; 7] = ["=", "!=", "<", "<=", ">", ">=", "LIKE"];
-    // An unknown operator would be spliced into SQL text; fall back to equality instead of trusting it.
-    let operator =
-        OPERATORS.into_iter().find(|known| known.eq_ignore_ascii_case(operator)).unwrap_or("=");
-    Filter { column, operator, value: Some(value) }
-}
-
-/// Appends a `WHERE` clause; null comparisons become `IS [NOT] NULL` and take no parameter.
-fn push_where(sql: &mut String, filters: &[Filter]) {
-    for (idx, filter) in filters.iter().enumerate() {
-        sql.push_str(if idx == 0 { " WHERE " } else { " AND " });
-        push_ident(sql, &filter.column);
-        match (&filter.value, filter.operator) {
-            (Some(SqlValue::Null) | None, "=") => sql.push_str(" IS NULL"),
-            (Some(SqlValue::Null) | None, "!=") => sql.push_str(" IS NOT NULL"),
-            (Some(_), operator) => {
-                sql.push(' ');
-                sql.push_str(operator);
-                sql.push_str(" ?");
-            }
-            (None, operator) => {
-                sql.push(' ');
-                sql.push_str(operator);
-                sql.push_str(" NULL");
-            }
-        }
-    }
-}
-
-/// The parameter a filter binds, if any (see [`push_where`]).
-fn filter_param(filter: &Filter) -> Option<&SqlValue> {
-    match (&filter.value, filter.operator) {
-        (Some(SqlValue::Null) | None, "=" | "!=") | (None, _) => None,
-        (Some(value), _) => Some(value),
-    }
-}
-
-/// Appends a double-quoted identifier.
-fn push_ident(sql: &mut String, name: &str) {
-    sql.push('"');
-    if name.contains('"') {
-        sql.push_str(&name.replace('"', "\"\""));
-    } else {
-        sql.push_str(name);
-    }
-    sql.push('"');
 }
 
 #[cfg(test)]
@@ -391,10 +226,21 @@ mod tests {
             sql,
             r#"INSERT INTO "kv" ("k", "v") VALUES (?, ?) ON CONFLICT ("k") DO UPDATE SET "v" = excluded."v""#
         );
-        let (sql, _) =
-            Query::select("todos").where_op("id", ">", "a").order_by("id").limit(3).compile();
-        assert_eq!(sql, r#"SELECT * FROM "todos" WHERE "id" > ? ORDER BY "id" ASC LIMIT 3"#);
-        let (sql, _) = Query::select("t").where_op("x", "; DROP TABLE t", 1).compile();
-        assert_eq!(sql, r#"SELECT * FROM "t" WHERE "x" = ?"#);
+        let (sql, params) = Write::delete("todos")
+            .where_op("id", Op::is_in(["a", "b"]))
+            .where_op("text", Op::like("%x%"))
+            .compile();
+        assert_eq!(sql, r#"DELETE FROM "todos" WHERE "id" IN (?, ?) AND "text" LIKE ?"#);
+        assert_eq!(params, vec![SqlValue::from("a"), SqlValue::from("b"), SqlValue::from("%x%")]);
+        let (sql, params) = Write::update("todos")
+            .set("completed", true)
+            .where_op("deletedAt", Op::IsNotNull)
+            .where_op("id", Op::Ne("t1".into()))
+            .compile();
+        assert_eq!(
+            sql,
+            r#"UPDATE "todos" SET "completed" = ? WHERE "deletedAt" IS NOT NULL AND "id" != ?"#
+        );
+        assert_eq!(params, vec![SqlValue::Integer(1), SqlValue::from("t1")]);
     }
 }
