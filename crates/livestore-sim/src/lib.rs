@@ -28,6 +28,7 @@
 pub mod check;
 pub mod client;
 pub mod error;
+pub mod files;
 pub mod mutant;
 pub mod net;
 pub mod plan;

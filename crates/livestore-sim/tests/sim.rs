@@ -110,6 +110,21 @@ fn mutant_backlog_skips_event_is_caught() {
 }
 
 #[test]
+fn mutant_upload_done_before_put_is_caught() {
+    let _serial = serial();
+    let (_, invariant) = caught(Mutant::UploadDoneBeforePut, MUTANT_SEED_BUDGET).expect("caught");
+    assert!(matches!(invariant, Invariant::FilesReachable | Invariant::Liveness), "{invariant:?}");
+}
+
+#[test]
+fn mutant_delete_referenced_object_is_caught() {
+    let _serial = serial();
+    let (_, invariant) =
+        caught(Mutant::DeleteReferencedObject, MUTANT_SEED_BUDGET).expect("caught");
+    assert!(matches!(invariant, Invariant::FilesReachable | Invariant::Liveness), "{invariant:?}");
+}
+
+#[test]
 fn shrinking_keeps_the_invariant_and_makes_the_plan_smaller() {
     let _serial = serial();
     let options = RunOptions { mutant: Some(Mutant::AckBeforeAppend), ..RunOptions::default() };
