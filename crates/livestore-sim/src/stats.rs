@@ -69,6 +69,8 @@ pub enum Hit {
     BlobCorruptRead,
     /// A transfer failed because the client was offline, partitioned or the object was missing.
     BlobUnreachable,
+    /// At quiescence, an object no active file uses (a failure only with `RunOptions::strict_orphans`).
+    OrphanedObject,
 }
 
 impl Hit {
@@ -105,6 +107,7 @@ impl Hit {
             Hit::BlobCutUpload => "blob_cut_upload",
             Hit::BlobCorruptRead => "blob_corrupt_read",
             Hit::BlobUnreachable => "blob_unreachable",
+            Hit::OrphanedObject => "files_orphaned_object",
         }
     }
 }
