@@ -137,11 +137,7 @@ pub fn hash_referenced(store: &Store, content_hash: &str) -> Result<bool, FilesE
 }
 
 /// Whether an active row (other than `except`) uses this object: by `remoteKey`, or by content whose key it is.
-pub fn key_referenced(
-    store: &Store,
-    key: &str,
-    except: Option<&str>,
-) -> Result<bool, FilesError> {
+pub fn key_referenced(store: &Store, key: &str, except: Option<&str>) -> Result<bool, FilesError> {
     let by_key: Vec<FileRecord> = store.query(
         &Query::select(FILES_TABLE).where_eq("remoteKey", key).where_eq("deletedAt", None::<i64>),
     )?;

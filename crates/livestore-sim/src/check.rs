@@ -237,7 +237,8 @@ impl Checker {
 
 /// The client's eventlog equals the server log: same length, same events, same order.
 fn converged(now: Duration, index: usize, store: &Store, server: &Server) -> Result<(), Violation> {
-    let events = synced_events(store).map_err(|error| Violation::store(index, now, "events", &error))?;
+    let events =
+        synced_events(store).map_err(|error| Violation::store(index, now, "events", &error))?;
     let log = server.log();
     let mismatch = if events.len() != log.len() {
         Some((

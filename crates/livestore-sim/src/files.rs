@@ -48,7 +48,10 @@ impl BlobStore {
     pub fn put(&mut self, key: &str, bytes: &[u8], generation: u64) -> Result<(), String> {
         let named = livestore_files::layout::hash_from_path(key);
         if named != Some(ContentHash::of(bytes)) {
-            return Err(format!("put of {} bytes under {key}: they do not hash to the key", bytes.len()));
+            return Err(format!(
+                "put of {} bytes under {key}: they do not hash to the key",
+                bytes.len()
+            ));
         }
         self.objects.insert(key.to_owned(), Object { bytes: bytes.to_vec(), generation });
         Ok(())
@@ -88,7 +91,10 @@ impl LocalArea {
     /// violation for the caller to report, and nothing is stored.
     pub fn insert(&mut self, hash: ContentHash, bytes: Vec<u8>) -> Result<(), String> {
         if ContentHash::of(&bytes) != hash {
-            return Err(format!("{} bytes stored locally as {hash} do not hash to it", bytes.len()));
+            return Err(format!(
+                "{} bytes stored locally as {hash} do not hash to it",
+                bytes.len()
+            ));
         }
         self.files.insert(hash, bytes);
         Ok(())

@@ -112,7 +112,8 @@ pub fn schema() -> Schema {
 /// compare: equal to a rebuild from the eventlog, and equal on every client).
 pub fn todos_rows(store: &livestore_client::Store) -> Result<String, StoreError> {
     let todos = store.query_rows(&Query::select("todos").order_by("id"))?;
-    let files = store.query_rows(&Query::select(livestore_files::schema::FILES_TABLE).order_by("id"))?;
+    let files =
+        store.query_rows(&Query::select(livestore_files::schema::FILES_TABLE).order_by("id"))?;
     Ok(serde_json::to_string(&(todos, files)).expect("rows are plain JSON"))
 }
 

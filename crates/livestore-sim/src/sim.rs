@@ -84,17 +84,33 @@ enum Event {
     Restart(usize),
     ServerUp,
     Connect(usize),
-    Tick { client: usize, generation: u64 },
+    Tick {
+        client: usize,
+        generation: u64,
+    },
     Accept(ConnId),
     Opened(ConnId),
-    Wake { conn: ConnId, direction: Direction },
-    ClientClosed { conn: ConnId, failure: Failure },
+    Wake {
+        conn: ConnId,
+        direction: Direction,
+    },
+    ClientClosed {
+        conn: ConnId,
+        failure: Failure,
+    },
     Deferred(u64),
     Quiesce,
     /// A client's file engine turn (`number`: the armed one; stale ones are ignored).
-    FileTick { client: usize, number: u64 },
+    FileTick {
+        client: usize,
+        number: u64,
+    },
     /// A file transfer of a client's engine `generation` finished.
-    FileDone { client: usize, generation: u64, id: u64 },
+    FileDone {
+        client: usize,
+        generation: u64,
+        id: u64,
+    },
 }
 
 /// How a client learns its connection is gone (turned into a [`TransportFailure`]).
@@ -207,7 +223,7 @@ impl Sim<'_> {
                 fork(seed, Stream::Client(index)),
                 fork(seed, Stream::FileEngine(index)),
             )
-                .map_err(|error| Violation::store(index, Duration::ZERO, "open", &error))?;
+            .map_err(|error| Violation::store(index, Duration::ZERO, "open", &error))?;
             self.clients.push(client);
         }
         for (index, op) in self.plan.ops.iter().enumerate() {

@@ -7,8 +7,8 @@
 
 use std::collections::BTreeSet;
 
-use livestore_client::{SqlValue, Store};
 use livestore_client::schema::Query;
+use livestore_client::{SqlValue, Store};
 use serde::Deserialize;
 
 use super::Engine;

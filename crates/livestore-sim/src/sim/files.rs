@@ -97,8 +97,12 @@ impl Sim<'_> {
         Violation::files(client, self.world.now(), doing, error)
     }
 
-    fn intact(&self, client: usize, detail: String) -> Violation {
-        Violation::new(Invariant::FilesIntact, self.world.now(), format!("client {client}: {detail}"))
+    fn intact(&self, client: usize, detail: &str) -> Violation {
+        Violation::new(
+            Invariant::FilesIntact,
+            self.world.now(),
+            format!("client {client}: {detail}"),
+        )
     }
 
     /// Carries out a file operation of the plan on a running client.
@@ -124,7 +128,7 @@ impl Sim<'_> {
                 self.clients[client]
                     .local
                     .insert(hash, bytes)
-                    .map_err(|detail| self.intact(client, detail))?;
+                    .map_err(|detail| self.intact(client, &detail))?;
                 file_id = format!("f{op_id}");
                 let path = stored_path(STORE_ID, &hash);
                 events.push(new_event(&FileCreated {
@@ -139,7 +143,8 @@ impl Sim<'_> {
             }
             Op::ReplaceFile { target, content: number, .. } => {
                 let id = format!("f{target}");
-                let Some(row) = active(&id).map_err(|e| self.files_error(client, "row", &e))? else {
+                let Some(row) = active(&id).map_err(|e| self.files_error(client, "row", &e))?
+                else {
                     return Ok(());
                 };
                 let bytes = content(number);
@@ -151,7 +156,7 @@ impl Sim<'_> {
                 self.clients[client]
                     .local
                     .insert(hash, bytes)
-                    .map_err(|detail| self.intact(client, detail))?;
+                    .map_err(|detail| self.intact(client, &detail))?;
                 let path = stored_path(STORE_ID, &hash);
                 events.push(new_event(&FileUpdated {
                     id: id.clone(),
@@ -171,7 +176,8 @@ impl Sim<'_> {
             }
             Op::DeleteFile { target, .. } => {
                 let id = format!("f{target}");
-                let Some(row) = active(&id).map_err(|e| self.files_error(client, "row", &e))? else {
+                let Some(row) = active(&id).map_err(|e| self.files_error(client, "row", &e))?
+                else {
                     return Ok(());
                 };
                 self.hits.count(Hit::FileDelete);
@@ -293,8 +299,9 @@ impl Sim<'_> {
         for write in &plan.writes {
             match write {
                 StateWrite::Upsert(state) => self.queue_write(client, &state.to_event()),
-                StateWrite::Remove { file_id } => self
-                    .queue_write(client, &LocalFileStateRemove { file_id: file_id.clone() }),
+                StateWrite::Remove { file_id } => {
+                    self.queue_write(client, &LocalFileStateRemove { file_id: file_id.clone() })
+                }
                 StateWrite::QueueRemoteDelete { key } => self.queue_write(
                     client,
                     &FileRemoteDeleteQueued { key: key.clone(), queued_at: now_ms },
@@ -324,7 +331,10 @@ impl Sim<'_> {
             self.mark_in_progress(client, TransferKind::Download, &job);
             self.start_transfer(client, Transfer::Download(job));
         }
-        let groups = plan.upload_groups.into_iter().chain(plan.uploads_alone.into_iter().map(|job| vec![job]));
+        let groups = plan
+            .upload_groups
+            .into_iter()
+            .chain(plan.uploads_alone.into_iter().map(|job| vec![job]));
         for group in groups {
             for job in &group {
                 self.mark_in_progress(client, TransferKind::Upload, job);
@@ -426,7 +436,12 @@ impl Sim<'_> {
         Ok(())
     }
 
-    fn finish_upload(&mut self, client: usize, job: &Job, reachable: bool) -> Result<(), Violation> {
+    fn finish_upload(
+        &mut self,
+        client: usize,
+        job: &Job,
+        reachable: bool,
+    ) -> Result<(), Violation> {
         let key = remote_key_for_path(&stored_path(STORE_ID, &job.hash));
         let bytes = self.clients[client].local.get(&job.hash).cloned();
         let generation = self.server.generation();
@@ -441,7 +456,7 @@ impl Sim<'_> {
                 if matches!(fault, None | Some(BlobFault::TimeoutAfterSuccess)) {
                     self.blob
                         .put(&key, &bytes, generation)
-                        .map_err(|detail| self.intact(client, detail))?;
+                        .map_err(|detail| self.intact(client, &detail))?;
                 }
                 match fault {
                     None | Some(BlobFault::CorruptRead) => Ok(()),
@@ -452,7 +467,9 @@ impl Sim<'_> {
             }
         };
         let outcome = match outcome {
-            Err(_) if reachable && self.options.mutant == Some(Mutant::UploadDoneBeforePut) => Ok(()),
+            Err(_) if reachable && self.options.mutant == Some(Mutant::UploadDoneBeforePut) => {
+                Ok(())
+            }
             other => other,
         };
         match outcome {
@@ -469,7 +486,11 @@ impl Sim<'_> {
     /// `Engine::upload_succeeded`: `remoteKey` on every active row with this content (and path) that lacks it,
     /// `done`/`done` for the job's row, or the object's deletion queued when every such row went away.
     fn upload_succeeded(&mut self, client: usize, job: &Job, key: &str) -> Result<(), Violation> {
-        self.clients[client].files.schedule.failures.remove(&(TransferKind::Upload, job.file_id.clone()));
+        self.clients[client]
+            .files
+            .schedule
+            .failures
+            .remove(&(TransferKind::Upload, job.file_id.clone()));
         let store = self.clients[client].store.clone().expect("a running client has a store");
         let hash = job.hash.to_string();
         let rows = active_rows_with_hash(&store, &hash)
@@ -477,7 +498,8 @@ impl Sim<'_> {
         let now_ms = self.now_ms();
         let mut used = false;
         for row in rows {
-            if remote_key_for_path(&row.path) != key && row.path != stored_path(STORE_ID, &job.hash) {
+            if remote_key_for_path(&row.path) != key && row.path != stored_path(STORE_ID, &job.hash)
+            {
                 continue;
             }
             used = true;
@@ -511,7 +533,10 @@ impl Sim<'_> {
         let referenced = key_referenced(&store, key, None)
             .map_err(|e| self.files_error(client, "references", &e))?;
         if !used && !referenced {
-            self.queue_write(client, &FileRemoteDeleteQueued { key: key.to_owned(), queued_at: now_ms });
+            self.queue_write(
+                client,
+                &FileRemoteDeleteQueued { key: key.to_owned(), queued_at: now_ms },
+            );
             let deletes = &mut self.clients[client].files.work.deletes;
             if !deletes.iter().any(|queued| queued == key) {
                 deletes.push(key.to_owned());
@@ -558,7 +583,7 @@ impl Sim<'_> {
                 self.clients[client]
                     .local
                     .insert(job.hash, bytes)
-                    .map_err(|detail| self.intact(client, detail))?;
+                    .map_err(|detail| self.intact(client, &detail))?;
                 self.download_succeeded(client, job)?;
             }
             Err(error) => self.transfer_failed(client, TransferKind::Download, job, error)?,
@@ -569,7 +594,11 @@ impl Sim<'_> {
 
     /// `Engine::download_succeeded`: `done`/`done` for every active row with the content and a key.
     fn download_succeeded(&mut self, client: usize, job: &Job) -> Result<(), Violation> {
-        self.clients[client].files.schedule.failures.remove(&(TransferKind::Download, job.file_id.clone()));
+        self.clients[client]
+            .files
+            .schedule
+            .failures
+            .remove(&(TransferKind::Download, job.file_id.clone()));
         let store = self.clients[client].store.clone().expect("a running client has a store");
         let rows = active_rows_with_hash(&store, &job.hash.to_string())
             .map_err(|e| self.files_error(client, "rows by hash", &e))?;
@@ -588,7 +617,12 @@ impl Sim<'_> {
     }
 
     /// `delete_remote` and `Engine::delete_finished`.
-    fn finish_delete(&mut self, client: usize, key: String, reachable: bool) -> Result<(), Violation> {
+    fn finish_delete(
+        &mut self,
+        client: usize,
+        key: String,
+        reachable: bool,
+    ) -> Result<(), Violation> {
         let store = self.clients[client].store.clone().expect("a running client has a store");
         let referenced = self.options.mutant != Some(Mutant::DeleteReferencedObject)
             && key_referenced(&store, &key, None)
@@ -621,7 +655,8 @@ impl Sim<'_> {
                 self.queue_write(client, &FileRemoteDeleteDone { key });
             }
             Err(error) => {
-                let previous = self.clients[client].files.schedule.delete_failures.get(&key).cloned();
+                let previous =
+                    self.clients[client].files.schedule.delete_failures.get(&key).cloned();
                 let failure = self.next_failure(client, previous.as_ref(), error);
                 self.clients[client].files.schedule.delete_failures.insert(key, failure);
             }
@@ -630,7 +665,12 @@ impl Sim<'_> {
     }
 
     /// `Engine::next_failure`: attempts + 1, retried after the real `backoff` with a seeded jitter.
-    fn next_failure(&mut self, client: usize, previous: Option<&Failure>, error: String) -> Failure {
+    fn next_failure(
+        &mut self,
+        client: usize,
+        previous: Option<&Failure>,
+        error: String,
+    ) -> Failure {
         let attempts = previous.map_or(0, |failure| failure.attempts) + 1;
         let random = self.clients[client].file_rng.random_range(0.0..1.0);
         let delay = backoff(RETRY_BASE, RETRY_MAX, attempts, random);
@@ -655,7 +695,9 @@ impl Sim<'_> {
         let failure = self.next_failure(client, previous.as_ref(), error.clone());
         self.clients[client].files.schedule.failures.insert(id, failure);
         let (download, upload, local_hash) = match kind {
-            TransferKind::Upload => (TransferStatus::Done, TransferStatus::Error, job.hash.to_string()),
+            TransferKind::Upload => {
+                (TransferStatus::Done, TransferStatus::Error, job.hash.to_string())
+            }
             TransferKind::Download => (TransferStatus::Error, TransferStatus::Done, String::new()),
         };
         let store = self.clients[client].store.clone().expect("a running client has a store");
@@ -756,7 +798,9 @@ impl Sim<'_> {
         for (client, state) in self.clients.iter().enumerate() {
             let Some(store) = &state.store else { continue };
             let rows: Vec<FileRecord> = store
-                .query(&Query::select(FILES_TABLE).where_eq("deletedAt", None::<i64>).order_by("id"))
+                .query(
+                    &Query::select(FILES_TABLE).where_eq("deletedAt", None::<i64>).order_by("id"),
+                )
                 .map_err(|e| Violation::store(client, now, "files", &e))?;
             for row in rows {
                 let Ok(hash) = row.content_hash.parse::<ContentHash>() else { continue };
