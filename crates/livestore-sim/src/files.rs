@@ -41,6 +41,8 @@ pub struct Object {
 #[derive(Debug, Default)]
 pub struct BlobStore {
     objects: BTreeMap<String, Object>,
+    /// Keys deleted and not put again since.
+    deleted: BTreeSet<String>,
 }
 
 impl BlobStore {
@@ -54,6 +56,7 @@ impl BlobStore {
             ));
         }
         self.objects.insert(key.to_owned(), Object { bytes: bytes.to_vec(), generation });
+        self.deleted.remove(key);
         Ok(())
     }
 
@@ -64,7 +67,14 @@ impl BlobStore {
 
     /// Deletes `key` (deleting a missing object succeeds).
     pub fn delete(&mut self, key: &str) {
-        self.objects.remove(key);
+        if self.objects.remove(key).is_some() {
+            self.deleted.insert(key.to_owned());
+        }
+    }
+
+    /// Whether `key` was deleted (and not put again since).
+    pub fn was_deleted(&self, key: &str) -> bool {
+        self.deleted.contains(key)
     }
 
     /// Leaves every object now stored out of the orphan check (a client wiped its rows after a lost log).

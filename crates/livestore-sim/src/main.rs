@@ -39,7 +39,7 @@ struct Args {
     mutant: Option<Mutant>,
     /// Fail on objects no active file uses at quiescence (off by default: an open finding, see RELIABILITY.md).
     #[arg(long)]
-    strict_orphans: bool,
+    strict_files: bool,
     /// Internal: run as a child, printing one JSON line per seed.
     #[arg(long, hide = true)]
     child: bool,
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let options = RunOptions {
         mutant: args.mutant,
-        strict_orphans: args.strict_orphans,
+        strict_files: args.strict_files,
         ..RunOptions::default()
     };
     if let Some(seed) = args.seed {
@@ -201,8 +201,8 @@ fn run_children(args: &Args, jobs: usize) -> Vec<SeedResult> {
         if let Some(mutant) = args.mutant {
             command.args(["--mutant", mutant.name()]);
         }
-        if args.strict_orphans {
-            command.arg("--strict-orphans");
+        if args.strict_files {
+            command.arg("--strict-files");
         }
         let child =
             command.stdout(Stdio::from(file)).spawn().expect("spawning a child of this binary");

@@ -69,8 +69,11 @@ pub enum Hit {
     BlobCorruptRead,
     /// A transfer failed because the client was offline, partitioned or the object was missing.
     BlobUnreachable,
-    /// At quiescence, an object no active file uses (a failure only with `RunOptions::strict_orphans`).
+    /// At quiescence, an object no active file uses (a failure only with `RunOptions::strict_files`).
     OrphanedObject,
+    /// At quiescence, an active row whose object a remote delete removed and no local bytes (a failure only with
+    /// `RunOptions::strict_files`).
+    UnreachableAfterDelete,
 }
 
 impl Hit {
@@ -108,6 +111,7 @@ impl Hit {
             Hit::BlobCorruptRead => "blob_corrupt_read",
             Hit::BlobUnreachable => "blob_unreachable",
             Hit::OrphanedObject => "files_orphaned_object",
+            Hit::UnreachableAfterDelete => "files_unreachable_after_delete",
         }
     }
 }

@@ -105,6 +105,11 @@ impl Sim<'_> {
         )
     }
 
+    /// The `delete-referenced-object` mutant: remote deletes skip their reference checks.
+    fn delete_unchecked(&self) -> bool {
+        self.options.mutant == Some(Mutant::DeleteReferencedObject)
+    }
+
     /// Carries out a file operation of the plan on a running client.
     pub(super) fn run_file_op(
         &mut self,
@@ -168,7 +173,7 @@ impl Sim<'_> {
                 }));
                 events.push(new_event(&new_bytes_state(&id, &path, &hash).to_event()));
                 events.extend(
-                    remote_delete_if_unreferenced(&store, &row, now_ms)
+                    remote_delete_if_unreferenced(&store, &row, now_ms, self.delete_unchecked())
                         .map_err(|e| self.files_error(client, "references", &e))?,
                 );
                 old_content = Some(row.content_hash);
@@ -184,7 +189,7 @@ impl Sim<'_> {
                 events.push(new_event(&FileDeleted { id: id.clone(), deleted_at: now_ms }));
                 events.push(new_event(&LocalFileStateRemove { file_id: id.clone() }));
                 events.extend(
-                    remote_delete_if_unreferenced(&store, &row, now_ms)
+                    remote_delete_if_unreferenced(&store, &row, now_ms, self.delete_unchecked())
                         .map_err(|e| self.files_error(client, "references", &e))?,
                 );
                 old_content = Some(row.content_hash);
@@ -624,7 +629,7 @@ impl Sim<'_> {
         reachable: bool,
     ) -> Result<(), Violation> {
         let store = self.clients[client].store.clone().expect("a running client has a store");
-        let referenced = self.options.mutant != Some(Mutant::DeleteReferencedObject)
+        let referenced = !self.delete_unchecked()
             && key_referenced(&store, &key, None)
                 .map_err(|e| self.files_error(client, "references", &e))?;
         let outcome = if referenced {
@@ -786,15 +791,22 @@ impl Sim<'_> {
     /// The file checks at quiescence (or when quiescence never came): every active row reachable on every
     /// client, and no object in the blob store that no active row uses.
     ///
-    /// An orphan fails the run only with [`RunOptions::strict_orphans`](super::RunOptions::strict_orphans): the
-    /// planners leave one behind when a file is replaced or deleted on one client while another client's upload
-    /// of its previous content is still in flight (open finding, seed 78, RELIABILITY.md). Otherwise orphans are
-    /// counted (`files_orphaned_object`).
-    pub(super) fn check_files(&mut self) -> Result<(), Violation> {
+    /// Two open findings (RELIABILITY.md) fail the run only with
+    /// [`RunOptions::strict_files`](super::RunOptions::strict_files), and are otherwise counted: an orphan
+    /// (`files_orphaned_object`; the planners leave one when a file is replaced or deleted on one client while
+    /// another client's upload of its previous content is in flight, seed 78), and an active row whose object was
+    /// deleted (`files_unreachable_after_delete`; a remote delete raced a save of the same content on another
+    /// client, whose upload found the object still there, seed 898). A row whose object was never stored always
+    /// fails.
+    ///
+    /// Returns how many rows the second finding excused (their downloads never succeed, so such a run never
+    /// settles; `run` then ends it at the deadline as a pass).
+    pub(super) fn check_files(&mut self) -> Result<usize, Violation> {
         if self.plan.files.is_none() {
-            return Ok(());
+            return Ok(0);
         }
         let now = self.world.now();
+        let mut unreachable_after_delete = 0;
         for (client, state) in self.clients.iter().enumerate() {
             let Some(store) = &state.store else { continue };
             let rows: Vec<FileRecord> = store
@@ -810,20 +822,32 @@ impl Sim<'_> {
                         .blob
                         .get(&row.remote_key)
                         .is_some_and(|object| ContentHash::of(&object.bytes) == hash);
-                if !local && !remote {
+                // Unreachable, or a `remoteKey` that promises an object which is not there (other clients
+                // would try to download it forever).
+                let broken = !remote && (!local || !row.remote_key.is_empty());
+                if broken && !self.options.strict_files && self.blob.was_deleted(&row.remote_key) {
+                    // Open finding (seed 898): a remote delete raced a save of the same content elsewhere.
+                    unreachable_after_delete += 1;
+                } else if broken {
                     return Err(Violation::new(
                         Invariant::FilesReachable,
                         now,
                         format!(
-                            "client {client}: active file {} ({hash}, remoteKey {:?}) has no local bytes and no object",
-                            row.id, row.remote_key
+                            "client {client}: active file {} ({hash}, remoteKey {:?}): local bytes {local}, \
+                             object stored {}",
+                            row.id,
+                            row.remote_key,
+                            self.blob.get(&row.remote_key).is_some()
                         ),
                     ));
                 }
             }
         }
+        for _ in 0..unreachable_after_delete {
+            self.hits.count(Hit::UnreachableAfterDelete);
+        }
         let Some(store) = self.clients.iter().find_map(|state| state.store.as_ref()) else {
-            return Ok(());
+            return Ok(unreachable_after_delete);
         };
         let generation = self.server.generation();
         let mut orphans = 0;
@@ -834,7 +858,7 @@ impl Sim<'_> {
             }
             let used = key_referenced(store, key, None)
                 .map_err(|e| self.files_error(0, "references", &e))?;
-            if !used && !self.options.strict_orphans {
+            if !used && !self.options.strict_files {
                 orphans += 1;
             } else if !used {
                 return Err(Violation::new(
@@ -847,7 +871,7 @@ impl Sim<'_> {
         for _ in 0..orphans {
             self.hits.count(Hit::OrphanedObject);
         }
-        Ok(())
+        Ok(unreachable_after_delete)
     }
 }
 
@@ -868,8 +892,11 @@ fn remote_delete_if_unreferenced(
     store: &livestore_client::Store,
     row: &FileRecord,
     now_ms: i64,
+    unchecked: bool,
 ) -> Result<Option<NewEvent>, FilesError> {
-    if row.remote_key.is_empty() || key_referenced(store, &row.remote_key, Some(&row.id))? {
+    if row.remote_key.is_empty()
+        || (!unchecked && key_referenced(store, &row.remote_key, Some(&row.id))?)
+    {
         return Ok(None);
     }
     Ok(Some(new_event(&FileRemoteDeleteQueued { key: row.remote_key.clone(), queued_at: now_ms })))
