@@ -53,7 +53,7 @@ pub enum Invariant {
     /// stores or hands an accepting reader bytes that do not match their key.
     FilesIntact,
     /// Files, at quiescence: every active row on every client is reachable (local bytes there, or its object in
-    /// the blob store).
+    /// the blob store), and a row's `remoteKey` names a stored object.
     FilesReachable,
     /// Files, at quiescence: every object in the blob store is used by an active row (no orphans).
     FilesNoOrphans,
