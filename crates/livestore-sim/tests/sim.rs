@@ -72,22 +72,22 @@ fn plans_are_a_function_of_the_seed() {
 
 /// The first seed under `budget` at which the mutant is caught, and by which invariant.
 fn caught(mutant: Mutant, budget: u64) -> Option<(u64, Invariant)> {
-    caught_with(RunOptions { mutant: Some(mutant), ..RunOptions::default() }, budget)
+    caught_with(&RunOptions { mutant: Some(mutant), ..RunOptions::default() }, budget)
 }
 
 /// [`caught`] with strict file checks (the default run only counts the two open findings' symptoms, which the
 /// file mutants produce too).
 fn caught_strict(mutant: Mutant, budget: u64) -> Option<(u64, Invariant)> {
     caught_with(
-        RunOptions { mutant: Some(mutant), strict_files: true, ..RunOptions::default() },
+        &RunOptions { mutant: Some(mutant), strict_files: true, ..RunOptions::default() },
         budget,
     )
 }
 
-fn caught_with(options: RunOptions, budget: u64) -> Option<(u64, Invariant)> {
+fn caught_with(options: &RunOptions, budget: u64) -> Option<(u64, Invariant)> {
     (0..budget).find_map(|seed| {
         let plan = Plan::generate(seed, PlanSize::default());
-        let report = run_plan(seed, &plan, &options).expect("the run starts");
+        let report = run_plan(seed, &plan, options).expect("the run starts");
         report.violation.map(|violation| (seed, violation.invariant))
     })
 }
