@@ -114,13 +114,13 @@ pub(crate) fn commit_for_file_sync(
 }
 
 /// One row of `files` by id.
-pub(crate) fn row(store: &Store, file_id: &str) -> Result<Option<FileRecord>, FilesError> {
+pub fn row(store: &Store, file_id: &str) -> Result<Option<FileRecord>, FilesError> {
     let rows: Vec<FileRecord> = store.query(&Query::select(FILES_TABLE).where_eq("id", file_id))?;
     Ok(rows.into_iter().next())
 }
 
 /// Active rows with this content hash.
-pub(crate) fn active_rows_with_hash(
+pub fn active_rows_with_hash(
     store: &Store,
     content_hash: &str,
 ) -> Result<Vec<FileRecord>, FilesError> {
@@ -132,16 +132,12 @@ pub(crate) fn active_rows_with_hash(
 }
 
 /// Whether an active row uses this content hash.
-pub(crate) fn hash_referenced(store: &Store, content_hash: &str) -> Result<bool, FilesError> {
+pub fn hash_referenced(store: &Store, content_hash: &str) -> Result<bool, FilesError> {
     Ok(!active_rows_with_hash(store, content_hash)?.is_empty())
 }
 
 /// Whether an active row (other than `except`) uses this object: by `remoteKey`, or by content whose key it is.
-pub(crate) fn key_referenced(
-    store: &Store,
-    key: &str,
-    except: Option<&str>,
-) -> Result<bool, FilesError> {
+pub fn key_referenced(store: &Store, key: &str, except: Option<&str>) -> Result<bool, FilesError> {
     let by_key: Vec<FileRecord> = store.query(
         &Query::select(FILES_TABLE).where_eq("remoteKey", key).where_eq("deletedAt", None::<i64>),
     )?;

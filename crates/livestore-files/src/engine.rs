@@ -52,6 +52,7 @@ mod status;
 mod uploads;
 
 pub(crate) use downloads::download_now;
+pub use reconcile::read_unsettled;
 pub(crate) use status::{Snapshot, status};
 
 /// Remote deletes running at once.

@@ -40,6 +40,8 @@ mod plan;
 pub mod remote;
 pub mod schema;
 pub mod serve;
+#[doc(hidden)]
+pub mod sim;
 pub mod status;
 mod stream;
 mod sync;

@@ -26,51 +26,51 @@ mod evict;
 mod launch;
 mod reconcile;
 
-pub(crate) use backoff::backoff;
+pub use backoff::backoff;
 pub(crate) use evict::{LocalCopy, evict, forget_old_requests};
-pub(crate) use launch::{Limits, launch};
-pub(crate) use reconcile::{FileRow, LocalView, StateWrite, merge_work, reconcile};
+pub use launch::{LaunchPlan, Limits, launch};
+pub use reconcile::{FileRow, LocalView, ReconcilePlan, StateWrite, merge_work, reconcile};
 
 /// One transfer: its direction and its file id.
-pub(crate) type TransferId = (TransferKind, String);
+pub type TransferId = (TransferKind, String);
 
 /// A transfer to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Job {
-    pub(crate) file_id: String,
-    pub(crate) hash: ContentHash,
-    pub(crate) path: String,
+pub struct Job {
+    pub file_id: String,
+    pub hash: ContentHash,
+    pub path: String,
     /// The object key (downloads).
-    pub(crate) key: String,
+    pub key: String,
     /// Size of the local copy when the job was derived (uploads; `None` when unknown).
-    pub(crate) size: Option<u64>,
+    pub size: Option<u64>,
 }
 
 /// What the engine knows it has to do.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct WorkLists {
-    pub(crate) uploads: VecDeque<Job>,
-    pub(crate) downloads: VecDeque<Job>,
+pub struct WorkLists {
+    pub uploads: VecDeque<Job>,
+    pub downloads: VecDeque<Job>,
     /// Object keys to delete remotely, oldest first.
-    pub(crate) deletes: Vec<String>,
+    pub deletes: Vec<String>,
     /// Active rows without local bytes or `remoteKey`: another client has to upload them first.
-    pub(crate) awaiting_remote: BTreeSet<String>,
+    pub awaiting_remote: BTreeSet<String>,
 }
 
 impl WorkLists {
     /// Whether nothing waits.
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.uploads.is_empty() && self.downloads.is_empty() && self.deletes.is_empty()
     }
 }
 
 /// A transfer that runs. The counters are shared with the task moving the bytes (progress for status).
 #[derive(Debug, Clone)]
-pub(crate) struct Inflight {
-    pub(crate) file_id: String,
-    pub(crate) hash: ContentHash,
-    pub(crate) loaded: Arc<AtomicU64>,
-    pub(crate) total: Arc<AtomicU64>,
+pub struct Inflight {
+    pub file_id: String,
+    pub hash: ContentHash,
+    pub loaded: Arc<AtomicU64>,
+    pub total: Arc<AtomicU64>,
 }
 
 impl Inflight {
@@ -86,44 +86,44 @@ impl Inflight {
 
 /// A failed transfer or remote delete, waiting for its retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Failure {
+pub struct Failure {
     /// Failures in a row.
-    pub(crate) attempts: u32,
+    pub attempts: u32,
     /// Not retried before this.
-    pub(crate) next_at: Instant,
-    pub(crate) error: String,
+    pub next_at: Instant,
+    pub error: String,
 }
 
 /// What runs, what failed and what was asked for first: the engine's bookkeeping that planners read and update.
 #[derive(Debug, Default)]
-pub(crate) struct Schedule {
-    pub(crate) running: BTreeMap<TransferId, Inflight>,
+pub struct Schedule {
+    pub running: BTreeMap<TransferId, Inflight>,
     /// Content moving right now (a transfer, or `get_file`'s download): one transfer per content at a time.
-    pub(crate) hashes_moving: BTreeSet<ContentHash>,
-    pub(crate) failures: BTreeMap<TransferId, Failure>,
-    pub(crate) deletes_running: BTreeSet<String>,
-    pub(crate) delete_failures: BTreeMap<String, Failure>,
+    pub hashes_moving: BTreeSet<ContentHash>,
+    pub failures: BTreeMap<TransferId, Failure>,
+    pub deletes_running: BTreeSet<String>,
+    pub delete_failures: BTreeMap<String, Failure>,
     /// Downloads the application asked for (`resolve_file_url`, `prioritize_download`), most recent first.
-    pub(crate) prioritized: VecDeque<String>,
+    pub prioritized: VecDeque<String>,
     /// Upload tasks running (each holds a slot until it ends).
-    pub(crate) upload_slots: usize,
+    pub upload_slots: usize,
 }
 
 impl Schedule {
     /// The next retry time of a transfer or delete that waits for its backoff, if any.
-    pub(crate) fn next_retry(&self) -> Option<Instant> {
+    pub fn next_retry(&self) -> Option<Instant> {
         self.failures.values().chain(self.delete_failures.values()).map(|f| f.next_at).min()
     }
 
     /// Makes every failed transfer and delete eligible at `now`.
-    pub(crate) fn retry_all(&mut self, now: Instant) {
+    pub fn retry_all(&mut self, now: Instant) {
         for failure in self.failures.values_mut().chain(self.delete_failures.values_mut()) {
             failure.next_at = now;
         }
     }
 
     /// Forgets the retries and priority of a file (after a delete).
-    pub(crate) fn forget_file(&mut self, file_id: &str) {
+    pub fn forget_file(&mut self, file_id: &str) {
         self.prioritized.retain(|id| id != file_id);
         self.failures.remove(&(TransferKind::Upload, file_id.to_owned()));
         self.failures.remove(&(TransferKind::Download, file_id.to_owned()));

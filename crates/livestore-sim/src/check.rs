@@ -209,13 +209,13 @@ impl Checker {
             .sync_status()
             .map_err(|error| Violation::store(index, now, "sync_status", &error))?;
         let upstream = parse_head(&status.upstream_head);
-        if status.pending_count > 0 || upstream.global != server.log().len() as u64 {
+        if status.pending_synced_count > 0 || upstream.global != server.log().len() as u64 {
             return Err(Violation::new(
                 Invariant::NothingPending,
                 now,
                 format!(
                     "client {index}: {} pending, upstream head {upstream}, server head e{}",
-                    status.pending_count,
+                    status.pending_synced_count,
                     server.log().len()
                 ),
             ));
@@ -237,7 +237,8 @@ impl Checker {
 
 /// The client's eventlog equals the server log: same length, same events, same order.
 fn converged(now: Duration, index: usize, store: &Store, server: &Server) -> Result<(), Violation> {
-    let events = store.events().map_err(|error| Violation::store(index, now, "events", &error))?;
+    let events =
+        synced_events(store).map_err(|error| Violation::store(index, now, "events", &error))?;
     let log = server.log();
     let mismatch = if events.len() != log.len() {
         Some((
@@ -257,6 +258,12 @@ fn converged(now: Duration, index: usize, store: &Store, server: &Server) -> Res
     }
 }
 
+/// The client's eventlog without its client-only events (the filesync `localFileState` writes, say), which never
+/// leave the device and so are never in the server log.
+fn synced_events(store: &Store) -> Result<Vec<LocalEvent>, livestore_client::StoreError> {
+    Ok(store.events()?.into_iter().filter(|event| !event.client_only).collect())
+}
+
 /// The events of `local` that the server confirmed (up to the upstream head) equal the server log's prefix.
 fn synced_prefix(
     now: Duration,
@@ -271,7 +278,7 @@ fn synced_prefix(
         // Synced with a log the server lost: the client resets when it next connects.
         return Ok(());
     }
-    let events = store.events().map_err(|error| store_error("events", error))?;
+    let events = synced_events(store).map_err(|error| store_error("events", error))?;
     let confirmed: Vec<LocalEvent> =
         events.into_iter().take_while(|event| event.seq_num.global <= upstream).collect();
     let log = server.log();

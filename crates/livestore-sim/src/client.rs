@@ -14,6 +14,7 @@ use livestore_client::sync::reconnect::Reconnect;
 use livestore_client::{NewEvent, Storage, Store, StoreError};
 use rand::rngs::StdRng;
 
+use crate::files::{FileEngine, LocalArea};
 use crate::net::ConnId;
 use crate::plan::Edit;
 use crate::schema::{self, TodoCompleted, TodoCreated, TodoDeleted, TodoRenamed};
@@ -55,11 +56,22 @@ pub struct SimClient {
     pub connected: bool,
     /// See `connected`.
     pub caught_up: bool,
+    /// The local file area (survives crashes, like files on disk).
+    pub local: LocalArea,
+    /// The sim file engine's in-memory state (a crash drops it).
+    pub files: FileEngine,
+    /// The file engine's random stream (transfer latency, backoff jitter).
+    pub file_rng: StdRng,
 }
 
 impl SimClient {
     /// Opens client `index`'s store under `root` (its own directory).
-    pub fn open(index: usize, root: &std::path::Path, rng: StdRng) -> Result<Self, StoreError> {
+    pub fn open(
+        index: usize,
+        root: &std::path::Path,
+        rng: StdRng,
+        file_rng: StdRng,
+    ) -> Result<Self, StoreError> {
         let dir = root.join(format!("client-{index}"));
         let mut client = SimClient {
             index,
@@ -76,6 +88,9 @@ impl SimClient {
             armed_deadline: None,
             connected: false,
             caught_up: false,
+            local: LocalArea::default(),
+            files: FileEngine::default(),
+            file_rng,
         };
         client.store = Some(client.open_store()?);
         Ok(client)
@@ -99,6 +114,7 @@ impl SimClient {
         self.caught_up = false;
         self.armed_deadline = None;
         self.tick_generation += 1;
+        self.files = self.files.restarted();
     }
 
     fn open_store(&self) -> Result<Store, StoreError> {

@@ -46,8 +46,17 @@ pub enum Invariant {
     NothingPending,
     /// At quiescence every event committed since the client's last backend reset is in the server log.
     NoLostCommit,
-    /// At quiescence each client's `todos` equal a rebuild from its eventlog, and every client's are equal.
+    /// At quiescence each client's `todos` and `files` equal a rebuild from its eventlog, and every client's are
+    /// equal.
     StateMatchesRebuild,
+    /// Files, every step: no client holds local bytes under a hash they do not match, and the blob store never
+    /// stores or hands an accepting reader bytes that do not match their key.
+    FilesIntact,
+    /// Files, at quiescence: every active row on every client is reachable (local bytes there, or its object in
+    /// the blob store), and a row's `remoteKey` names a stored object.
+    FilesReachable,
+    /// Files, at quiescence: every object in the blob store is used by an active row (no orphans).
+    FilesNoOrphans,
 }
 
 /// An invariant that failed, when, and what was seen.
@@ -77,6 +86,17 @@ impl Violation {
     /// A violation of `invariant` at `at`.
     pub fn new(invariant: Invariant, at: Duration, detail: impl Into<String>) -> Self {
         Violation { invariant, at, detail: detail.into() }
+    }
+
+    /// A file sync error (a store query through `livestore-files`) of client `client`, as
+    /// [`Invariant::ClientHealthy`].
+    pub fn files(
+        client: usize,
+        at: Duration,
+        doing: &str,
+        error: &livestore_files::FilesError,
+    ) -> Self {
+        Violation::new(Invariant::ClientHealthy, at, format!("client {client}: {doing}: {error}"))
     }
 
     /// A store error of client `client`, as a [`Invariant::ClientHealthy`] violation.

@@ -14,6 +14,8 @@
 //!   whose events carry a unique operation tag;
 //! - [`net`]: pipes, latency, resets, cuts, partitions, slow readers; [`server`]: the sync server model, with
 //!   deliberate bugs from [`mutant`]; [`client`]: one client's store, machine and process state;
+//! - [`files`]: the simulated object store, each client's local file area and file engine state (the file
+//!   workload and engine steps are `sim::files`);
 //! - [`check`]: the invariants; [`sim`]: one run; [`shrink`]: minimizing a failing plan; [`stats`]: fault-hit
 //!   counters; [`error`]: [`SimError`] and [`Violation`].
 //!
@@ -28,6 +30,7 @@
 pub mod check;
 pub mod client;
 pub mod error;
+pub mod files;
 pub mod mutant;
 pub mod net;
 pub mod plan;

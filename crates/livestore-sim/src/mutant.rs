@@ -1,4 +1,5 @@
-//! Deliberate bugs in the *model server* (never in the real client), to prove the invariants catch them.
+//! Deliberate bugs in the *model server* or the simulator's own file engine (never in the real client or the real
+//! planners), to prove the invariants catch them.
 //!
 //! Each mutant breaks one promise the real server keeps (`crates/livestore-server`); the simulator must report a
 //! violation within a bounded number of seeds for each (`tests/sim.rs`). They are chosen with the hidden
@@ -18,15 +19,21 @@ pub enum Mutant {
     FanoutBeforeAppend,
     /// Leave out the first event of a backlog that starts after a cursor.
     BacklogSkipsEvent,
+    /// The sim's file engine records an upload as done (`remoteKey` written) even when the put failed.
+    UploadDoneBeforePut,
+    /// The sim's file engine deletes an object without checking that an active row still uses it.
+    DeleteReferencedObject,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 4] = [
+    pub const ALL: [Mutant; 6] = [
         Mutant::NoParentCheck,
         Mutant::AckBeforeAppend,
         Mutant::FanoutBeforeAppend,
         Mutant::BacklogSkipsEvent,
+        Mutant::UploadDoneBeforePut,
+        Mutant::DeleteReferencedObject,
     ];
 
     /// The flag value.
@@ -36,6 +43,8 @@ impl Mutant {
             Mutant::AckBeforeAppend => "ack-before-append",
             Mutant::FanoutBeforeAppend => "fanout-before-append",
             Mutant::BacklogSkipsEvent => "backlog-skips-event",
+            Mutant::UploadDoneBeforePut => "upload-done-before-put",
+            Mutant::DeleteReferencedObject => "delete-referenced-object",
         }
     }
 }
@@ -49,7 +58,8 @@ impl fmt::Display for Mutant {
 /// An unknown mutant name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown mutant {0:?}; known: no-parent-check, ack-before-append, fanout-before-append, backlog-skips-event"
+    "unknown mutant {0:?}; known: no-parent-check, ack-before-append, fanout-before-append, backlog-skips-event, \
+     upload-done-before-put, delete-referenced-object"
 )]
 pub struct UnknownMutant(pub String);
 

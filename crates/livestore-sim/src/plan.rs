@@ -50,6 +50,16 @@ pub struct Plan {
     pub faults: Vec<Timed<Fault>>,
     /// When faults stop and the quiescence phase starts.
     pub fault_phase: Duration,
+    /// File sync against the simulated blob store, if this seed has it.
+    pub files: Option<FileProfile>,
+}
+
+/// How a seed's file sync behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileProfile {
+    /// Percent of blob store calls that fail (5xx, timeout after success, cut upload, corrupt read) while the
+    /// faults run.
+    pub fault_percent: u32,
 }
 
 /// Latency of the network: `min + exponential(mean)` per frame.
@@ -104,6 +114,30 @@ pub enum Op {
         client: usize,
         /// How long it stays down.
         down_for: Duration,
+    },
+    /// Saves a new file (`v1.FileCreated`, id `f<op id>`) with content number `content` (few numbers, so clients
+    /// share content).
+    SaveFile {
+        /// The client.
+        client: usize,
+        /// Which content (`files::content`).
+        content: u8,
+    },
+    /// Replaces the content of the file saved by operation `target` (`v1.FileUpdated`), if this client sees it.
+    ReplaceFile {
+        /// The client.
+        client: usize,
+        /// The saving operation's id.
+        target: usize,
+        /// The new content.
+        content: u8,
+    },
+    /// Deletes the file saved by operation `target` (`v1.FileDeleted`), if this client sees it active.
+    DeleteFile {
+        /// The client.
+        client: usize,
+        /// The saving operation's id.
+        target: usize,
     },
 }
 
@@ -201,7 +235,8 @@ impl Plan {
             })
             .collect();
         faults.sort_by_key(|fault| fault.at);
-        Plan { clients, network, ops, faults, fault_phase: size.fault_phase }
+        let files = file_ops(seed, clients, phase_micros, &mut ops);
+        Plan { clients, network, ops, faults, fault_phase: size.fault_phase, files }
     }
 
     /// The client an operation or fault concerns, if one.
@@ -223,9 +258,54 @@ impl Op {
             Op::Commit { client, .. }
             | Op::Burst { client, .. }
             | Op::Offline { client, .. }
-            | Op::Crash { client, .. } => *client,
+            | Op::Crash { client, .. }
+            | Op::SaveFile { client, .. }
+            | Op::ReplaceFile { client, .. }
+            | Op::DeleteFile { client, .. } => *client,
         }
     }
+}
+
+/// Most distinct contents a plan saves: few, so clients often save the same bytes.
+pub const FILE_CONTENTS: u8 = 6;
+
+/// Adds the file operations of `seed` (from their own stream) to `ops`, keeping them ordered by time, and draws
+/// the file profile; a quarter of the seeds have no files.
+fn file_ops(
+    seed: u64,
+    clients: usize,
+    phase_micros: u64,
+    ops: &mut Vec<Timed<Op>>,
+) -> Option<FileProfile> {
+    let mut rng = fork(seed, Stream::FileWorkload);
+    if rng.random_range(0..4) == 0 {
+        return None;
+    }
+    let profile = FileProfile { fault_percent: rng.random_range(0..=25) };
+    let count = rng.random_range(2..=3 * clients + 3);
+    let mut times: Vec<u64> = (0..count).map(|_| rng.random_range(0..phase_micros)).collect();
+    times.sort_unstable();
+    let mut saves: Vec<usize> = Vec::new();
+    for at in times {
+        let client = rng.random_range(0..clients);
+        let content = rng.random_range(0..FILE_CONTENTS);
+        let id = ops.len();
+        let roll = rng.random_range(0..100);
+        let what = match (roll, saves.is_empty()) {
+            (0..55, _) | (_, true) => Op::SaveFile { client, content },
+            (55..75, false) => {
+                Op::ReplaceFile { client, target: saves[rng.random_range(0..saves.len())], content }
+            }
+            _ => Op::DeleteFile { client, target: saves[rng.random_range(0..saves.len())] },
+        };
+        if matches!(what, Op::SaveFile { .. }) {
+            saves.push(id);
+        }
+        ops.push(Timed { id, at: Duration::from_micros(at), what });
+    }
+    // Stable: ties keep the todo operation first, and ids stay as drawn.
+    ops.sort_by_key(|op| op.at);
+    Some(profile)
 }
 
 fn random_op(rng: &mut StdRng, clients: usize, creates: &[usize]) -> Op {
@@ -273,8 +353,12 @@ impl fmt::Display for Plan {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             formatter,
-            "plan: {} client(s), latency {:?} + exp({:?}), faults until {:?}",
-            self.clients, self.network.min_latency, self.network.jitter_mean, self.fault_phase
+            "plan: {} client(s), latency {:?} + exp({:?}), faults until {:?}, files {:?}",
+            self.clients,
+            self.network.min_latency,
+            self.network.jitter_mean,
+            self.fault_phase,
+            self.files
         )?;
         let mut lines: Vec<(Duration, String)> = Vec::new();
         for op in &self.ops {

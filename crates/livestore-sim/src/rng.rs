@@ -19,6 +19,12 @@ pub enum Stream {
     Network,
     /// One client's reconnect jitter (by client index).
     Client(usize),
+    /// The file half of the plan: file saves, replaces and deletes (drawn apart, so todo plans stay as they were).
+    FileWorkload,
+    /// The blob store's runtime fault decisions.
+    Blob,
+    /// One client's file engine: transfer latencies and backoff jitter (by client index).
+    FileEngine(usize),
 }
 
 impl Stream {
@@ -28,6 +34,9 @@ impl Stream {
             Stream::Faults => 2,
             Stream::Network => 3,
             Stream::Client(index) => 1_000 + index as u64,
+            Stream::FileWorkload => 5,
+            Stream::Blob => 6,
+            Stream::FileEngine(index) => 2_000 + index as u64,
         }
     }
 }

@@ -74,9 +74,11 @@ pub fn op_tag(args_json: &str) -> Option<String> {
     serde_json::from_str::<Tagged>(args_json).ok().map(|tagged| tagged.op)
 }
 
-/// The schema: a `todos` table and the four events.
+/// The schema: a `todos` table and the four events, plus the filesync tables and events.
 pub fn schema() -> Schema {
-    Schema::builder()
+    // The real filesync data model (`files`, `localFileState`, their events) rides along: the file workload
+    // (`crate::files`) writes it exactly as `livestore-files` does.
+    livestore_files::schema::add_to(Schema::builder())
         .table(
             Table::new("todos")
                 .column(Column::text("id").primary_key())
@@ -106,10 +108,13 @@ pub fn schema() -> Schema {
         .expect("the simulation schema is statically valid")
 }
 
-/// All `todos` rows in id order, as JSON text (what the state comparisons compare).
+/// All `todos` rows in id order, then all `files` rows in id order, as JSON text (what the state comparisons
+/// compare: equal to a rebuild from the eventlog, and equal on every client).
 pub fn todos_rows(store: &livestore_client::Store) -> Result<String, StoreError> {
-    let rows = store.query_rows(&Query::select("todos").order_by("id"))?;
-    Ok(serde_json::to_string(&rows).expect("rows are plain JSON"))
+    let todos = store.query_rows(&Query::select("todos").order_by("id"))?;
+    let files =
+        store.query_rows(&Query::select(livestore_files::schema::FILES_TABLE).order_by("id"))?;
+    Ok(serde_json::to_string(&(todos, files)).expect("rows are plain JSON"))
 }
 
 /// Encodes a typed event.

@@ -78,6 +78,14 @@ fn candidates(plan: &Plan, violation: &Violation) -> Vec<Plan> {
     for client in (1..plan.clients).rev() {
         out.push(without_client(plan, client));
     }
+    if let Some(files) = plan.files
+        && files.fault_percent > 0
+    {
+        // Blob store faults off (they are drawn at run time, at this rate).
+        let mut cut = plan.clone();
+        cut.files = Some(crate::plan::FileProfile { fault_percent: 0 });
+        out.push(cut);
+    }
     for index in (0..plan.faults.len()).rev() {
         let mut cut = plan.clone();
         cut.faults.remove(index);
@@ -137,7 +145,10 @@ fn with_client(op: &Op, client: usize) -> Op {
         Op::Commit { client: c, .. }
         | Op::Burst { client: c, .. }
         | Op::Offline { client: c, .. }
-        | Op::Crash { client: c, .. } => *c = client,
+        | Op::Crash { client: c, .. }
+        | Op::SaveFile { client: c, .. }
+        | Op::ReplaceFile { client: c, .. }
+        | Op::DeleteFile { client: c, .. } => *c = client,
     }
     op
 }

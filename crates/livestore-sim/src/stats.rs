@@ -47,6 +47,33 @@ pub enum Hit {
     Stall,
     /// A connection ended for silence.
     Silence,
+    /// A file was saved, replaced or deleted.
+    FileSave,
+    /// See `FileSave`.
+    FileReplace,
+    /// See `FileSave`.
+    FileDelete,
+    /// An upload, download or remote delete completed.
+    Upload,
+    /// See `Upload`.
+    Download,
+    /// See `Upload`.
+    RemoteDelete,
+    /// The blob store answered 5xx (nothing done).
+    BlobServerError,
+    /// The blob store did the work but the client saw a timeout.
+    BlobTimeoutAfterSuccess,
+    /// An upload was cut: nothing stored, the client sees an error.
+    BlobCutUpload,
+    /// The blob store served bytes not matching the key (the client's check refused them).
+    BlobCorruptRead,
+    /// A transfer failed because the client was offline, partitioned or the object was missing.
+    BlobUnreachable,
+    /// At quiescence, an object no active file uses (a failure only with `RunOptions::strict_files`).
+    OrphanedObject,
+    /// At quiescence, an active row whose object a remote delete removed and no local bytes (a failure only with
+    /// `RunOptions::strict_files`).
+    UnreachableAfterDelete,
 }
 
 impl Hit {
@@ -72,6 +99,19 @@ impl Hit {
             Hit::OfflineCommit => "offline_commit",
             Hit::Stall => "watchdog_stall",
             Hit::Silence => "silence_timeout",
+            Hit::FileSave => "file_save",
+            Hit::FileReplace => "file_replace",
+            Hit::FileDelete => "file_delete",
+            Hit::Upload => "file_upload",
+            Hit::Download => "file_download",
+            Hit::RemoteDelete => "file_remote_delete",
+            Hit::BlobServerError => "blob_5xx",
+            Hit::BlobTimeoutAfterSuccess => "blob_timeout_after_success",
+            Hit::BlobCutUpload => "blob_cut_upload",
+            Hit::BlobCorruptRead => "blob_corrupt_read",
+            Hit::BlobUnreachable => "blob_unreachable",
+            Hit::OrphanedObject => "files_orphaned_object",
+            Hit::UnreachableAfterDelete => "files_unreachable_after_delete",
         }
     }
 }

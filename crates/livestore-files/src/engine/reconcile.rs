@@ -7,8 +7,8 @@
 
 use std::collections::BTreeSet;
 
-use livestore_client::SqlValue;
 use livestore_client::schema::Query;
+use livestore_client::{SqlValue, Store};
 use serde::Deserialize;
 
 use super::Engine;
@@ -42,7 +42,7 @@ impl Engine {
     /// these rows, merged into the current lists.
     pub(super) fn reconcile(&mut self, only: Option<&BTreeSet<String>>) -> Result<(), FilesError> {
         let local_only = self.ctx.remote.is_none();
-        let rows = self.read_unsettled(only, local_only)?;
+        let rows = read_unsettled(&self.ctx.store, only, local_only)?;
         let local = self.local_view(&rows);
         let stored_deletes: Vec<String> = if local_only {
             Vec::new()
@@ -90,70 +90,6 @@ impl Engine {
         Ok(())
     }
 
-    /// The unsettled rows, oldest first, with the reference checks deleted rows need.
-    fn read_unsettled(
-        &self,
-        only: Option<&BTreeSet<String>>,
-        local_only: bool,
-    ) -> Result<Vec<FileRow>, FilesError> {
-        let local_only_param = SqlValue::Integer(i64::from(local_only));
-        let rows: Vec<UnsettledRow> = match only {
-            None => self.ctx.store.query(&Query::sql(
-                format!("{UNSETTLED_ROWS} ORDER BY f.createdAt, f.id"),
-                [local_only_param],
-            ))?,
-            Some(ids) => {
-                let ids: Vec<&String> = ids.iter().collect();
-                let mut rows = Vec::new();
-                for chunk in ids.chunks(IDS_PER_QUERY) {
-                    let placeholders: Vec<String> =
-                        (0..chunk.len()).map(|index| format!("?{}", index + 2)).collect();
-                    let mut params = vec![local_only_param.clone()];
-                    params.extend(chunk.iter().map(|id| SqlValue::Text((*id).clone())));
-                    rows.extend(self.ctx.store.query::<UnsettledRow>(&Query::sql(
-                        format!(
-                            "{UNSETTLED_ROWS} AND f.id IN ({}) ORDER BY f.createdAt, f.id",
-                            placeholders.join(", ")
-                        ),
-                        params,
-                    ))?);
-                }
-                rows
-            }
-        };
-        rows.into_iter().map(|row| self.file_row(row, local_only)).collect()
-    }
-
-    fn file_row(&self, row: UnsettledRow, local_only: bool) -> Result<FileRow, FilesError> {
-        let state = row.state();
-        let mut file_row = FileRow {
-            id: row.id,
-            path: row.path,
-            remote_key: row.remote_key,
-            content_hash: row.content_hash,
-            deleted_at: row.deleted_at,
-            state,
-            content_in_use: false,
-            object_in_use: false,
-        };
-        if file_row.deleted_at.is_none() {
-            return Ok(file_row);
-        }
-        // Only the questions the planner will ask (each is a query).
-        let uploaded_here = file_row
-            .state
-            .as_ref()
-            .is_some_and(|state| state.upload_status == TransferStatus::Done);
-        if uploaded_here && !file_row.remote_key.is_empty() && !local_only {
-            file_row.object_in_use = key_referenced(&self.ctx.store, &file_row.remote_key, None)?;
-        }
-        if file_row.content_hash.parse::<ContentHash>().is_ok() {
-            file_row.content_in_use =
-                !active_rows_with_hash(&self.ctx.store, &file_row.content_hash)?.is_empty();
-        }
-        Ok(file_row)
-    }
-
     /// Sizes of the local copies of the active rows' content, and which deleted rows' content a save holds.
     fn local_view(&self, rows: &[FileRow]) -> LocalView {
         let mut view = LocalView::default();
@@ -171,6 +107,69 @@ impl Engine {
         }
         view
     }
+}
+
+/// The unsettled rows (every one, or only these ids), oldest first, with the reference checks deleted rows need:
+/// what [`plan::reconcile`] takes. The engine and the deterministic simulator (through `crate::sim`) both read rows
+/// with this.
+pub fn read_unsettled(
+    store: &Store,
+    only: Option<&BTreeSet<String>>,
+    local_only: bool,
+) -> Result<Vec<FileRow>, FilesError> {
+    let local_only_param = SqlValue::Integer(i64::from(local_only));
+    let rows: Vec<UnsettledRow> = match only {
+        None => store.query(&Query::sql(
+            format!("{UNSETTLED_ROWS} ORDER BY f.createdAt, f.id"),
+            [local_only_param],
+        ))?,
+        Some(ids) => {
+            let ids: Vec<&String> = ids.iter().collect();
+            let mut rows = Vec::new();
+            for chunk in ids.chunks(IDS_PER_QUERY) {
+                let placeholders: Vec<String> =
+                    (0..chunk.len()).map(|index| format!("?{}", index + 2)).collect();
+                let mut params = vec![local_only_param.clone()];
+                params.extend(chunk.iter().map(|id| SqlValue::Text((*id).clone())));
+                rows.extend(store.query::<UnsettledRow>(&Query::sql(
+                    format!(
+                        "{UNSETTLED_ROWS} AND f.id IN ({}) ORDER BY f.createdAt, f.id",
+                        placeholders.join(", ")
+                    ),
+                    params,
+                ))?);
+            }
+            rows
+        }
+    };
+    rows.into_iter().map(|row| file_row(store, row, local_only)).collect()
+}
+
+fn file_row(store: &Store, row: UnsettledRow, local_only: bool) -> Result<FileRow, FilesError> {
+    let state = row.state();
+    let mut file_row = FileRow {
+        id: row.id,
+        path: row.path,
+        remote_key: row.remote_key,
+        content_hash: row.content_hash,
+        deleted_at: row.deleted_at,
+        state,
+        content_in_use: false,
+        object_in_use: false,
+    };
+    if file_row.deleted_at.is_none() {
+        return Ok(file_row);
+    }
+    // Only the questions the planner will ask (each is a query).
+    let uploaded_here =
+        file_row.state.as_ref().is_some_and(|state| state.upload_status == TransferStatus::Done);
+    if uploaded_here && !file_row.remote_key.is_empty() && !local_only {
+        file_row.object_in_use = key_referenced(store, &file_row.remote_key, None)?;
+    }
+    if file_row.content_hash.parse::<ContentHash>().is_ok() {
+        file_row.content_in_use = !active_rows_with_hash(store, &file_row.content_hash)?.is_empty();
+    }
+    Ok(file_row)
 }
 
 /// The columns of one unsettled row (see [`UNSETTLED_ROWS`]).

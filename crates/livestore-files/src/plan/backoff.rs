@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// `min(base × 2^(attempts-1), max)`, scaled by a factor in `[0.8, 1.2)` picked by `random` (in `[0, 1)`).
-pub(crate) fn backoff(base: Duration, max: Duration, attempts: u32, random: f64) -> Duration {
+pub fn backoff(base: Duration, max: Duration, attempts: u32, random: f64) -> Duration {
     let exponent = attempts.saturating_sub(1).min(20);
     let delay = base.saturating_mul(1u32 << exponent).min(max);
     delay.mul_f64(0.8 + 0.4 * random.clamp(0.0, 1.0))

@@ -18,24 +18,24 @@ pub(crate) const MAX_GROUP_FILES: usize = 64;
 
 /// The concurrency limits and the size threshold that decides how a file uploads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Limits {
-    pub(crate) max_downloads: usize,
-    pub(crate) max_uploads: usize,
-    pub(crate) max_deletes: usize,
+pub struct Limits {
+    pub max_downloads: usize,
+    pub max_uploads: usize,
+    pub max_deletes: usize,
     /// Files at least this large take the general (multipart) path.
-    pub(crate) multipart_threshold: u64,
+    pub multipart_threshold: u64,
 }
 
 /// What one launch starts. Every job in it is registered as running in the [`Schedule`].
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct LaunchPlan {
-    pub(crate) downloads: Vec<Job>,
+pub struct LaunchPlan {
+    pub downloads: Vec<Job>,
     /// Each group takes one upload slot; a group of one is a file too large to group but small enough for one
     /// PUT. Every member has a known size.
-    pub(crate) upload_groups: Vec<Vec<Job>>,
+    pub upload_groups: Vec<Vec<Job>>,
     /// Files for the general upload path (multipart, or a local copy whose size is unknown): one slot each.
-    pub(crate) uploads_alone: Vec<Job>,
-    pub(crate) deletes: Vec<String>,
+    pub uploads_alone: Vec<Job>,
+    pub deletes: Vec<String>,
 }
 
 impl LaunchPlan {
@@ -50,7 +50,7 @@ impl LaunchPlan {
 
 /// Picks what starts at `now`, takes it out of `work` and registers it in `schedule` (running transfers, moving
 /// content, used upload slots, running deletes). The caller only launches while online.
-pub(crate) fn launch(
+pub fn launch(
     work: &mut WorkLists,
     schedule: &mut Schedule,
     limits: &Limits,

@@ -18,31 +18,31 @@ use crate::status::TransferKind;
 
 /// A `files` row with this device's state, as the engine read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct FileRow {
-    pub(crate) id: String,
-    pub(crate) path: String,
-    pub(crate) remote_key: String,
-    pub(crate) content_hash: String,
-    pub(crate) deleted_at: Option<i64>,
-    pub(crate) state: Option<LocalFileState>,
+pub struct FileRow {
+    pub id: String,
+    pub path: String,
+    pub remote_key: String,
+    pub content_hash: String,
+    pub deleted_at: Option<i64>,
+    pub state: Option<LocalFileState>,
     /// Deleted rows only: whether an active row uses this content.
-    pub(crate) content_in_use: bool,
+    pub content_in_use: bool,
     /// Deleted rows only: whether an active row uses this row's object (by key, or by content with that key).
-    pub(crate) object_in_use: bool,
+    pub object_in_use: bool,
 }
 
 /// What is on this device, for the rows being reconciled.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct LocalView {
+pub struct LocalView {
     /// Sizes of the local copies present (of the rows' content).
-    pub(crate) present: BTreeMap<ContentHash, u64>,
+    pub present: BTreeMap<ContentHash, u64>,
     /// Content a save holds right now.
-    pub(crate) pinned: BTreeSet<ContentHash>,
+    pub pinned: BTreeSet<ContentHash>,
 }
 
 /// One write a reconcile asks for, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum StateWrite {
+pub enum StateWrite {
     /// `v1.LocalFileStateUpsert`.
     Upsert(LocalFileState),
     /// `v1.LocalFileStateRemove`.
@@ -53,20 +53,20 @@ pub(crate) enum StateWrite {
 
 /// What a reconcile decided.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct ReconcilePlan {
+pub struct ReconcilePlan {
     /// The derived work (`deletes`: the stored remote deletes plus the ones queued here).
-    pub(crate) work: WorkLists,
+    pub work: WorkLists,
     /// State to write, only where it differs from what the row shows.
-    pub(crate) writes: Vec<StateWrite>,
+    pub writes: Vec<StateWrite>,
     /// Local copies to remove (content of deleted rows nobody uses any more).
-    pub(crate) local_deletes: Vec<ContentHash>,
+    pub local_deletes: Vec<ContentHash>,
     /// Deleted files whose retries and priority are to be forgotten.
-    pub(crate) forget: Vec<String>,
+    pub forget: Vec<String>,
 }
 
 /// Derives the work and the writes from `rows` (see the module docs). `stored_deletes` are the keys in
 /// `fileRemoteDeletes`, oldest first (ignored in local-only mode).
-pub(crate) fn reconcile(
+pub fn reconcile(
     rows: &[FileRow],
     local: &LocalView,
     schedule: &Schedule,
@@ -250,7 +250,7 @@ fn write_if_changed(
 /// application asked for (in `prioritized`) stays queued while its bytes are not here (`here`: prioritized
 /// content already local), even when its row looks settled (an evicted file is `done`/`done` without bytes), and
 /// priorities of downloads no longer queued are dropped.
-pub(crate) fn merge_work(
+pub fn merge_work(
     current: &mut WorkLists,
     derived: WorkLists,
     only: Option<&BTreeSet<String>>,

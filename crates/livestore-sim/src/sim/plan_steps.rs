@@ -68,10 +68,13 @@ impl Sim<'_> {
                 self.world.schedule_in(down_for, Event::Restart(client));
                 Ok(())
             }
+            Op::SaveFile { .. } | Op::ReplaceFile { .. } | Op::DeleteFile { .. } => {
+                self.run_file_op(client, op_id, &what)
+            }
         }
     }
 
-    fn commit(
+    pub(super) fn commit(
         &mut self,
         client: usize,
         events: Vec<NewEvent>,
@@ -186,6 +189,7 @@ impl Sim<'_> {
         self.checker.after_client_step(now, &self.clients[client], &self.server)?;
         self.checker.synced_prefix(now, &self.clients[client], &self.server)?;
         self.connect(client);
+        self.arm_file_tick(client, now);
         Ok(())
     }
 }
