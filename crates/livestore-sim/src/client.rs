@@ -19,8 +19,7 @@ use crate::net::ConnId;
 use crate::plan::Edit;
 use crate::schema::{self, TodoCompleted, TodoCreated, TodoDeleted, TodoRenamed};
 
-/// The store id every client shares.
-pub const STORE_ID: &str = "sim";
+pub use crate::schema::STORE_ID;
 
 /// The first reconnect delay and the longest (the driver's defaults).
 const MIN_BACKOFF: Duration = Duration::from_secs(1);

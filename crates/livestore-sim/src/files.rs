@@ -18,7 +18,7 @@ use livestore_files::ContentHash;
 use livestore_files::sim::{Job, Schedule, WorkLists};
 
 /// The store id every client shares, as the object keys' prefix.
-pub use crate::client::STORE_ID;
+pub use crate::schema::STORE_ID;
 
 /// The bytes of content number `content`: small, distinct per number, the same on every client.
 pub fn content(content: u8) -> Vec<u8> {

@@ -10,6 +10,9 @@ use livestore_client::schema::{Column, Event, Query, Schema, Table, Write};
 use livestore_client::{NewEvent, StoreError};
 use serde::{Deserialize, Serialize};
 
+/// The store id every client shares.
+pub const STORE_ID: &str = "sim";
+
 /// `sim.TodoCreated`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TodoCreated {
