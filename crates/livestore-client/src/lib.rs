@@ -34,6 +34,7 @@
 
 mod db;
 pub mod error;
+mod intern;
 pub mod schema;
 pub mod store;
 pub mod subscription;

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use crate::intern::{Interner, intern};
+
 /// The `schemaHash` stored for events the schema does not know.
 pub(crate) const UNKNOWN_SCHEMA_HASH: i64 = -1;
 /// `syncMetadataJson` of events without backend metadata.
@@ -190,22 +192,6 @@ pub(crate) fn load_after(
         Ok(())
     })?;
     Ok(events)
-}
-
-/// Reuses the previous row's name, client and session strings when they repeat (they nearly always do), so a
-/// page of events does not allocate three copies of the same strings per row.
-#[derive(Default)]
-struct Interner {
-    name: Option<Arc<str>>,
-    client_id: Option<Arc<str>>,
-    session_id: Option<Arc<str>>,
-}
-
-fn intern(slot: &mut Option<Arc<str>>, text: &str) -> Arc<str> {
-    match slot {
-        Some(previous) if **previous == *text => Arc::clone(previous),
-        _ => Arc::clone(slot.insert(Arc::from(text))),
-    }
 }
 
 fn row_to_event(row: &Row<'_>, strings: &mut Interner) -> rusqlite::Result<LocalEvent> {

@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 
 use super::{ConnectionMachine, FrameKind, SyncStore, store_stop};
 use crate::error::StoreError;
+use crate::intern::{Interner, intern};
 use crate::store::UpstreamEvent;
 use crate::sync::BackendIdPolicy;
 use crate::sync::reason::{ConnectionEnd, EndReason, ErrorSource, StopReason};
@@ -231,21 +232,6 @@ impl ConnectionMachine {
                 ConnectionEnd::Stop(StopReason::BackendIdMismatch { policy, expected, received })
             }
         }
-    }
-}
-
-/// Reuses the previous event's name, client and session strings when they repeat, as they mostly do in a page.
-#[derive(Default)]
-struct Interner {
-    name: Option<Arc<str>>,
-    client_id: Option<Arc<str>>,
-    session_id: Option<Arc<str>>,
-}
-
-fn intern(slot: &mut Option<Arc<str>>, text: &str) -> Arc<str> {
-    match slot {
-        Some(previous) if **previous == *text => Arc::clone(previous),
-        _ => Arc::clone(slot.insert(Arc::from(text))),
     }
 }
 
